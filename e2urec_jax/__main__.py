@@ -1,0 +1,3 @@
+from e2urec_jax.main import run_cli
+
+run_cli()

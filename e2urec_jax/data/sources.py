@@ -1,0 +1,163 @@
+"""The common in-memory form every reader returns, and the file helpers readers share.
+
+Readers differ only in how they parse; everything after them (protocol, prompts,
+tokens) sees one `RawData`, so a new data set is one new reader function.
+Parsing keeps exact line numbers, because "line 48213 of ratings.dat has 3 fields"
+is what a user needs to fix a file, and a pandas traceback is not.
+"""
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+
+from e2urec_jax.errors import UserError
+
+
+@dataclasses.dataclass
+class RawData:
+  """Interactions, items and users of one data set.
+
+  ratings: user int64, item int64, rating float64, timestamp int64 (unix seconds).
+  items:   item int64 (unique), title str, genres str ('|'-joined, '' if unknown), key str.
+  users:   user int64 (unique), profile str (one or more sentences, '' = none), key str.
+  `key` is the id as the source file spells it (GoodReads user ids are hex strings and
+  are numbered 1..n here); later commands map user-supplied ids through it.
+  """
+  name: str
+  ratings: pd.DataFrame
+  items: pd.DataFrame
+  users: pd.DataFrame
+  item_noun: str = 'movie'  # "the following movies"
+  verb: str = 'watched'  # "the user watched ..." / "has watched" (same form for both).
+  rating_scale: int = 5  # "(out of 5 stars)"
+  source_sha256: dict = dataclasses.field(default_factory=dict)  # file name -> sha256 of what was read
+
+  def check(self) -> None:
+    """Fails on ids that the prompts could not render (an item or user with no row)."""
+    missing = np.setdiff1d(self.ratings['item'].unique(), self.items['item'].to_numpy())
+    if len(missing):
+      raise UserError(f'{self.name}: {len(missing)} item ids in the ratings have no row in the item table '
+                      f'(e.g. {missing[:5].tolist()}); use the item file that belongs to these ratings')
+    missing = np.setdiff1d(self.ratings['user'].unique(), self.users['user'].to_numpy())
+    if len(missing):
+      raise UserError(f'{self.name}: {len(missing)} user ids in the ratings have no row in the user table '
+                      f'(e.g. {missing[:5].tolist()}); use the user file that belongs to these ratings')
+    if not len(self.ratings):
+      raise UserError(f'{self.name}: no ratings were read; check the ratings file')
+
+
+def sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def require_file(path: str, how_to_get: str) -> str:
+  if not os.path.isfile(path):
+    raise UserError(f'missing file {path}; {how_to_get}')
+  return path
+
+
+def read_delimited(path: str, sep: str, names: list[str], *, encoding: str = 'latin-1',
+                   numeric: tuple[str, ...] = (), min_fields: int | None = None) -> pd.DataFrame:
+  """Reads a `sep`-separated text file into string columns `names` (extra fields are dropped).
+
+  Every line must have at least `min_fields` (default: len(names)) fields and the
+  `numeric` columns must parse as numbers; otherwise a UserError names the file and line.
+  Blank lines are skipped (they still count in line numbers).
+  """
+  with open(path, encoding=encoding, newline='') as f:
+    lines = f.read().splitlines()
+  numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
+  rows = [lines[n - 1].split(sep) for n in numbers]
+  need = len(names) if min_fields is None else min_fields
+  for n, row in zip(numbers, rows):
+    if len(row) < need:
+      raise UserError(f'{path} line {n}: expected {need} fields separated by {sep!r}, found {len(row)}: '
+                      f'{lines[n - 1][:80]!r}; fix or remove that line')
+  width = len(names)
+  frame = pd.DataFrame([(r + [''] * width)[:width] for r in rows], columns=names, dtype=object)
+  frame['_line'] = np.asarray(numbers, np.int64)
+  for col in numeric:
+    frame[col] = to_number(frame[col], path, frame['_line'], col)
+  return frame
+
+
+def to_number(values: pd.Series, path: str, line_numbers, column: str) -> pd.Series:
+  """Numeric column, or a UserError naming the first line whose value is not a number."""
+  out = pd.to_numeric(values, errors='coerce')
+  bad = np.flatnonzero(out.isna().to_numpy())
+  if len(bad):
+    i = bad[0]
+    raise UserError(f'{path} line {int(np.asarray(line_numbers)[i])}: {column} {values.iloc[i]!r} is not a number; '
+                    'fix or remove that line')
+  return out
+
+
+def id_mapper(keys: pd.Series):
+  """key -> int64 id: the key itself when every key is an integer, else 1..n in sorted key order.
+
+  Build it over every table's keys (ratings + items) so the tables agree.
+  """
+  as_int = pd.to_numeric(keys, errors='coerce')
+  if not as_int.isna().any() and (as_int == as_int.round()).all() and as_int.abs().max() < 2**62:
+    return lambda k: pd.to_numeric(pd.Series(k)).astype(np.int64).to_numpy()
+  uniques = np.sort(keys.astype(str).unique())
+  return lambda k: np.searchsorted(uniques, pd.Series(k).astype(str).to_numpy()).astype(np.int64) + 1
+
+
+# ------------------------------------------------------------------ downloads
+def download(url: str, dest: str, *, sha256: str | None, size: int | None, offline_hint: str) -> str:
+  """Fetches `url` to `dest` (temp file + rename) and checks its size and sha256; returns dest.
+
+  An existing `dest` with the right checksum is reused; a wrong one is fetched again.
+  """
+  if os.path.exists(dest) and (sha256 is None or sha256_file(dest) == sha256):
+    return dest
+  os.makedirs(os.path.dirname(dest), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix='.part_')
+  try:
+    with os.fdopen(fd, 'wb') as out:
+      try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+          shutil.copyfileobj(response, out, 1 << 20)
+      except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, 'reason', None) or e
+        raise UserError(f'cannot download {url} ({reason}); {offline_hint}')
+    got_size = os.path.getsize(tmp)
+    if size is not None and got_size != size:
+      raise UserError(f'{url}: downloaded {got_size} bytes, expected {size}; retry, or {offline_hint}')
+    got = sha256_file(tmp)
+    if sha256 is not None and got != sha256:
+      raise UserError(f'{url}: sha256 {got} does not match the pinned {sha256}; the file changed upstream '
+                      f'or the download is corrupt; {offline_hint}')
+    os.replace(tmp, dest)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return dest
+
+
+def file_hashes(directory: str, names) -> dict[str, str]:
+  return {name: sha256_file(os.path.join(directory, name)) for name in names}
+
+
+def check_pinned(directory: str, hashes: dict[str, str], pinned: dict[str, str], *, strict: bool) -> None:
+  """Compares computed hashes with the pinned release; a mismatch fails (a download) or warns (a user's copy)."""
+  for name, want in pinned.items():
+    got = hashes.get(name)
+    if got is None or got == want:
+      continue
+    msg = f'{os.path.join(directory, name)}: sha256 {got} differs from the GroupLens release ({want})'
+    if strict:
+      raise UserError(msg + '; delete that folder and retry the download')
+    print(f'warning: {msg}; using it as given')

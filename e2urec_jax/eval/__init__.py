@@ -1,0 +1,1 @@
+"""Evaluation: metrics (numpy, float64) and the report (results.json / .md / plots)."""

@@ -1,0 +1,127 @@
+"""Scores every model in a workdir against the retrained one and writes the report.
+
+Test set: AUC / LogLoss / ACC. Forget set: the same, the distance of each model's answer
+distribution to the retrained model's (JSD, symmetric KL, L2; full vocabulary and Yes/No),
+and membership inference against test samples of users outside the forget set.
+"""
+import os
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from e2urec_jax import runtime
+from e2urec_jax.errors import UserError
+from e2urec_jax.eval import metrics
+from e2urec_jax.eval.predictors import load_predictor
+from e2urec_jax.methods import common
+from e2urec_jax.train import artifacts
+
+
+def _log_softmax(x):
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def per_example_loss(logits, labels, mask) -> np.ndarray:
+  """Mean answer-token CE per sample, [batch]."""
+  logp = np.take_along_axis(_log_softmax(logits.astype(np.float64)), labels[..., None], axis=-1)[..., 0]
+  return -(logp * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = False, desc: str = '') -> dict:
+  """p_yes [N], loss [N] (and first-answer-position logits [N, V] if asked) of one model on a set."""
+  p_yes, loss, first = [], [], []
+  yes, no = ctx.data.yes_id, ctx.data.no_id
+  chunks = common.iterate_eval(ctx, split, indices, with_host=True)
+  for device, host, real in tqdm(chunks, desc=desc or split, leave=False, disable=not ctx.config.progress,
+                                 total=-(-len(indices) // max(ctx.num_devices, ctx.config.eval.batch_size))):
+    logits = predictor.logits(device)[:real]  # [batch, answer, vocab]
+    p_yes.append(metrics.yes_probability(logits[:, 0], yes, no))
+    loss.append(per_example_loss(logits, host['answer_labels'][:real], host['answer_mask'][:real]))
+    if keep_logits:
+      first.append(logits[:, 0])
+  out = {'p_yes': np.concatenate(p_yes), 'loss': np.concatenate(loss)}
+  if keep_logits:
+    out['first_logits'] = np.concatenate(first)
+  return out
+
+
+def _quality(labels, p_yes) -> dict:
+  return {'auc': metrics.auc(labels, p_yes), 'logloss': metrics.logloss(labels, p_yes),
+          'acc': metrics.accuracy(labels, p_yes)}
+
+
+def _distances(a_logits, b_logits, yes, no) -> dict:
+  return metrics.distances_from_logits(a_logits, b_logits, yes_id=yes, no_id=no)
+
+
+def evaluate_models(ctx, names: list[str]) -> dict:
+  """results.json's dict for the given model names ('retrain' must be trained)."""
+  data = ctx.data
+  train, test = data.splits['train'], data.splits['test']
+  forget = np.flatnonzero(train.is_forget)
+  forget_users = np.unique(train.user_id[forget])
+  nonmember = np.flatnonzero(~np.isin(test.user_id, forget_users))
+  all_test = np.arange(len(test.label))
+  yes, no = data.yes_id, data.no_id
+  reference = load_predictor(ctx, 'retrain')
+  ref_forget = score(ctx, reference, 'train', forget, keep_logits=True, desc='retrain/forget')
+  ref_nonmember = score(ctx, reference, 'test', nonmember, desc='retrain/nonmember')
+  results = {'methods': {}, 'noise_floor': None}
+  if os.path.isdir(ctx.model_dir('retrain_seed2')):
+    twin = score(ctx, load_predictor(ctx, 'retrain_seed2'), 'train', forget, keep_logits=True, desc='noise floor')
+    d = _distances(twin['first_logits'], ref_forget['first_logits'], yes, no)
+    results['noise_floor'] = {k: d[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')}
+  for name in names:
+    predictor = reference if name == 'retrain' else load_predictor(ctx, name)
+    on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
+    on_forget = ref_forget if name == 'retrain' else score(ctx, predictor, 'train', forget, keep_logits=True,
+                                                             desc=f'{name}/forget')
+    nonmember_loss = on_test['loss'][nonmember]
+    dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], yes, no)
+    forget_metrics = _quality(train.label[forget], on_forget['p_yes'])
+    forget_metrics.update({k: dist[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')})
+    forget_metrics['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
+    forget_metrics['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
+                                                        ref_nonmember['loss'])
+    row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics}
+    stats = artifacts.read_done(ctx.phase_dir(name)) or {}
+    for key in ('time_s', 'compile_s', 'trainable_params', 'trainable_fraction', 'checkpoint_bytes',
+                'peak_memory_bytes'):
+      row[key] = stats.get(key)
+    row['phase'] = {k: v for k, v in stats.items() if k not in row}
+    results['methods'][name] = row
+  return results
+
+
+def available_models(ctx) -> list[str]:
+  models_dir = os.path.join(ctx.workdir, 'models')
+  found = sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+  return [n for n in found if n not in ('augmented', 'retrain_seed2') and not n.startswith('.')
+          and artifacts.read_done(ctx.phase_dir(n)) is not None]
+
+
+def order_names(names: list[str]) -> list[str]:
+  first = [n for n in ('original', 'retrain', 'e2urec') if n in names]
+  return first + [n for n in names if n not in first]
+
+
+def write_results(ctx, names: list[str]) -> dict:
+  from e2urec_jax.eval import report
+  results = evaluate_models(ctx, order_names(names))
+  results['config'] = runtime.config_to_json(ctx.config)
+  results['env'] = report.env_info()
+  report.write_report(ctx.workdir, results)
+  return results
+
+
+def evaluate_command(config, workdir):
+  from absl import flags
+  from e2urec_jax.train.context import get_context
+  ctx = get_context(config, workdir)
+  if not os.path.isdir(ctx.model_dir('retrain')):
+    raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
+  wanted = flags.FLAGS.model
+  names = [wanted] if wanted else available_models(ctx)
+  write_results(ctx, names)
+  print(open(os.path.join(ctx.workdir, 'results.md')).read())

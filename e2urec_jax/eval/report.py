@@ -1,0 +1,361 @@
+"""The experiment's report: results.json (schema in docs/RESULTS_SCHEMA.md), results.md, plots.
+
+The JSON is the record other tools read, so it is validated (`validate_results`) and
+made strict: NaN/inf become null (a one-class AUC, an unmeasured memory peak), numpy
+and JAX scalars become Python numbers. The markdown table follows the paper's layout
+(methods as rows) so a run can be read against the paper's Table 2 at a glance.
+Plots use matplotlib's object API with the Agg canvas: no pyplot global state, no display.
+"""
+import contextlib
+import math
+import os
+import tempfile
+
+import numpy as np
+
+from e2urec_jax import runtime
+
+METHOD_ORDER = ('original', 'retrain', 'e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo')
+TEST_KEYS = ('auc', 'logloss', 'acc')
+FORGET_KEYS = ('auc', 'acc', 'logloss', 'jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno',
+               'mia_auc', 'mia_ref_auc')
+FLOAT_KEYS = ('time_s', 'compile_s', 'trainable_fraction')
+INT_KEYS = ('trainable_params', 'checkpoint_bytes', 'peak_memory_bytes')
+NOISE_FLOOR_KEYS = ('jsd', 'sym_kl', 'l2')
+ENV_KEYS = ('jax', 'devices')
+
+
+# Schema. ---------------------------------------------------------------------------
+
+def _is_number(x, integer=False):
+  if isinstance(x, (bool, np.bool_)):
+    return False
+  if integer:
+    return isinstance(x, (int, np.integer)) or (isinstance(x, (float, np.floating)) and float(x).is_integer())
+  return isinstance(x, (int, float, np.integer, np.floating))
+
+
+def _check_group(problems, where, group, keys):
+  if not isinstance(group, dict):
+    problems.append(f'{where}: expected an object, got {type(group).__name__}')
+    return
+  for key in keys:
+    if key not in group:
+      problems.append(f'{where}.{key}: missing')
+    elif group[key] is not None and not _is_number(group[key]):
+      problems.append(f'{where}.{key}: expected a number or null, got {group[key]!r}')
+
+
+def _check_method(problems, where, entry):
+  if not isinstance(entry, dict):
+    problems.append(f'{where}: expected an object, got {type(entry).__name__}')
+    return
+  for group, keys in (('test', TEST_KEYS), ('forget', FORGET_KEYS)):
+    if group not in entry:
+      problems.append(f'{where}.{group}: missing')
+    else:
+      _check_group(problems, f'{where}.{group}', entry[group], keys)
+  for key in FLOAT_KEYS + INT_KEYS:
+    if key not in entry:
+      problems.append(f'{where}.{key}: missing')
+    elif entry[key] is not None and not _is_number(entry[key], integer=key in INT_KEYS):
+      kind = 'an integer' if key in INT_KEYS else 'a number'
+      problems.append(f'{where}.{key}: expected {kind} or null, got {entry[key]!r}')
+
+
+def validate_results(results, required_methods=()):
+  """Problems with a results dict against docs/RESULTS_SCHEMA.md (empty list = valid)."""
+  problems = []
+  if not isinstance(results, dict):
+    return [f'results: expected an object, got {type(results).__name__}']
+  methods = results.get('methods')
+  if not isinstance(methods, dict):
+    problems.append('methods: missing or not an object')
+    methods = {}
+  for name in required_methods:
+    if name not in methods:
+      problems.append(f'methods.{name}: missing')
+  for name, entry in methods.items():
+    _check_method(problems, f'methods.{name}', entry)
+    seeds = entry.get('seeds') if isinstance(entry, dict) else None
+    if seeds is not None:
+      if not isinstance(seeds, list):
+        problems.append(f'methods.{name}.seeds: expected a list')
+      else:
+        for i, seed_entry in enumerate(seeds):
+          _check_method(problems, f'methods.{name}.seeds[{i}]', seed_entry)
+  if 'noise_floor' not in results:
+    problems.append('noise_floor: missing')
+  else:
+    _check_group(problems, 'noise_floor', results['noise_floor'], NOISE_FLOOR_KEYS)
+  if not isinstance(results.get('config'), dict):
+    problems.append('config: missing or not an object')
+  env = results.get('env')
+  if not isinstance(env, dict):
+    problems.append('env: missing or not an object')
+  else:
+    problems.extend(f'env.{key}: missing' for key in ENV_KEYS if key not in env)
+  return problems
+
+
+def env_info():
+  """Where the numbers came from: JAX version, devices, platform."""
+  import platform
+  import jax
+  return {
+      'jax': jax.__version__,
+      'devices': [str(d) for d in jax.devices()],
+      'platform': jax.default_backend(),
+      'device_count': jax.device_count(),
+      'process_count': jax.process_count(),
+      'python': platform.python_version(),
+  }
+
+
+def aggregate_seeds(per_seed):
+  """One method entry from per-seed entries: numeric leaves averaged, `seeds` kept."""
+  def mean_of(values):
+    if all(isinstance(v, dict) for v in values):
+      return {k: mean_of([v.get(k) for v in values]) for k in values[0]}
+    numbers = [float(v) for v in values if _is_number(v) and math.isfinite(float(v))]
+    if not numbers:
+      return None
+    m = float(np.mean(numbers))
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    return int(round(m)) if integers else m
+  entry = mean_of([{k: v for k, v in e.items() if k != 'seeds'} for e in per_seed])
+  entry['seeds'] = list(per_seed)
+  return entry
+
+
+def _plain(obj):
+  """JSON-safe copy: numpy/JAX scalars and arrays to Python, NaN/inf to None."""
+  if hasattr(obj, 'to_dict') and callable(obj.to_dict):  # ml_collections.ConfigDict
+    obj = obj.to_dict()
+  if isinstance(obj, dict):
+    return {str(k): _plain(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_plain(v) for v in obj]
+  if isinstance(obj, (bool, np.bool_)):
+    return bool(obj)
+  if isinstance(obj, (int, np.integer)):
+    return int(obj)
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(float(obj)) else None
+  if hasattr(obj, '__array__'):
+    return _plain(np.asarray(obj).tolist())
+  return obj
+
+
+# The table. -------------------------------------------------------------------------
+
+def ordered_methods(methods):
+  """Paper order: original, retrain, e2urec, baselines, then every other row as given."""
+  known = [m for m in METHOD_ORDER if m in methods]
+  return known + [m for m in methods if m not in METHOD_ORDER]
+
+
+def _lookup(entry, path):
+  for key in path:
+    if not isinstance(entry, dict):
+      return None
+    entry = entry.get(key)
+  return entry if _is_number(entry) and math.isfinite(float(entry)) else None
+
+
+def _values(entry, path):
+  """The per-seed values of a cell if the method has seeds, else its single value."""
+  seeds = entry.get('seeds') or []
+  values = [_lookup(s, path) for s in seeds] if seeds else [_lookup(entry, path)]
+  return [float(v) for v in values if v is not None]
+
+
+def _human_bytes(n):
+  for unit in ('B', 'KB', 'MB', 'GB'):
+    if abs(n) < 1024 or unit == 'GB':
+      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+    n /= 1024.0
+
+
+def _cell(entry, path, fmt):
+  values = _values(entry, path)
+  if not values:
+    return '–'
+  text = fmt(float(np.mean(values)))
+  if len(values) > 1 and max(values) > min(values):  # constant across seeds: no spread to show
+    text += ' ± ' + fmt(float(np.std(values, ddof=1)))
+  return text
+
+
+def _params_cell(entry):
+  pct = _cell(entry, ('trainable_fraction',), lambda x: f'{100 * x:.3g}')
+  count = _lookup(entry, ('trainable_params',))
+  if count is None:
+    return pct
+  return f'{pct} ({count / 1e6:.3g}M)' if count >= 1e5 else f'{pct} ({int(count)})'
+
+
+_F4 = lambda x: f'{x:.4f}'  # noqa: E731
+_G4 = lambda x: f'{x:.4g}'  # noqa: E731
+MAIN_COLUMNS = (
+    ('test AUC', ('test', 'auc'), _F4), ('test LogLoss', ('test', 'logloss'), _F4),
+    ('test ACC', ('test', 'acc'), _F4), ('forget JSD', ('forget', 'jsd'), _G4),
+    ('forget symKL', ('forget', 'sym_kl'), _G4), ('forget L2', ('forget', 'l2'), _G4),
+    ('forget AUC', ('forget', 'auc'), _F4), ('forget ACC', ('forget', 'acc'), _F4),
+    ('MIA AUC', ('forget', 'mia_auc'), _F4), ('time (s)', ('time_s',), lambda x: f'{x:.1f}'),
+)
+DETAIL_COLUMNS = (
+    ('forget LogLoss', ('forget', 'logloss'), _F4), ('JSD Yes/No', ('forget', 'jsd_yesno'), _G4),
+    ('L2 Yes/No', ('forget', 'l2_yesno'), _G4), ('MIA-ref AUC', ('forget', 'mia_ref_auc'), _F4),
+    ('compile (s)', ('compile_s',), lambda x: f'{x:.1f}'),
+    ('peak memory', ('peak_memory_bytes',), _human_bytes),
+)
+
+
+def _table(methods, columns, extra=()):
+  header = ['method'] + [c[0] for c in columns] + [e[0] for e in extra]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for name in ordered_methods(methods):
+    entry = methods[name] if isinstance(methods[name], dict) else {}
+    seeds = len(entry.get('seeds') or [])
+    cells = [f'`{name}`' + (f' ({seeds} seeds)' if seeds > 1 else '')]
+    cells += [_cell(entry, path, fmt) for _, path, fmt in columns]
+    cells += [fn(entry) for _, fn in extra]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def markdown_report(results):
+  """results.md text: the paper-layout table, a details table, the noise floor, the env."""
+  methods = results.get('methods', {})
+  extra = (('trainable params (%)', _params_cell),
+           ('checkpoint', lambda e: _cell(e, ('checkpoint_bytes',), _human_bytes)))
+  out = ['# E2URec unlearning results', '',
+         'Test: recommendation quality on the test split (P(Yes) = softmax over the Yes/No '
+         'logits). Forget: the forget set. JSD / symKL / L2: distance of the full-vocabulary '
+         'distribution at the first answer position to the retrained model\'s; JSD is the true '
+         'Jensen-Shannon divergence (<= ln 2), symKL = 0.5 KL(p||q) + 0.5 KL(q||p), the quantity '
+         'the paper\'s code reports as "JSD". MIA AUC: loss attack telling forget samples from '
+         'non-members (0.5 = forgotten). Time: the whole cost to unlearn. Mean ± std over seeds '
+         'where a method has several.', '']
+  out += _table(methods, MAIN_COLUMNS, extra)
+  out += ['', '## Details', '']
+  out += _table(methods, DETAIL_COLUMNS)
+  floor = results.get('noise_floor') or {}
+  parts = [f'{k} {_G4(floor[k])}' for k in NOISE_FLOOR_KEYS if _is_number(floor.get(k))]
+  out += ['', '**Noise floor** (retrain vs retrain, different seeds): '
+          + (', '.join(parts) if parts else 'not measured')]
+  env = results.get('env') or {}
+  if env:
+    out += ['', f"Environment: jax {env.get('jax', '?')}, platform {env.get('platform', '?')}, "
+            f"devices {', '.join(map(str, env.get('devices', [])))}"]
+  return '\n'.join(out) + '\n'
+
+
+# Plots. -----------------------------------------------------------------------------
+
+def _new_figure():
+  from matplotlib.figure import Figure
+  return Figure(figsize=(7, 4.5), dpi=110, layout='constrained')
+
+
+def plot_distance_vs_time(results):
+  """Forget-set JSD to the retrained model against unlearning time (log x)."""
+  fig = _new_figure()
+  ax = fig.add_subplot()
+  methods = results.get('methods', {})
+  xs = []
+  for name in ordered_methods(methods):
+    entry = methods[name] if isinstance(methods[name], dict) else {}
+    t, d = _values(entry, ('time_s',)), _values(entry, ('forget', 'jsd'))
+    if name == 'original' and d:  # No unlearning at all: the level to get below.
+      ax.axhline(np.mean(d), color='gray', ls=':', lw=1, label='original (no unlearning)')
+    elif name == 'retrain' and t:  # The gold standard: its cost is the one to beat.
+      ax.axvline(np.mean(t), color='gray', ls='-.', lw=1, label='retrain time')
+    elif t and d and np.mean(t) > 0:
+      x, y = float(np.mean(t)), float(np.mean(d))
+      xs.append(x)
+      ax.plot([x], [y], 'o', color='tab:red' if name.startswith('e2urec') else 'tab:blue')
+      ax.annotate(name, (x, y), textcoords='offset points', xytext=(5, 4), fontsize=8)
+  floor = (results.get('noise_floor') or {}).get('jsd')
+  if _is_number(floor):
+    ax.axhline(float(floor), color='green', ls='--', lw=1, label='noise floor (retrain vs retrain)')
+  if xs or ax.lines:
+    from matplotlib.ticker import FuncFormatter
+    ax.set_xscale('log')  # plain numbers at 1, 2, 5 x 10^k: readable over a narrow range too
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:g}'))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f'{x:g}' if f'{x:.0e}'[0] in '25' else ''))
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc='best')
+  else:
+    ax.text(0.5, 0.5, 'no methods with both time and distance', ha='center', transform=ax.transAxes)
+  ax.set_xlabel('unlearning time (s, log scale)')
+  ax.set_ylabel('forget-set JSD to retrained model')
+  ax.set_title('Distance to retrain vs cost')
+  return fig
+
+
+def plot_test_auc(results):
+  """Test AUC per method, with the seed std as error bars and the original as a line."""
+  fig = _new_figure()
+  ax = fig.add_subplot()
+  methods = results.get('methods', {})
+  names, means, errs = [], [], []
+  for name in ordered_methods(methods):
+    values = _values(methods[name] if isinstance(methods[name], dict) else {}, ('test', 'auc'))
+    if values:
+      names.append(name)
+      means.append(float(np.mean(values)))
+      errs.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+  if names:
+    colors = ['tab:red' if n.startswith('e2urec') else 'tab:gray' if n in ('original', 'retrain')
+              else 'tab:blue' for n in names]
+    ax.bar(range(len(names)), means, yerr=errs if any(errs) else None, color=colors, capsize=3)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)
+    low, high = min(means) - max(errs) - 0.05, max(means) + max(errs) + 0.03
+    ax.set_ylim(max(0.0, low), min(1.0, high))
+    if 'original' in names:
+      ax.axhline(means[names.index('original')], color='black', ls='--', lw=1, label='original')
+      ax.legend(fontsize=8)
+  else:
+    ax.text(0.5, 0.5, 'no test AUC', ha='center', transform=ax.transAxes)
+  ax.set_ylabel('test AUC')
+  ax.set_title('Test AUC per method')
+  return fig
+
+
+# Writing. ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _atomic_file(path, mode):
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
+  try:
+    with os.fdopen(fd, mode) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_report(workdir, results):
+  """Writes results.json, results.md, distance_vs_time.png, test_auc.png; returns their paths.
+
+  Every file is written to a temporary name and renamed, so a crash never leaves a
+  half-written report. Missing methods are skipped; nothing is required beyond a
+  `methods` dict, so a partial run can still be reported (check `validate_results`).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  clean = _plain(results)
+  paths = {name: os.path.join(workdir, name) for name in
+           ('results.json', 'results.md', 'distance_vs_time.png', 'test_auc.png')}
+  runtime.write_json(paths['results.json'], clean)
+  with _atomic_file(paths['results.md'], 'w') as f:
+    f.write(markdown_report(clean))
+  for name, plot in (('distance_vs_time.png', plot_distance_vs_time), ('test_auc.png', plot_test_auc)):
+    fig = plot(clean)
+    with _atomic_file(paths[name], 'wb') as f:
+      fig.savefig(f, format='png')
+  return paths

@@ -1,0 +1,76 @@
+"""RecEraser (Chen et al. 2022): balanced user-disjoint shards; shard outputs combined by attention
+learned on retained data (mean as an option); unlearning retrains the shards of forgotten users."""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from e2urec_jax.eval.predictors import attention_weights, single_from_dir
+from e2urec_jax.methods import common, sharded
+
+HIDDEN = 8
+MAX_ATTENTION_SAMPLES = 2000
+
+
+def _shard_features(ctx, shard_names, rows) -> np.ndarray:
+  """[N, K, 2]: each shard model's Yes/No logits at the first answer position."""
+  yes_no = [ctx.data.yes_id, ctx.data.no_id]
+  members = [single_from_dir(ctx, ctx.model_dir(s)) for s in shard_names]
+  feats = []
+  for batch, real in common.iterate_eval(ctx, 'train', rows):
+    per_shard = [m.logits(batch)[:real, 0][:, yes_no] for m in members]
+    feats.append(np.stack(per_shard, axis=1))
+  return np.concatenate(feats)
+
+
+def train_attention(features: np.ndarray, labels: np.ndarray, steps: int, seed: int) -> dict:
+  """Fits W, b, v so that sum_k a_k * logits_k predicts the label (binary CE over Yes vs No)."""
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  params = {'W': 0.1 * jax.random.normal(k1, (2, HIDDEN)), 'b': jnp.zeros(HIDDEN),
+            'v': 0.1 * jax.random.normal(k2, (HIDDEN,))}
+  feats, y = jnp.asarray(features), jnp.asarray(labels, jnp.float32)
+
+  def loss_fn(p):
+    scores = jnp.tanh(feats @ p['W'] + p['b']) @ p['v']  # [N, K]
+    a = jax.nn.softmax(scores, axis=1)
+    agg = jnp.einsum('nk,nkc->nc', a, feats)  # [N, 2]
+    margin = agg[:, 0] - agg[:, 1]
+    return optax.sigmoid_binary_cross_entropy(margin, y).mean()
+
+  opt = optax.adam(1e-2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(loss_fn)(p)
+    u, s = opt.update(g, s)
+    return optax.apply_updates(p, u), s
+
+  for _ in range(steps):
+    params, state = step(params, state)
+  return {k: np.asarray(v).tolist() for k, v in params.items()}
+
+
+def unlearn_receraser(ctx, name='receraser', seed=None):
+  stats = common.done(ctx, name)
+  if stats is not None:
+    return stats
+  cfg = ctx.config.unlearn.receraser
+  totals, shard_names = sharded.train_shards(ctx, name, ctx.data.splits['train'].receraser_shard)
+  start = time.perf_counter()
+  aggregator = None
+  if cfg.aggregate == 'attention':
+    retain, _ = common.split_indices(ctx.data)
+    rows = np.random.default_rng(ctx.config.seed).permutation(retain)[:MAX_ATTENTION_SAMPLES]
+    features = _shard_features(ctx, shard_names, np.sort(rows))
+    labels = ctx.data.splits['train'].label[np.sort(rows)]
+    aggregator = train_attention(features, labels, cfg.attention_steps, ctx.config.seed)
+  elif cfg.aggregate != 'mean':
+    raise ValueError(f'config.unlearn.receraser.aggregate must be attention or mean, not {cfg.aggregate!r}')
+  sharded.write_ensemble(ctx, name, shard_names, cfg.aggregate, aggregator)
+  return sharded.finish_sharded(ctx, name, totals, extra_time_s=time.perf_counter() - start)
+
+
+__all__ = ['unlearn_receraser', 'attention_weights']

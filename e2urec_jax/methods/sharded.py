@@ -1,0 +1,53 @@
+"""SISA and RecEraser: one model per shard; unlearning retrains the shards that hold forget data.
+
+The cost of unlearning is the retraining of the affected shards (summed); shards without
+forget data keep the model they had, trained before the request (not counted).
+"""
+import numpy as np
+
+from e2urec_jax import runtime
+from e2urec_jax.methods import common
+from e2urec_jax.train import artifacts
+
+ENSEMBLE_FILE = 'ensemble.json'
+
+
+def train_shards(ctx, name: str, shard_of: np.ndarray) -> tuple[dict, list[str]]:
+  """Trains shard k on its samples minus the forget set where it holds forget data."""
+  is_forget = ctx.data.splits['train'].is_forget
+  num_shards = int(shard_of.max()) + 1
+  time_s = compile_s = 0.0
+  size = 0
+  shard_names, affected = [], []
+  for k in range(num_shards):
+    in_shard = shard_of == k
+    hit = bool((in_shard & is_forget).any())
+    rows = np.flatnonzero(in_shard & ~is_forget) if hit else np.flatnonzero(in_shard)
+    shard = f'{name}/shard{k}'
+    stats = common.train_ce(ctx, shard, indices=rows, mode=ctx.config.train.mode, seed=ctx.config.seed + 10 + k)
+    if hit:
+      time_s += stats['time_s']
+      compile_s += stats['compile_s']
+      affected.append(k)
+    size += artifacts.dir_bytes(ctx.model_dir(shard))
+    shard_names.append(shard)
+  totals = {'time_s': time_s, 'compile_s': compile_s, 'checkpoint_bytes': size, 'affected_shards': affected,
+            'num_shards': num_shards}
+  return totals, shard_names
+
+
+def write_ensemble(ctx, name: str, shard_names: list[str], aggregate: str, aggregator=None) -> None:
+  runtime.write_json(f'{ctx.model_dir(name)}/{ENSEMBLE_FILE}',
+                     {'shards': shard_names, 'aggregate': aggregate, 'aggregator': aggregator})
+
+
+def finish_sharded(ctx, name: str, totals: dict, extra_time_s: float = 0.0) -> dict:
+  stats = {
+      'time_s': totals['time_s'] + extra_time_s, 'compile_s': totals['compile_s'], 'steps': None,
+      'trainable_params': ctx.num_base_params * len(totals['affected_shards']),
+      'trainable_fraction': float(len(totals['affected_shards'])),
+      'checkpoint_bytes': totals['checkpoint_bytes'],
+      'peak_memory_bytes': common.peak_memory_bytes(),
+      'affected_shards': totals['affected_shards'], 'num_shards': totals['num_shards']}
+  artifacts.write_done(ctx.phase_dir(name), stats)
+  return stats

@@ -1,0 +1,126 @@
+"""Building blocks shared by the T5 and Llama-family models.
+
+Precision policy, in one place: parameters may be stored in fp32 or bf16 (a frozen
+base held in bf16 to fit a large model), matmuls run in the compute dtype, and
+norms, softmax and logits are computed in fp32.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """Per-call settings every layer needs; frozen so modules stay hashable."""
+  dtype: str = 'float32'  # compute dtype of matmuls and of the residual stream
+  param_dtype: str = 'float32'  # dtype of parameters created by init
+  lora_scale: float = 1.0  # lora_alpha / r
+  lora_dropout: float = 0.0  # dropout on the adapter input
+  deterministic: bool = True  # False only when a dropout rng is given
+
+  @property
+  def jdtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def jparam_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+
+class RMSNorm(nn.Module):
+  """Scale-only RMS norm (T5LayerNorm and LlamaRMSNorm are the same op), in fp32."""
+  eps: float
+  rt: Runtime
+
+  @nn.compact
+  def __call__(self, x):  # [..., d]
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), self.rt.jparam_dtype)
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
+    return y.astype(self.rt.jdtype)
+
+
+class Embed(nn.Module):
+  """Token embedding; looks rows up before casting, so a bf16/fp32 mismatch costs nothing."""
+  num_embeddings: int
+  features: int
+  init_std: float
+  rt: Runtime
+
+  def setup(self):
+    self.embedding = self.param('embedding', nn.initializers.normal(self.init_std),
+                                (self.num_embeddings, self.features), self.rt.jparam_dtype)
+
+  def __call__(self, ids):  # [batch, length] -> [batch, length, features]
+    return jnp.take(self.embedding, ids, axis=0).astype(self.rt.jdtype)
+
+  def attend(self, h):  # tied LM head: [batch, length, features] -> fp32 [batch, length, vocab]
+    emb = self.embedding.astype(self.rt.jdtype)
+    return jnp.einsum('bld,vd->blv', h.astype(self.rt.jdtype), emb,
+                      preferred_element_type=jnp.float32)
+
+
+def attention(q, k, v, *, bias=None, mask=None, scale: float, dropout: Optional[Callable] = None):
+  """Multi-head attention with grouped K/V heads (GQA) and fp32 softmax.
+
+  q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim];
+  bias fp32 broadcastable to [batch, heads, q_len, kv_len] (T5 position bias);
+  mask bool broadcastable to [batch, 1, q_len, kv_len]. Without dropout this is
+  `jax.nn.dot_product_attention` (fused kernels where the platform has them); with
+  attention dropout (training) the probabilities must be materialised to drop them.
+  """
+  if dropout is None:
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+  b, t, n, h = q.shape
+  s, kv = k.shape[1], k.shape[2]
+  qg = q.reshape(b, t, kv, n // kv, h)  # [batch, q_len, kv_heads, group, head_dim]
+  logits = jnp.einsum('btkgh,bskh->bkgts', qg, k, preferred_element_type=jnp.float32) * scale
+  logits = logits.reshape(b, n, t, s)  # [batch, heads, q_len, kv_len]
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = dropout(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
+  probs = probs.reshape(b, kv, n // kv, t, s)
+  out = jnp.einsum('bkgts,bskh->btkgh', probs, v)
+  return out.reshape(b, t, n, h)  # [batch, q_len, heads, head_dim]
+
+
+def dropout_fn(module: nn.Module, rate: float, rt: Runtime):
+  """A dropout callable for `attention`, or None when dropout is off (then the fused path runs)."""
+  if rt.deterministic or not rate:
+    return None
+  return lambda x: nn.Dropout(rate, parent=module)(x, deterministic=False)
+
+
+def scan_layers(block_cls, num_layers: int, remat: bool, **kwargs):
+  """One layer module scanned `num_layers` times: params (and adapters) get a leading
+  layer axis, and the layer body is traced and compiled once instead of per layer."""
+  from e2urec_jax.models.lora import COLLECTION
+  if remat:
+    block_cls = nn.remat(block_cls, prevent_cse=False)
+  scanned = nn.scan(block_cls,
+                    variable_axes={'params': 0, COLLECTION: 0},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=nn.broadcast, length=num_layers)
+  return scanned(**kwargs)
+
+
+def gather_positions(h, positions):
+  """[batch, length, d] at [batch, answers] -> [batch, answers, d]; before the LM head,
+  so a decoder-only model never builds [batch, length, vocab]."""
+  return jnp.take_along_axis(h, positions[..., None].astype(jnp.int32), axis=1)
+
+
+def activation(name: str):
+  fns = {'relu': jax.nn.relu, 'gelu_new': lambda x: jax.nn.gelu(x, approximate=True),
+         'gelu_pytorch_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+         'gelu': lambda x: jax.nn.gelu(x, approximate=False), 'silu': jax.nn.silu, 'swish': jax.nn.silu}
+  return fns[name]
+
+
+SUPPORTED_ACTIVATIONS = ('relu', 'gelu_new', 'gelu_pytorch_tanh', 'gelu', 'silu', 'swish')

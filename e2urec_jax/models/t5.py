@@ -1,0 +1,198 @@
+"""T5 (v1.0: relu, tied head rescaled by d_model**-0.5; v1.1/Flan: gated-gelu, own lm_head).
+
+Matches transformers' T5ForConditionalGeneration: RMS layer norms, no 1/sqrt(d)
+attention scaling, a relative position bias computed once per stack (bidirectional
+buckets in the encoder, causal in the decoder) and shared by its layers, cross
+attention without position bias. Layers are scanned (params [layers, ...]).
+
+Param tree (tied v1.0 has no lm_head):
+  shared/embedding [vocab, d_model]
+  encoder/relative_attention_bias/embedding [buckets, heads]
+  encoder/layers/self_attn/{q,k,v,o}/kernel [layers, d_in, d_out]
+  encoder/layers/{self_attn_norm,mlp_norm}/scale [layers, d_model]
+  encoder/layers/mlp/{wi | wi_0,wi_1}/kernel, encoder/layers/mlp/wo/kernel
+  encoder/final_norm/scale
+  decoder/... as encoder, plus decoder/layers/cross_attn/{q,k,v,o}, decoder/layers/cross_attn_norm
+  lm_head/kernel [d_model, vocab]
+"""
+import dataclasses
+import math
+from typing import ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from e2urec_jax.models.layers import (Embed, RMSNorm, Runtime, activation, attention, dropout_fn,
+                                      gather_positions, scan_layers)
+from e2urec_jax.models.lora import Dense
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Arch:
+  """The architecture numbers of a transformers T5Config (hashable, so models are)."""
+  vocab_size: int
+  d_model: int
+  d_kv: int
+  d_ff: int
+  num_layers: int
+  num_decoder_layers: int
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 128
+  dropout_rate: float = 0.1
+  eps: float = 1e-6
+  act: str = 'relu'
+  gated: bool = False
+  tied: bool = True  # lm head = shared embedding (no lm_head param)
+  scale_decoder_outputs: bool = True  # v1.0: decoder output * d_model**-0.5 before the head
+  init_factor: float = 1.0
+
+  @classmethod
+  def from_hf(cls, c, tied=None):
+    """`tied=None`: v1.0-style configs (that scale decoder outputs) tie, v1.1 ones do not;
+    loading passes whether the checkpoint has its own lm_head."""
+    scale = getattr(c, 'scale_decoder_outputs', None)
+    if scale is None:
+      scale = getattr(c, 'tie_word_embeddings', True) is not False
+    return cls(vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff,
+               num_layers=c.num_layers, num_decoder_layers=c.num_decoder_layers or c.num_layers,
+               num_heads=c.num_heads, num_buckets=c.relative_attention_num_buckets,
+               max_distance=c.relative_attention_max_distance, dropout_rate=float(c.dropout_rate),
+               eps=c.layer_norm_epsilon, act=c.dense_act_fn, gated=bool(c.is_gated_act),
+               tied=bool(scale) if tied is None else bool(tied), scale_decoder_outputs=bool(scale),
+               init_factor=float(c.initializer_factor))
+
+
+def relative_position_buckets(q_len, k_len, bidirectional, num_buckets, max_distance):
+  """transformers' T5Attention._relative_position_bucket, in numpy float32 at trace time
+  (a constant of the compiled program; checked equal to torch's over +-600)."""
+  rel = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]  # [q_len, k_len] memory - context
+  buckets = np.zeros_like(rel)
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (rel > 0).astype(rel.dtype) * num_buckets
+    rel = np.abs(rel)
+  else:
+    rel = -np.minimum(rel, 0)
+  max_exact = num_buckets // 2
+  with np.errstate(divide='ignore', invalid='ignore'):
+    large = np.log(rel.astype(np.float32) / np.float32(max_exact))
+    large = large / np.float32(math.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
+  large = max_exact + np.where(rel < max_exact, 0, large).astype(np.int64)
+  large = np.minimum(large, num_buckets - 1)
+  return (buckets + np.where(rel < max_exact, rel, large)).astype(np.int32)
+
+
+class T5Attention(nn.Module):
+  arch: T5Arch
+  rt: Runtime
+
+  @nn.compact
+  def __call__(self, x, kv, bias, mask):  # x [batch, q_len, d_model], kv [batch, kv_len, d_model]
+    a, f = self.arch, self.arch.init_factor
+    inner = a.num_heads * a.d_kv
+    dense = lambda name, std: Dense(inner, self.rt, kernel_init=nn.initializers.normal(std), name=name)
+    q = dense('q', f * (a.d_model * a.d_kv) ** -0.5)(x)
+    k = dense('k', f * a.d_model ** -0.5)(kv)
+    v = dense('v', f * a.d_model ** -0.5)(kv)
+    split = lambda t: t.reshape(*t.shape[:2], a.num_heads, a.d_kv)  # [batch, len, heads, d_kv]
+    out = attention(split(q), split(k), split(v), bias=bias, mask=mask, scale=1.0,
+                    dropout=dropout_fn(self, a.dropout_rate, self.rt))
+    out = out.reshape(*out.shape[:2], inner)  # [batch, q_len, heads * d_kv]
+    return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * inner ** -0.5), name='o')(out)
+
+
+class T5MLP(nn.Module):
+  arch: T5Arch
+  rt: Runtime
+
+  @nn.compact
+  def __call__(self, x):  # [batch, len, d_model]
+    a, f = self.arch, self.arch.init_factor
+    wi_init = nn.initializers.normal(f * a.d_model ** -0.5)
+    act = activation(a.act)
+    if a.gated:
+      h = act(Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi_0')(x))
+      h = h * Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi_1')(x)
+    else:
+      h = act(Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi')(x))  # [batch, len, d_ff]
+    h = nn.Dropout(a.dropout_rate)(h, deterministic=self.rt.deterministic)
+    return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * a.d_ff ** -0.5), name='wo')(h)
+
+
+class T5Block(nn.Module):
+  """One encoder or decoder layer; the scan carry is the residual stream."""
+  arch: T5Arch
+  rt: Runtime
+  decoder: bool
+
+  @nn.compact
+  def __call__(self, h, bias, mask, enc, enc_mask):  # h [batch, len, d_model]
+    a, rt = self.arch, self.rt
+    drop = lambda x: nn.Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    n = RMSNorm(a.eps, rt, name='self_attn_norm')(h)
+    h = h + drop(T5Attention(a, rt, name='self_attn')(n, n, bias, mask))
+    if self.decoder:
+      n = RMSNorm(a.eps, rt, name='cross_attn_norm')(h)
+      h = h + drop(T5Attention(a, rt, name='cross_attn')(n, enc, None, enc_mask))
+    n = RMSNorm(a.eps, rt, name='mlp_norm')(h)
+    h = h + drop(T5MLP(a, rt, name='mlp')(n))
+    return h, None
+
+
+class T5Stack(nn.Module):
+  arch: T5Arch
+  rt: Runtime
+  decoder: bool
+  remat: bool
+
+  @nn.compact
+  def __call__(self, h, mask, enc=None, enc_mask=None):  # h [batch, len, d_model] embedded tokens
+    a, rt = self.arch, self.rt
+    drop = lambda x: nn.Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    length = h.shape[1]
+    buckets = relative_position_buckets(length, length, not self.decoder, a.num_buckets, a.max_distance)
+    table = Embed(a.num_buckets, a.num_heads, a.init_factor * a.d_model ** -0.5,
+                  rt, name='relative_attention_bias')
+    bias = jnp.take(table.embedding, buckets, axis=0).astype(jnp.float32)  # [len, len, heads]
+    bias = bias.transpose(2, 0, 1)[None]  # [1, heads, len, len], shared by all layers
+    layers = a.num_decoder_layers if self.decoder else a.num_layers
+    stack = scan_layers(T5Block, layers, self.remat, arch=a, rt=rt, decoder=self.decoder, name='layers')
+    h, _ = stack(drop(h), bias, mask, enc, enc_mask)
+    return drop(RMSNorm(a.eps, rt, name='final_norm')(h))
+
+
+class T5(nn.Module):
+  """Encoder-decoder LM. __call__ -> fp32 logits [batch, dec_len or answers, vocab]."""
+  family: ClassVar[str] = 't5'
+  arch: T5Arch
+  dtype: str = 'float32'  # compute dtype
+  param_dtype: str = 'float32'  # dtype of freshly initialised params
+  remat: bool = False
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  hf_config_json: str = ''  # the transformers config this model came from (for save_pretrained)
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask, decoder_input_ids=None, answer_positions=None,
+               deterministic=True):
+    if decoder_input_ids is None:
+      raise ValueError('T5 needs decoder_input_ids (decoder_start + answer[:-1])')
+    a = self.arch
+    rt = Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic)
+    shared = Embed(a.vocab_size, a.d_model, a.init_factor, rt, name='shared')
+    batch, src_len = input_ids.shape
+    dec_len = decoder_input_ids.shape[1]
+    enc_mask = jnp.broadcast_to(attention_mask.astype(bool)[:, None, None, :], (batch, 1, 1, src_len))
+    enc = T5Stack(a, rt, False, self.remat, name='encoder')(shared(input_ids), enc_mask)
+    causal = jnp.tril(jnp.ones((dec_len, dec_len), bool))[None, None]  # [1, 1, dec_len, dec_len]
+    h = T5Stack(a, rt, True, self.remat, name='decoder')(shared(decoder_input_ids), causal, enc, enc_mask)
+    if answer_positions is not None:
+      h = gather_positions(h, answer_positions)  # [batch, answers, d_model]
+    if a.scale_decoder_outputs:
+      h = h * (a.d_model ** -0.5)
+    if a.tied:
+      return shared.attend(h)
+    return Dense(a.vocab_size, rt, kernel_init=nn.initializers.normal(a.init_factor), fp32_out=True,
+                 name='lm_head')(h)

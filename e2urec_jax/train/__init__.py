@@ -1,0 +1,1 @@
+"""Training machinery shared by every method: mesh, steps, loop, checkpoints, artifacts."""

@@ -1,0 +1,207 @@
+"""One training phase: steps, progress, metrics, validation/early stopping, resume checkpoints.
+
+Every method (original, retrain, augment, E2URec, baselines) runs through `run_phase`
+with its own compiled step and batch function, so resuming, logging, NaN handling and
+timing behave the same everywhere.
+"""
+import dataclasses
+import json
+import math
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from e2urec_jax.errors import UserError
+from e2urec_jax.train import mesh as mesh_lib
+from e2urec_jax.train.checkpoint import ResumeCheckpoints
+
+LOG_EVERY = 10
+
+
+class TimedJit:
+  """A jitted function compiled ahead of time per input signature, with compile seconds counted."""
+
+  def __init__(self, jitted):
+    self._jitted = jitted
+    self._compiled = {}
+    self.compile_s = 0.0
+
+  def __call__(self, *args):
+    key = tuple((tuple(x.shape), str(x.dtype)) if hasattr(x, 'shape') else x for x in jax.tree.leaves(args))
+    fn = self._compiled.get(key)
+    if fn is None:
+      start = time.perf_counter()
+      fn = self._jitted.lower(*args).compile()
+      self.compile_s += time.perf_counter() - start
+      self._compiled[key] = fn
+    return fn(*args)
+
+
+class _Prefetch:
+  """Builds host batches for the next steps on a thread while the device runs."""
+
+  def __init__(self, make: Callable[[int], Any], start: int, stop: int, depth: int = 2):
+    self._queue = queue.Queue(maxsize=depth)
+    self._thread = threading.Thread(target=self._fill, args=(make, start, stop), daemon=True)
+    self._thread.start()
+
+  def _fill(self, make, start, stop):
+    for step in range(start, stop):
+      try:
+        self._queue.put((step, make(step), None))
+      except BaseException as e:  # surfaced in the consumer
+        self._queue.put((step, None, e))
+        return
+
+  def get(self):
+    step, batch, error = self._queue.get()
+    if error is not None:
+      raise error
+    return step, batch
+
+
+@dataclasses.dataclass
+class PhaseResult:
+  trainable: Any
+  steps: int
+  time_s: float
+  compile_s: float
+  examples_per_s: float
+  best_valid: float | None = None
+  stopped_early: bool = False
+  final_loss: float | None = None
+
+
+def _copy(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
+class _Log:
+
+  def __init__(self, phase_dir: str):
+    self._jsonl = open(os.path.join(phase_dir, 'metrics.jsonl'), 'a')
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(phase_dir, 'tb'))
+    except ImportError:  # TensorBoard events are optional
+      self._tb = None
+
+  def write(self, step: int, values: dict):
+    self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in values.items():
+        self._tb.add_scalar(k, v, step)
+
+  def close(self):
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable, opt_state, frozen,
+              batch_for_step: Callable[[int], Any], hparams_for_step: Callable[[int], dict],
+              num_steps: int, examples_per_step: int, mesh, base_sha256: str | None,
+              validate: Callable[[Any], float] | None = None, eval_every: int = 0,
+              patience: int = 0, seed: int = 0) -> PhaseResult:
+  """Runs (or resumes) `num_steps` steps; returns the final (or best-valid) trainable tree."""
+  os.makedirs(phase_dir, exist_ok=True)
+  ckpt = ResumeCheckpoints(os.path.join(phase_dir, 'ckpt'), max_to_keep=config.checkpoint.max_to_keep,
+                           base_sha256=base_sha256)
+  # Steps donate their inputs: work on copies so the caller's trees stay valid.
+  state = {'trainable': _copy(trainable), 'opt_state': opt_state}
+  if validate is not None:
+    state['best'] = _copy(trainable)
+  meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False}
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    state = mesh_lib.put_replicated(state, mesh)
+  start_step = int(meta['step'])
+  every = max(1, int(config.checkpoint.every_steps))
+  log = _Log(phase_dir)
+  compile_before = step_fn.compile_s
+  base_key = jax.random.key(seed)
+  t_session = time.perf_counter()
+  t_start = t_session - float(meta['elapsed_s'])  # phase time counts across resumes
+  bar = tqdm(total=num_steps, initial=start_step, desc=name, disable=not config.progress,
+             dynamic_ncols=True, leave=True)
+  pending = []  # (step, device metrics) not yet fetched: fetched in groups, no per-step sync
+  last_saved = start_step
+  trainable, opt_state = state['trainable'], state['opt_state']
+  best = state.get('best')
+  stop = meta['stopped'] or start_step >= num_steps
+  prefetch = None if stop else _Prefetch(batch_for_step, start_step, num_steps)
+  step = start_step
+  last_loss = None
+
+  def flush(step_now):
+    nonlocal pending, last_loss
+    fetched = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, fetched):
+      values = {k: float(v) for k, v in m.items()}
+      if not all(math.isfinite(v) for v in values.values()):
+        raise UserError(f'{name}: loss became non-finite ({values["loss"]}) at step {s}; '
+                        f'the last good checkpoint (step {last_saved}) is kept in {phase_dir}/ckpt; '
+                        'lower the learning rate and rerun')
+      last_loss = values['loss']
+    if pending:
+      values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(time.perf_counter() - t_session, 1e-9)
+      log.write(step_now, values)
+      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}')
+    pending = []
+
+  def save(step_now):
+    nonlocal last_saved
+    flush(step_now)
+    saved = {'trainable': trainable, 'opt_state': opt_state}
+    if best is not None:
+      saved['best'] = best
+    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start)
+    ckpt.save(step_now, saved, meta)
+    last_saved = step_now
+
+  try:
+    while not stop and step < num_steps:
+      got_step, host_batch = prefetch.get()
+      assert got_step == step
+      batch = mesh_lib.put_batch(host_batch, mesh)
+      hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams_for_step(step).items()}
+      rng = jax.random.fold_in(base_key, step)
+      trainable, opt_state, metrics = step_fn(trainable, opt_state, frozen, batch, rng, hp)
+      pending.append((step, metrics))
+      step += 1
+      bar.update(1)
+      if step % LOG_EVERY == 0:
+        flush(step)
+      if validate is not None and eval_every and (step % eval_every == 0 or step == num_steps):
+        flush(step)
+        valid = float(validate(trainable))
+        log.write(step, {'valid_loss': valid})
+        if valid < meta['best_valid']:
+          meta['best_valid'], meta['bad_evals'], best = valid, 0, _copy(trainable)
+        else:
+          meta['bad_evals'] += 1
+          if meta['bad_evals'] > patience:
+            stop = meta['stopped'] = True
+      if step % every == 0 or step == num_steps or stop:
+        save(step)
+    flush(step)
+  finally:
+    bar.close()
+    log.close()
+    ckpt.close()
+  elapsed = time.perf_counter() - t_start
+  final = best if best is not None else trainable
+  done_steps = step - start_step
+  return PhaseResult(
+      trainable=final, steps=step, time_s=elapsed, compile_s=step_fn.compile_s - compile_before,
+      examples_per_s=done_steps * examples_per_step / max(time.perf_counter() - t_session, 1e-9),
+      best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
+      final_loss=last_loss)

@@ -1,0 +1,42 @@
+"""Test set-up: CPU, a persistent compilation cache, and one shared tiny end-to-end run."""
+import os
+import sys
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'e2urec_jax', 'xla-tests')
+ML100K = os.path.join(REPO, '..', 'shared', 'data', 'ml-100k')
+
+import jax  # noqa: E402
+
+jax.config.update('jax_compilation_cache_dir', CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+import pytest  # noqa: E402
+
+
+def load_config(path_and_arg: str):
+  """configs/x.py[:arg] -> ConfigDict, as the CLI loads it."""
+  import importlib.util
+  path, _, arg = path_and_arg.partition(':')
+  spec = importlib.util.spec_from_file_location('cfg_' + os.path.basename(path)[:-3], os.path.join(REPO, path))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg) if arg else mod.get_config()
+
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+  """One shrunken `run` of the demo experiment, shared by every end-to-end test."""
+  from e2urec_jax.experiment import run_experiment
+  config = load_config('configs/demo.py:test')
+  config.jax_cache_dir = CACHE
+  config.progress = False
+  workdir = str(tmp_path_factory.mktemp('demo_run'))
+  run_experiment(config, workdir)
+  return config, workdir
