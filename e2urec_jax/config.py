@@ -39,9 +39,12 @@ def default_config() -> ConfigDict:
   s.num_genres = 6  # Genres; each user has a taste over them, each item one or two genres.
   s.ratings_per_user = 40  # Mean ratings per user (varies per user).
   s.noise = 0.5  # Std of the rating noise; lower = easier to learn.
+  s.num_styles = 5  # Title style words (Midnight, Golden, ...); each user privately likes some of them.
+  s.idiosyncrasy = 0.8  # Std of that private per-user style preference: what only training on the user reveals.
   d.csv = t = ConfigDict()  # The generic reader (source='csv'): a platform's own interactions.
   t.ratings = ''  # CSV or Parquet file with one interaction per row (required for source='csv').
   t.items = ''  # Optional item table (id + title [+ genre]); '' = titles are "item <id>".
+  t.item_table = ''  # Same as `items`, but settable by flag (--config.data.csv.items hits ConfigDict.items()).
   t.users = ''  # Optional user profile table (id + free-text/columns); '' = no profile line.
   t.user_col = 'user_id'  # Column names in the tables above.
   t.item_col = 'item_id'

@@ -20,7 +20,7 @@ import pandas as pd
 from e2urec_jax import runtime
 from e2urec_jax.data import prompts
 from e2urec_jax.data.sources import (RawData, check_pinned, download, file_hashes, read_delimited,
-                                     require_file)
+                                     require_file, require_unique)
 from e2urec_jax.errors import UserError
 
 RELEASES = {
@@ -123,8 +123,8 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   genres = ['|'.join(g for g, on in zip(ML100K_GENRES, row) if on) for row in flag_values]
   items = pd.DataFrame({'item': it['item'].astype(np.int64), 'title': it['title'].str.strip(),
                         'genres': genres, 'key': it['item'].astype(np.int64).astype(str)})
-  data = RawData(name, ratings, _unique(items, 'item', paths['u.item']), _unique(users, 'user', paths['u.user']),
-                 source_sha256=hashes)
+  data = RawData(name, ratings, require_unique(items, 'item', paths['u.item']),
+                 require_unique(users, 'user', paths['u.user']), source_sha256=hashes)
   data.check()
   return data
 
@@ -148,8 +148,8 @@ def read_ml1m(directory: str) -> RawData:
   m = read_delimited(paths['movies.dat'], '::', ['item', 'title', 'genres'], numeric=('item',))
   items = pd.DataFrame({'item': m['item'].astype(np.int64), 'title': m['title'].str.strip(),
                         'genres': m['genres'].str.strip(), 'key': m['item'].astype(np.int64).astype(str)})
-  data = RawData('ml-1m', ratings, _unique(items, 'item', paths['movies.dat']),
-                 _unique(users, 'user', paths['users.dat']), source_sha256=hashes)
+  data = RawData('ml-1m', ratings, require_unique(items, 'item', paths['movies.dat']),
+                 require_unique(users, 'user', paths['users.dat']), source_sha256=hashes)
   data.check()
   return data
 
@@ -158,9 +158,3 @@ def _ratings(r: pd.DataFrame) -> pd.DataFrame:
   return pd.DataFrame({'user': r['user'].astype(np.int64), 'item': r['item'].astype(np.int64),
                        'rating': r['rating'].astype(np.float64), 'timestamp': r['timestamp'].astype(np.int64)})
 
-
-def _unique(table: pd.DataFrame, col: str, path: str) -> pd.DataFrame:
-  dup = table[col].duplicated()
-  if dup.any():
-    raise UserError(f'{path}: {col} {int(table[col][dup].iloc[0])} appears twice; one row per {col}')
-  return table.reset_index(drop=True)

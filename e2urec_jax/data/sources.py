@@ -67,24 +67,23 @@ def require_file(path: str, how_to_get: str) -> str:
 
 
 def read_delimited(path: str, sep: str, names: list[str], *, encoding: str = 'latin-1',
-                   numeric: tuple[str, ...] = (), min_fields: int | None = None) -> pd.DataFrame:
+                   numeric: tuple[str, ...] = ()) -> pd.DataFrame:
   """Reads a `sep`-separated text file into string columns `names` (extra fields are dropped).
 
-  Every line must have at least `min_fields` (default: len(names)) fields and the
-  `numeric` columns must parse as numbers; otherwise a UserError names the file and line.
+  Every line must have at least len(names) fields and the `numeric` columns must
+  parse as numbers; otherwise a UserError names the file and line.
   Blank lines are skipped (they still count in line numbers).
   """
   with open(path, encoding=encoding, newline='') as f:
     lines = f.read().splitlines()
   numbers = [i + 1 for i, line in enumerate(lines) if line.strip()]
   rows = [lines[n - 1].split(sep) for n in numbers]
-  need = len(names) if min_fields is None else min_fields
+  need = len(names)
   for n, row in zip(numbers, rows):
     if len(row) < need:
       raise UserError(f'{path} line {n}: expected {need} fields separated by {sep!r}, found {len(row)}: '
                       f'{lines[n - 1][:80]!r}; fix or remove that line')
-  width = len(names)
-  frame = pd.DataFrame([(r + [''] * width)[:width] for r in rows], columns=names, dtype=object)
+  frame = pd.DataFrame([r[:need] for r in rows], columns=names, dtype=object)
   frame['_line'] = np.asarray(numbers, np.int64)
   for col in numeric:
     frame[col] = to_number(frame[col], path, frame['_line'], col)
@@ -100,6 +99,13 @@ def to_number(values: pd.Series, path: str, line_numbers, column: str) -> pd.Ser
     raise UserError(f'{path} line {int(np.asarray(line_numbers)[i])}: {column} {values.iloc[i]!r} is not a number; '
                     'fix or remove that line')
   return out
+
+
+def require_unique(table: pd.DataFrame, col: str, path: str) -> pd.DataFrame:
+  dup = table[col].duplicated()
+  if dup.any():
+    raise UserError(f'{path}: {col} id {table[col][dup].iloc[0]} appears twice; one row per {col}')
+  return table.reset_index(drop=True)
 
 
 def id_mapper(keys: pd.Series):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from e2urec_jax.data import prompts
-from e2urec_jax.data.sources import RawData, id_mapper, sha256_file, to_number
+from e2urec_jax.data.sources import RawData, id_mapper, require_unique, sha256_file, to_number
 from e2urec_jax.errors import UserError
 
 
@@ -27,8 +27,9 @@ def read_tabular(csv_cfg, raw_dir: str = '') -> RawData:
   timestamp = _timestamps(table[t], path, lines, t)
 
   items_table = users_table = None
-  if csv_cfg.items:
-    ipath, items_table, _ = _read(csv_cfg.items, raw_dir, 'config.data.csv.items', (i, csv_cfg.title_col), (i,),
+  item_file = csv_cfg.item_table or csv_cfg['items']  # csv_cfg.items would be ConfigDict.items, the method
+  if item_file:
+    ipath, items_table, _ = _read(item_file, raw_dir, 'config.data.csv.item_table', (i, csv_cfg.title_col), (i,),
                                   hashes)
   if csv_cfg.users:
     upath, users_table, _ = _read(csv_cfg.users, raw_dir, 'config.data.csv.users', (u,), (u,), hashes)
@@ -48,12 +49,12 @@ def read_tabular(csv_cfg, raw_dir: str = '') -> RawData:
                           'title': items_table[csv_cfg.title_col].fillna('').astype(str).str.strip(),
                           'genres': items_table[genre_col].fillna('').astype(str) if genre_col else '',
                           'key': items_table[i].to_numpy()})
-    _no_duplicates(items, 'item', ipath)
+    require_unique(items, 'item', ipath)
   keys = table[u].drop_duplicates()
   users = pd.DataFrame({'user': user_of(keys), 'profile': '', 'key': keys.to_numpy()})
   if users_table is not None:
     profiles = pd.DataFrame({'user': user_of(users_table[u]), 'profile': _profiles(users_table, u)})
-    _no_duplicates(profiles, 'user', upath)
+    require_unique(profiles, 'user', upath)
     users = users[['user', 'key']].merge(profiles, on='user', how='left').fillna({'profile': ''})
   scale = max(1, int(np.ceil(rating.max())))
   data = RawData('csv', ratings, items, users, item_noun=csv_cfg.item_noun, verb='interacted with',
@@ -95,13 +96,13 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
 def _timestamps(values: pd.Series, path: str, lines, column: str) -> np.ndarray:
   """Unix seconds from numbers (kept as they are: only their order matters) or date strings."""
   numbers = pd.to_numeric(values, errors='coerce')
-  if not numbers.isna().any():
-    return numbers.astype(np.int64).to_numpy()
+  if numbers.notna().any():  # numeric column: every value must be a number
+    return to_number(values, path, lines, column).astype(np.int64).to_numpy()
   when = pd.to_datetime(values, utc=True, errors='coerce', format='mixed')
   bad = np.flatnonzero(when.isna().to_numpy())
   if len(bad):
-    raise UserError(f'{path} line {lines[bad[0]]}: {column} {values.iloc[bad[0]]!r} is neither a number nor a '
-                    'date; fix or remove that line')
+    raise UserError(f'{path} line {lines[bad[0]]}: {column} {values.iloc[bad[0]]!r} is not a date; '
+                    'fix or remove that line')
   return ((when - pd.Timestamp(0, tz='UTC')) // pd.Timedelta(seconds=1)).astype(np.int64).to_numpy()
 
 
@@ -111,8 +112,3 @@ def _profiles(users: pd.DataFrame, id_col: str) -> list[str]:
   others = [c for c in users.columns if c != id_col]
   return [prompts.columns_profile(dict(zip(others, row))) for row in users[others].itertuples(index=False)]
 
-
-def _no_duplicates(table: pd.DataFrame, col: str, path: str) -> None:
-  dup = table[col].duplicated()
-  if dup.any():
-    raise UserError(f'{path}: {col} id {table[col][dup].iloc[0]} appears twice; one row per {col}')

@@ -18,22 +18,6 @@ from e2urec_jax.train.loop import run_phase
 
 
 # ------------------------------------------------------------------ batches
-def pad_rows(batch: dict, multiple: int) -> dict:
-  """Pads a batch with masked copies of row 0 up to a multiple of the device count."""
-  extra = -len(batch['label']) % multiple
-  if not extra:
-    return batch
-  out = {}
-  for k, v in batch.items():
-    fill = np.repeat(v[:1], extra, axis=0)
-    if k == 'answer_mask':
-      fill = np.zeros_like(fill)
-    elif k == 'label':
-      fill = np.full_like(fill, -1)
-    out[k] = np.concatenate([v, fill], axis=0)
-  return out
-
-
 def paired_batch(data, retain_idx, forget_idx, *, flip_forget=False) -> dict:
   """One retain and one forget batch padded to the same length (one compiled shape per bucket)."""
   from e2urec_jax.data import make_batch
@@ -110,8 +94,8 @@ def iterate_eval(ctx, split: str, indices: np.ndarray, batch_size: int | None = 
   from e2urec_jax.data import make_batch
   batch_size = batch_size or ctx.config.eval.batch_size
   batch_size = max(ctx.num_devices, batch_size - batch_size % ctx.num_devices)
-  for rows, _ in sampling.eval_chunks(len(indices), batch_size, ctx.num_devices):
-    host = pad_rows(make_batch(ctx.data, split, indices[rows]), ctx.num_devices)
+  for rows, pad in sampling.eval_chunks(len(indices), batch_size, ctx.num_devices):
+    host = make_batch(ctx.data, split, indices[rows], batch_size=len(rows) + pad)  # padding rows masked
     device = mesh_lib.put_batch(host, ctx.mesh)
     yield (device, host, len(rows)) if with_host else (device, len(rows))
 

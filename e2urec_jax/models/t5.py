@@ -23,8 +23,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from e2urec_jax.models.layers import (Embed, RMSNorm, Runtime, activation, attention, dropout_fn,
-                                      gather_positions, scan_layers)
+from e2urec_jax.errors import UserError
+from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, RMSNorm, Runtime, activation, attention,
+                                      dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 
@@ -52,6 +53,8 @@ class T5Arch:
   def from_hf(cls, c, tied=None):
     """`tied=None`: v1.0-style configs (that scale decoder outputs) tie, v1.1 ones do not;
     loading passes whether the checkpoint has its own lm_head."""
+    if c.dense_act_fn not in SUPPORTED_ACTIVATIONS:
+      raise UserError(f'T5 activation {c.dense_act_fn!r} is not supported (supported: {SUPPORTED_ACTIVATIONS})')
     scale = getattr(c, 'scale_decoder_outputs', None)
     if scale is None:
       scale = getattr(c, 'tie_word_embeddings', True) is not False

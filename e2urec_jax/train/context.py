@@ -38,7 +38,9 @@ class Context:
     self.mesh = mesh_lib.make_mesh()
     self.num_devices = mesh_lib.num_data_shards(self.mesh)
     self.pretrained_dir = self._ensure_pretrained()
-    model, params = artifacts.load_full(self.pretrained_dir)
+    from e2urec_jax.models import load_pretrained
+    model, params, _ = load_pretrained(self.pretrained_dir, compute_dtype=config.model.dtype,
+                                       remat=config.model.remat)
     self._check_vocab(model)
     targets = tuple(t for t in config.lora.targets.split(',') if t) or lora.default_targets(model.family)
     self.lora_targets = targets
@@ -69,7 +71,7 @@ class Context:
     return path
 
   def _check_vocab(self, model):
-    vocab = model.config.vocab_size
+    vocab = model.arch.vocab_size
     if self.data.vocab_size > vocab:
       raise UserError(f'tokenizer has {self.data.vocab_size} tokens but model {self.pretrained_dir} has '
                       f'vocab_size {vocab}; use the tokenizer that belongs to the model (config.model.tokenizer)')

@@ -1,0 +1,91 @@
+"""Prompts -> token ids through HF `datasets`, fitting each prompt into max_input_length.
+
+Truncation keeps the meaning of a prompt: the target item and the question are never
+cut. A prompt that is too long loses history items, oldest first, keeping as many
+recent ones as fit; only if no history item fits is the profile cut (by words); if the
+target and the question alone do not fit, that is a UserError. The ids always come
+from tokenising the final text (not from splicing pieces), so they are exactly what
+the tokenizer gives for the stored prompt.
+"""
+import hashlib
+
+import numpy as np
+
+from e2urec_jax.data import tokenizer as tokenizer_lib
+from e2urec_jax.errors import UserError
+
+COLUMNS = ('profile', 'history_titles', 'history_ratings', 'target_title')
+
+
+def fit_prompts(batch: dict, tok, template, family: str, specials: dict, max_len: int) -> dict:
+  """One `datasets.map` batch: {'input_ids', 'prompt', 'history_shown'} with every prompt <= max_len tokens."""
+  n = len(batch['target_title'])
+  rows = [(batch['profile'][i], list(batch['history_titles'][i]), list(batch['history_ratings'][i]),
+           batch['target_title'][i]) for i in range(n)]
+  texts = [template.render(p, t, r, target) for p, t, r, target in rows]
+  ids = tokenizer_lib.encode_texts(tok, texts, family, specials)
+  shown = [len(r[1]) for r in rows]
+  for i in (i for i in range(n) if len(ids[i]) > max_len):
+    texts[i], ids[i], shown[i] = _shorten(rows[i], tok, template, family, specials, max_len)
+  return {'input_ids': ids, 'prompt': texts, 'history_shown': shown}
+
+
+def _shorten(row, tok, template, family, specials, max_len):
+  """(text, ids, history items shown) of the longest version of `row` that fits."""
+  profile, titles, ratings, target = row
+  # Keep the k most recent history items, for the largest k that fits (one batched tokenizer call).
+  candidates = [template.render(profile, titles[len(titles) - k:], ratings[len(ratings) - k:], target)
+                for k in range(len(titles) - 1, -1, -1)]
+  for k, text, ids in zip(range(len(titles) - 1, -1, -1), candidates,
+                          tokenizer_lib.encode_texts(tok, candidates, family, specials)):
+    if len(ids) <= max_len:
+      return text, ids, k
+  # No history fits: cut the profile to its longest word prefix that fits (binary search).
+  words = profile.split()
+  lo, hi, best = 0, len(words) - 1, None
+  while lo <= hi:
+    mid = (lo + hi) // 2
+    text = template.render(' '.join(words[:mid]), [], [], target)
+    ids = tokenizer_lib.encode_texts(tok, [text], family, specials)[0]
+    if len(ids) <= max_len:
+      best, lo = (text, ids, 0), mid + 1
+    else:
+      hi = mid - 1
+  if best is None:
+    need = len(tokenizer_lib.encode_texts(tok, [template.render('', [], [], target)], family, specials)[0])
+    raise UserError(f'the target item {target[:60]!r} and the question alone need {need} tokens, more than '
+                    f'config.data.max_input_length={max_len}; raise --config.data.max_input_length')
+  return best
+
+
+def encode_frame(frame, tok, template, *, family: str, specials: dict, max_len: int, cache_file: str,
+                 progress: bool, desc: str) -> dict:
+  """Tokenises a split's prompt pieces with `datasets.map` (cached at cache_file).
+
+  Returns {'prompt_ids': int32 [N, max_len] right-padded, 'prompt_len': int32 [N],
+  'prompt': list[str] (the final text), 'history_shown': int32 [N]}.
+  """
+  import datasets
+  (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
+  features = datasets.Features({'input_ids': datasets.Sequence(datasets.Value('int32')),
+                                'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32')})
+  # The tokenizer is not hashed (slow for big vocabularies): the cache lives in this preparation's own folder.
+  fingerprint = hashlib.sha256(repr((desc, len(frame), max_len, family, template, specials)).encode()).hexdigest()[:16]
+  ds = datasets.Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), preserve_index=False)
+  ds = ds.map(fit_prompts, batched=True, batch_size=1000, remove_columns=list(COLUMNS), features=features,
+              cache_file_name=cache_file, desc=desc, new_fingerprint=fingerprint,
+              fn_kwargs=dict(tok=tok, template=template, family=family, specials=specials, max_len=max_len))
+  column = ds.data.column('input_ids').combine_chunks()  # pyarrow list<int32>, one row per prompt
+  lengths = column.value_lengths().to_numpy().astype(np.int32)
+  out = np.full((len(ds), max_len), specials['pad_id'], np.int32)  # [N, max_input_length]
+  out[np.arange(max_len)[None, :] < lengths[:, None]] = column.flatten().to_numpy()
+  return {'prompt_ids': out, 'prompt_len': lengths, 'prompt': ds.data.column('prompt').to_pylist(),
+          'history_shown': ds.data.column('history_shown').to_numpy().astype(np.int32)}
+
+
+def length_stats(lengths) -> dict:
+  x = np.asarray(lengths)
+  if not len(x):
+    return {}
+  return {'min': int(x.min()), 'mean': round(float(x.mean()), 2), 'p50': float(np.percentile(x, 50)),
+          'p95': float(np.percentile(x, 95)), 'max': int(x.max())}

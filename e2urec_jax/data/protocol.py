@@ -1,0 +1,140 @@
+"""The paper's sample protocol (ReLLa / E2URec original code), as DESIGN.md states it.
+
+1. label = rating > label_threshold;
+2. all ratings in global order by (timestamp, user, item); a sample's history is the
+   same user's earlier ratings in that order (never its own, never a later one);
+3. samples with >= min_history earlier ratings are kept; the prompt shows the
+   history_k most recent (oldest of them first);
+4. the last num_samples samples in global order are split in time order into
+   train/valid/test by config.data.split (counts: round(N*f_train), round(N*f_valid), the rest);
+5. forget users: round(forget_fraction * #train users) train users drawn with
+   numpy default_rng(seed); the forget set is all their train samples, retain the rest;
+6. SISA: train samples dealt into num_shards equal random shards (default_rng([seed, 1]));
+   RecEraser: train users into num_shards user-disjoint shards balanced by sample
+   count (largest user first into the lightest shard, ties in default_rng([seed, 2]) order).
+Pure numpy/pandas: the tests recompute all of it independently.
+"""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from e2urec_jax.errors import UserError
+
+SPLITS = ('train', 'valid', 'test')
+
+
+@dataclasses.dataclass
+class Splits:
+  """Samples per split. Columns: user, item, rating, timestamp, label, order (position in the
+  global rating order), history_len (all earlier ratings), history_items / history_ratings
+  (the shown ones, oldest first); train also is_forget, sisa_shard, receraser_shard."""
+  samples: dict
+  forget_users: np.ndarray  # sorted user ids
+
+
+def check_config(d) -> None:
+  """UserErrors for protocol settings that cannot work."""
+  if not 0.0 < float(d.forget_fraction) < 1.0:
+    raise UserError(f'config.data.forget_fraction={d.forget_fraction} must be strictly between 0 and 1')
+  split = tuple(float(x) for x in d.split)
+  if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1.0) > 1e-6:
+    raise UserError(f'config.data.split={tuple(d.split)} must be three positive fractions that sum to 1')
+  if int(d.num_shards) < 1:
+    raise UserError(f'config.data.num_shards={d.num_shards} must be >= 1')
+  if int(d.min_history) < 0 or int(d.history_k) < 0:
+    raise UserError('config.data.min_history and config.data.history_k must be >= 0')
+  if int(d.num_samples) < 3:
+    raise UserError(f'config.data.num_samples={d.num_samples} must be >= 3 (one per split at least)')
+
+
+def build_samples(ratings: pd.DataFrame, *, history_k: int, min_history: int, num_samples: int,
+                  label_threshold: float) -> pd.DataFrame:
+  """Steps 1-4 up to the split: the last `num_samples` samples with their shown history."""
+  order = np.lexsort((ratings['item'].to_numpy(), ratings['user'].to_numpy(), ratings['timestamp'].to_numpy()))
+  r = ratings.iloc[order].reset_index(drop=True)
+  user = r['user'].to_numpy()
+  n = len(r)
+  # Rows grouped by user, time order inside each group: row j sits at by_user_pos[j].
+  by_user = np.lexsort((np.arange(n), user))
+  by_user_pos = np.empty(n, np.int64)
+  by_user_pos[by_user] = np.arange(n)
+  group_start = np.zeros(n, np.int64)
+  sorted_user = user[by_user]
+  starts = np.flatnonzero(np.r_[True, sorted_user[1:] != sorted_user[:-1]])
+  group_start[by_user] = np.repeat(starts, np.diff(np.r_[starts, n]))
+  prior = by_user_pos - group_start  # earlier ratings of the same user
+  keep = np.flatnonzero(prior >= min_history)[-int(num_samples):]
+
+  shown = np.minimum(prior[keep], history_k)  # [N]
+  back = np.arange(history_k, 0, -1)  # K..1 steps back: oldest shown first
+  hist_rows = by_user[np.maximum(by_user_pos[keep][:, None] - back[None, :], 0)]  # [N, K] row ids
+  valid = back[None, :] <= shown[:, None]  # [N, K]
+  items, stars = r['item'].to_numpy()[hist_rows], r['rating'].to_numpy()[hist_rows]
+  samples = r.iloc[keep].reset_index(drop=True)
+  samples['label'] = (samples['rating'] > label_threshold).astype(np.int32)
+  samples['order'] = keep.astype(np.int64)
+  samples['history_len'] = prior[keep].astype(np.int64)
+  samples['history_items'] = [row[m] for row, m in zip(items, valid)]
+  samples['history_ratings'] = [row[m] for row, m in zip(stars, valid)]
+  return samples
+
+
+def split_counts(n: int, fractions) -> tuple[int, int, int]:
+  n_train = int(round(n * fractions[0]))
+  n_valid = int(round(n * fractions[1]))
+  return n_train, n_valid, n - n_train - n_valid
+
+
+def choose_forget_users(train_users, fraction: float, seed: int) -> np.ndarray:
+  users = np.unique(np.asarray(train_users))
+  count = int(round(fraction * len(users)))
+  if count == 0:
+    raise UserError(f'empty forget set: forget_fraction={fraction} of {len(users)} train users rounds to 0 users; '
+                    'raise config.data.forget_fraction or use more samples')
+  if count == len(users):
+    raise UserError(f'forget_fraction={fraction} of {len(users)} train users leaves no retain set; lower it')
+  return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+
+
+def sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
+  """[num_rows] shard ids: a seeded permutation dealt round-robin (sizes differ by at most 1)."""
+  shard = np.empty(num_rows, np.int32)
+  shard[np.random.default_rng([seed, 1]).permutation(num_rows)] = np.arange(num_rows) % num_shards
+  return shard
+
+
+def receraser_shards(row_users, num_shards: int, seed: int) -> np.ndarray:
+  """[num_rows] shard ids, user-disjoint, balanced by sample count (greedy, largest user first)."""
+  users, counts = np.unique(np.asarray(row_users), return_counts=True)
+  if len(users) < num_shards:
+    raise UserError(f'{len(users)} train users cannot fill num_shards={num_shards} user-disjoint shards; '
+                    'lower config.data.num_shards')
+  perm = np.random.default_rng([seed, 2]).permutation(len(users))
+  order = perm[np.argsort(-counts[perm], kind='stable')]
+  load = np.zeros(num_shards, np.int64)
+  user_shard = np.empty(len(users), np.int32)
+  for u in order:
+    s = int(np.argmin(load))
+    user_shard[u] = s
+    load[s] += counts[u]
+  return user_shard[np.searchsorted(users, np.asarray(row_users))]
+
+
+def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
+  """All steps on a ratings table (user, item, rating, timestamp); `d` is config.data."""
+  check_config(d)
+  samples = build_samples(ratings, history_k=int(d.history_k), min_history=int(d.min_history),
+                          num_samples=int(d.num_samples), label_threshold=float(d.label_threshold))
+  counts = split_counts(len(samples), [float(x) for x in d.split])
+  if min(counts) <= 0:
+    raise UserError(f'only {len(samples)} samples have >= {d.min_history} earlier ratings: too few for '
+                    f'train/valid/test {counts}; lower config.data.min_history or use more data')
+  bounds = np.cumsum((0,) + counts)
+  out = {name: samples.iloc[bounds[k]:bounds[k + 1]].reset_index(drop=True) for k, name in enumerate(SPLITS)}
+  train = out['train']
+  forget_users = choose_forget_users(train['user'], float(d.forget_fraction), seed)
+  train['is_forget'] = np.isin(train['user'].to_numpy(), forget_users)
+  train['sisa_shard'] = sisa_shards(len(train), int(d.num_shards), seed)
+  train['receraser_shard'] = receraser_shards(train['user'].to_numpy(), int(d.num_shards), seed)
+  return Splits(out, forget_users)

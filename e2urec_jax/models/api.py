@@ -1,0 +1,244 @@
+"""The models' public entry points: build, load, save, and run (see docs/ARCHITECTURE.md).
+
+transformers is used for configs (and tokenizers) only; the models are our own Flax
+linen code. `forward` and `answer_logits` are pure functions of (params, adapters,
+batch), so callers jit, vmap (teachers) and differentiate (adapters) them freely.
+"""
+import json
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e2urec_jax.errors import UserError
+from e2urec_jax.models import convert
+from e2urec_jax.models.llama import Llama, LlamaArch
+from e2urec_jax.models.lora import COLLECTION
+from e2urec_jax.models.t5 import T5, T5Arch
+
+FAMILIES = {'t5': 't5', 'llama': 'llama', 'qwen2': 'llama'}  # HF model_type -> our family
+_ARCHITECTURES = {'t5': 'T5ForConditionalGeneration', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'spiece.model', 'tokenizer.model', 'vocab.json')
+_HUB_PATTERNS = ['*.json', '*.safetensors', '*.model', '*.txt', '*.tiktoken']
+
+
+def _family(model_type) -> str:
+  if model_type not in FAMILIES:
+    raise UserError(f'model_type {model_type!r} is not supported (supported: {", ".join(FAMILIES)})')
+  return FAMILIES[model_type]
+
+
+def _dtype_name(dtype) -> str:
+  return jnp.dtype(dtype).name
+
+
+def model_from_hf_config(hf_config, *, dtype='float32', remat=False, param_dtype='float32', tied=None):
+  """A model for a transformers config (T5Config, LlamaConfig, Qwen2Config). `dtype` is the
+  compute dtype, `param_dtype` the dtype `init_params` creates; `tied` (T5 only) overrides
+  whether the LM head is the shared embedding (loading decides it from the checkpoint)."""
+  family = _family(getattr(hf_config, 'model_type', None))
+  kwargs = dict(dtype=_dtype_name(dtype), param_dtype=_dtype_name(param_dtype), remat=bool(remat),
+                hf_config_json=hf_config.to_json_string(use_diff=False))
+  if family == 't5':
+    return T5(T5Arch.from_hf(hf_config, tied=tied), **kwargs)
+  return Llama(LlamaArch.from_hf(hf_config), **kwargs)
+
+
+def _dummy_inputs(model):
+  ids = jnp.ones((1, 1), jnp.int32)
+  return (ids, ids, ids) if model.family == 't5' else (ids, ids)
+
+
+def init_params(model, rng):
+  """Fresh params with transformers' init std (T5: initializer_factor rules; Llama: normal(0.02))."""
+  return jax.jit(lambda r: model.init({'params': r}, *_dummy_inputs(model))['params'])(rng)
+
+
+def abstract_params(model):
+  """The param tree as ShapeDtypeStructs (no memory, no compute)."""
+  return jax.eval_shape(lambda: model.init({'params': jax.random.key(0)}, *_dummy_inputs(model))['params'])
+
+
+def scratch_hf_config(scratch_cfg, vocab_size, pad_id, eos_id, bos_id, dropout):
+  """A transformers config for a randomly initialised model from config.model.scratch."""
+  import transformers
+  s = scratch_cfg
+  if s.family == 't5':
+    gated = s.feed_forward_proj.startswith('gated')
+    return transformers.T5Config(
+        vocab_size=int(vocab_size), d_model=s.d_model, d_kv=s.d_kv, d_ff=s.d_ff, num_layers=s.num_layers,
+        num_decoder_layers=s.num_layers, num_heads=s.num_heads, feed_forward_proj=s.feed_forward_proj,
+        dropout_rate=float(dropout), pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=bos_id,
+        decoder_start_token_id=pad_id, tie_word_embeddings=not gated)
+  if s.family == 'llama':
+    if s.d_model % s.num_heads or s.num_heads % s.num_kv_heads:
+      raise UserError(f'model.scratch: d_model ({s.d_model}) must be a multiple of num_heads ({s.num_heads}) '
+                      f'and num_heads a multiple of num_kv_heads ({s.num_kv_heads})')
+    return transformers.LlamaConfig(
+        vocab_size=int(vocab_size), hidden_size=s.d_model, intermediate_size=s.d_ff,
+        num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads,
+        head_dim=s.d_model // s.num_heads, max_position_embeddings=4096, rms_norm_eps=1e-6,
+        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=True,
+        attention_dropout=float(dropout))
+  raise UserError(f"model.scratch.family {s.family!r} is not supported (use 't5' or 'llama')")
+
+
+def _resolve(name_or_path: str) -> str:
+  """A local folder, or a hub id downloaded through huggingface_hub (a UserError when offline)."""
+  path = os.path.expanduser(name_or_path)
+  if os.path.isdir(path):
+    return path
+  if os.path.exists(path):
+    raise UserError(f'{name_or_path}: not a directory; pass a folder with config.json and model.safetensors')
+  if name_or_path.startswith(('/', '.', '~')) or name_or_path.count('/') > 1 or not name_or_path:
+    raise UserError(f'{name_or_path}: no such directory')
+  try:
+    from huggingface_hub import snapshot_download
+    return snapshot_download(name_or_path, allow_patterns=_HUB_PATTERNS)
+  except Exception as e:  # offline, unknown repo, gated repo: all end here
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise UserError(f'could not fetch {name_or_path!r} from the Hugging Face hub ({type(e).__name__}: {reason}); '
+                    'check the id and the network, or pass a local folder with config.json and model.safetensors')
+
+
+def _load_tokenizer(folder):
+  if not any(os.path.exists(os.path.join(folder, f)) for f in _TOKENIZER_FILES):
+    return None
+  import transformers
+  try:
+    return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+  except Exception as e:
+    raise UserError(f'{folder}: the tokenizer files do not load ({type(e).__name__}: {e})')
+
+
+def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, remat=False):
+  """(model, params, tokenizer or None) from a Hugging Face folder or hub id.
+
+  `dtype` is the storage dtype of the params (bf16 halves a frozen base) and, unless
+  `compute_dtype` is given, the compute dtype too."""
+  folder = _resolve(str(name_or_path))
+  config_path = os.path.join(folder, 'config.json')
+  if not os.path.exists(config_path):
+    raise UserError(f'{folder}: no config.json (not a Hugging Face model folder)')
+  with open(config_path) as f:
+    model_type = json.load(f).get('model_type')
+  try:
+    _family(model_type)
+  except UserError as e:
+    raise UserError(f'{config_path}: {e}') from None
+  import transformers
+  hf_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+  store = convert.TensorStore(folder)
+  tied = None
+  if model_type == 't5':  # v1.1 has its own head; a checkpoint without one (or an equal copy) is tied
+    tied = 'lm_head.weight' not in store or np.array_equal(store.get('lm_head.weight'), store.get('shared.weight'))
+  model = model_from_hf_config(hf_config, dtype=compute_dtype or dtype, remat=remat, param_dtype=dtype, tied=tied)
+  a = model.arch
+  num_layers = ({'encoder': a.num_layers, 'decoder': a.num_decoder_layers} if model.family == 't5'
+                else {'layers': a.num_layers})
+  params = convert.params_from_store(model.family, store, abstract_params(model), jnp.dtype(dtype), num_layers)
+  return model, jax.device_put(params), _load_tokenizer(folder)
+
+
+def save_pretrained(model, params, path, tokenizer=None):
+  """config.json + model.safetensors (+ tokenizer files) that transformers loads as it is."""
+  if not model.hf_config_json:
+    raise UserError('this model has no transformers config to save (build it with model_from_hf_config)')
+  config = json.loads(model.hf_config_json)
+  config['tie_word_embeddings'] = model.arch.tied
+  if model.family == 't5':
+    config['scale_decoder_outputs'] = model.arch.scale_decoder_outputs
+  config['architectures'] = [_ARCHITECTURES[config['model_type']]]
+  config['dtype'] = jax.tree.leaves(params)[0].dtype.name
+  os.makedirs(path, exist_ok=True)
+  stale_index = os.path.join(path, 'model.safetensors.index.json')  # would shadow the new file
+  if os.path.exists(stale_index):
+    os.remove(stale_index)
+  from e2urec_jax.runtime import write_json
+  from safetensors.numpy import save_file
+  fd, tmp = tempfile.mkstemp(dir=path, prefix='.tmp_model_')
+  os.close(fd)
+  try:
+    save_file(convert.params_to_hf(model.family, params), tmp, metadata={'format': 'pt'})
+    os.replace(tmp, os.path.join(path, 'model.safetensors'))
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  write_json(os.path.join(path, 'config.json'), config)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(path)
+
+
+def answer_token_ids(tokenizer, family: str, answer: str, prompt: str = 'Answer:') -> list:
+  """The ids a model is trained to produce for `answer` ('Yes.' / 'No.'), end token included,
+  derived from the tokenizer: T5 tokenises the answer alone (decoder side); a decoder-only
+  model continues the prompt, so the answer is tokenised after it (' Yes' with its leading
+  space, as in the training sequences). ids[0] is the token whose logit scores the answer."""
+  eos = tokenizer.eos_token_id
+  if family == 't5':
+    ids = list(tokenizer(answer).input_ids)
+  else:
+    base = list(tokenizer(prompt, add_special_tokens=False).input_ids)
+    full = list(tokenizer(prompt + ' ' + answer, add_special_tokens=False).input_ids)
+    if full[:len(base)] != base:
+      raise UserError(f'the tokenizer merges the prompt end {prompt[-10:]!r} with the answer {answer!r}')
+    ids = full[len(base):]
+  if eos is not None and (not ids or ids[-1] != eos):
+    ids.append(eos)
+  return ids
+
+
+def _variables(params, adapters):
+  return {'params': params} if adapters is None else {'params': params, COLLECTION: adapters}
+
+
+def dropout_rngs(dropout_rng):
+  """{'dropout': key} for linen, as an 'rbg' key (XLA's RngBitGenerator). Threefry dropout
+  masks over [batch, length, d] tensors cost seconds of compile time per dropout site
+  (and real runtime on GPUs); the caller's key (any impl) only seeds the generator."""
+  if dropout_rng is None:
+    return None
+  if jnp.issubdtype(dropout_rng.dtype, jax.dtypes.prng_key):
+    if str(jax.random.key_impl(dropout_rng)) in ('rbg', 'unsafe_rbg'):  # already the fast kind
+      return {'dropout': dropout_rng}
+    dropout_rng = jax.random.key_data(dropout_rng)
+  data = jnp.asarray(dropout_rng).astype(jnp.uint32).reshape(-1)[:2]  # [2]
+  return {'dropout': jax.random.wrap_key_data(jnp.concatenate([data, data ^ jnp.uint32(0x9E3779B9)]), impl='rbg')}
+
+
+def forward(model, params, input_ids, attention_mask, decoder_input_ids=None, adapters=None, dropout_rng=None):
+  """fp32 logits [batch, length, vocab]: decoder positions for T5, every position for
+  decoder-only. Dropout (model and adapter) is on exactly when `dropout_rng` is given."""
+  return model.apply(_variables(params, adapters), input_ids, attention_mask, decoder_input_ids,
+                     deterministic=dropout_rng is None, rngs=dropout_rngs(dropout_rng))
+
+
+def answer_logits(model, params, batch, adapters=None, dropout_rng=None):
+  """fp32 logits [batch, answers, vocab] at batch['answer_positions'], gathered before the
+  LM head (a decoder-only model never builds [batch, length, vocab])."""
+  decoder_ids = batch['decoder_input_ids'] if model.family == 't5' else None
+  return model.apply(_variables(params, adapters), batch['input_ids'], batch['attention_mask'], decoder_ids,
+                     answer_positions=batch['answer_positions'], deterministic=dropout_rng is None,
+                     rngs=dropout_rngs(dropout_rng))
+
+
+def forward_flops(model, input_length: int, decoder_length: int = 0, head_positions=None) -> int:
+  """Matmul FLOPs of one forward of one example (2 per multiply-add), attention scores
+  included; the LM head runs at `head_positions` positions (default: every output position).
+  The backward pass costs about twice this; for a benchmark's MFU."""
+  a = model.arch
+  if model.family == 't5':
+    s, t, d, inner = input_length, decoder_length, a.d_model, a.num_heads * a.d_kv
+    mlp = 2 * d * a.d_ff * (3 if a.gated else 2)
+    enc = a.num_layers * (s * (8 * d * inner + mlp) + 4 * s * s * inner)
+    dec = a.num_decoder_layers * (t * (8 * d * inner + 4 * d * inner + mlp) + s * 4 * d * inner
+                                  + 4 * t * t * inner + 4 * t * s * inner)
+    head = 2 * d * a.vocab_size * (t if head_positions is None else head_positions)
+    return int(enc + dec + head)
+  s, d, hd = input_length, a.hidden_size, a.head_dim
+  proj = 2 * d * hd * (2 * a.num_heads + 2 * a.num_kv_heads)
+  per_layer = s * (proj + 6 * d * a.intermediate_size) + 4 * s * s * a.num_heads * hd
+  head = 2 * d * a.vocab_size * (s if head_positions is None else head_positions)
+  return int(a.num_layers * per_layer + head)

@@ -1,0 +1,143 @@
+"""Hugging Face tensor names <-> our param tree, and safetensors files read on the host.
+
+Our tree is derived from the model (`jax.eval_shape` of init), and every leaf maps to
+one HF tensor name per layer: per-layer tensors are stacked on a leading layer axis,
+Linear weights [out, in] are transposed to kernels [in, out]. Reading is host-side
+(memory-mapped numpy, bf16 through ml_dtypes), so a large checkpoint is never staged
+on the accelerator in the wrong dtype or twice.
+"""
+import json
+import os
+import struct
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from e2urec_jax.errors import UserError
+
+_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
+           'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
+
+# Our sub-layer names -> the HF module inside a T5 block.
+_T5_ENCODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
+               'mlp': 'layer.1.DenseReluDense', 'mlp_norm': 'layer.1.layer_norm'}
+_T5_DECODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
+               'cross_attn': 'layer.1.EncDecAttention', 'cross_attn_norm': 'layer.1.layer_norm',
+               'mlp': 'layer.2.DenseReluDense', 'mlp_norm': 'layer.2.layer_norm'}
+
+
+def hf_name(family: str, path: tuple) -> str:
+  """HF tensor name of a param leaf; per-layer leaves contain '{i}' for the layer index."""
+  *modules, leaf = path
+  suffix = 'bias' if leaf == 'bias' else 'weight'
+  if family == 't5':
+    if modules[0] in ('encoder', 'decoder'):
+      stack, rest = modules[0], modules[1:]
+      if rest[0] == 'relative_attention_bias':
+        return f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'
+      if rest[0] == 'final_norm':
+        return f'{stack}.final_layer_norm.weight'
+      table = _T5_DECODER if stack == 'decoder' else _T5_ENCODER
+      return '.'.join([f'{stack}.block.{{i}}', table[rest[1]], *rest[2:], suffix])
+    return '.'.join([*modules, suffix])  # shared.weight, lm_head.weight
+  if modules[0] == 'lm_head':
+    return 'lm_head.weight'
+  if modules[0] == 'layers':
+    return '.'.join(['model.layers.{i}', *modules[1:], suffix])
+  return '.'.join(['model', *modules, suffix])  # model.embed_tokens.weight, model.norm.weight
+
+
+class TensorStore:
+  """The tensors of a HF folder: model.safetensors or a sharded model.safetensors.index.json."""
+
+  def __init__(self, folder: str):
+    index = os.path.join(folder, 'model.safetensors.index.json')
+    single = os.path.join(folder, 'model.safetensors')
+    if os.path.exists(index):
+      weight_map = json.load(open(index))['weight_map']
+      files = {name: os.path.join(folder, f) for name, f in weight_map.items()}
+    elif os.path.exists(single):
+      files = None
+    else:
+      others = [f for f in os.listdir(folder) if f.endswith(('.bin', '.pt', '.h5', '.msgpack'))]
+      hint = f' (found {others}: re-save it with safe_serialization)' if others else ''
+      raise UserError(f'{folder}: no model.safetensors or model.safetensors.index.json{hint}')
+    self._headers = {}
+    self._where = {}
+    for path in sorted(set(files.values())) if files else [single]:
+      if not os.path.exists(path):
+        raise UserError(f'{folder}: shard {os.path.basename(path)} named by the index is missing')
+      header, offset = _read_header(path)
+      for name, info in header.items():
+        if name != '__metadata__':
+          self._where[name] = (path, offset, info)
+
+  def __contains__(self, name):
+    return name in self._where
+
+  def names(self):
+    return list(self._where)
+
+  def get(self, name: str) -> np.ndarray:
+    if name not in self._where:
+      raise UserError(f'checkpoint is missing tensor {name!r}')
+    path, offset, info = self._where[name]
+    begin, end = info['data_offsets']
+    dtype = np.dtype(_DTYPES[info['dtype']])
+    shape = tuple(info['shape'])
+    if begin == end:
+      return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode='r', offset=offset + begin, shape=shape)
+
+
+def _read_header(path):
+  with open(path, 'rb') as f:
+    (size,) = struct.unpack('<Q', f.read(8))
+    return json.loads(f.read(size)), 8 + size
+
+
+def params_from_store(family: str, store: TensorStore, abstract, dtype, num_layers: dict):
+  """Numpy params shaped like `abstract` (a ShapeDtypeStruct tree) from HF tensors.
+  `num_layers` maps a stack prefix ('layers', 'encoder', 'decoder') to its layer count."""
+  def load(path, spec):
+    keys = tuple(k.key for k in path)
+    template = hf_name(family, keys)
+    if '{i}' in template:
+      names = [template.format(i=i) for i in range(num_layers[keys[0]])]
+      shape = spec.shape[1:]
+    else:
+      names, shape = [template], spec.shape
+    arrays = []
+    for name in names:
+      value = _to_ours(store.get(name), keys[-1])
+      if value.shape != shape:
+        hf_shape = value.T.shape if keys[-1] == 'kernel' else value.shape
+        want = shape[::-1] if keys[-1] == 'kernel' else shape
+        raise UserError(f'tensor {name!r} has shape {hf_shape}, the config implies {want}')
+      arrays.append(value.astype(dtype))
+    return np.stack(arrays) if '{i}' in template else arrays[0]
+  return jax.tree_util.tree_map_with_path(load, abstract)
+
+
+def params_to_hf(family: str, params) -> dict:
+  """Our params -> {HF name: numpy array}, per-layer stacks split, kernels transposed."""
+  out = {}
+  for path, value in jax.tree_util.tree_leaves_with_path(params):
+    keys = tuple(k.key for k in path)
+    template = hf_name(family, keys)
+    value = np.asarray(value)
+    if '{i}' in template:
+      for i in range(value.shape[0]):
+        out[template.format(i=i)] = _to_hf(value[i], keys[-1])
+    else:
+      out[template] = _to_hf(value, keys[-1])
+  return out
+
+
+def _to_ours(x, leaf):
+  return np.asarray(x).T if leaf == 'kernel' else np.asarray(x)
+
+
+def _to_hf(x, leaf):
+  return np.ascontiguousarray(x.T if leaf == 'kernel' else x)

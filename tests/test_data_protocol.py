@@ -1,0 +1,119 @@
+"""The sample protocol against an independent recomputation on a small file."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_testing import independent_protocol, tiny_config, write_ml100k
+from e2urec_jax.data import movielens, protocol
+from e2urec_jax.errors import UserError
+
+
+@pytest.fixture
+def small(tmp_path):
+  rows = write_ml100k(str(tmp_path), num_users=20, num_items=30, per_user=18, ties=True)
+  ratings = movielens.read_ml100k(str(tmp_path), pinned={}).ratings
+  return rows, ratings
+
+
+@pytest.mark.parametrize('num_samples', [1000, 150])
+def test_counts_and_histories_match_independent_recomputation(small, num_samples):
+  rows, ratings = small
+  d = tiny_config('').data
+  d.num_samples = num_samples
+  out = protocol.apply_protocol(ratings, d, seed=42)
+  want = independent_protocol(rows, min_history=d.min_history, history_k=d.history_k,
+                              num_samples=num_samples, split=d.split, threshold=d.label_threshold)
+  for name in protocol.SPLITS:
+    got = out.samples[name]
+    assert len(got) == len(want[name]), name
+    assert list(zip(got['user'], got['item'], got['label'])) == [(u, i, y) for u, i, y, _, _ in want[name]]
+    assert [list(h) for h in got['history_items']] == [h for _, _, _, h, _ in want[name]]
+  total = sum(len(v) for v in want.values())
+  assert total == min(num_samples, len(rows) - 20 * d.min_history)
+
+
+def test_time_order_and_no_leak_into_history(small):
+  _, ratings = small
+  d = tiny_config('').data
+  out = protocol.apply_protocol(ratings, d, seed=1)
+  ordered = ratings.sort_values(['timestamp', 'user', 'item'], kind='stable').reset_index(drop=True)
+  position = {(u, i): k for k, (u, i) in enumerate(zip(ordered['user'], ordered['item']))}
+  last = -1
+  for name in protocol.SPLITS:
+    s = out.samples[name]
+    keys = list(zip(s['timestamp'], s['user'], s['item']))
+    assert keys == sorted(keys)  # time order inside a split
+    assert s['order'].iloc[0] > last  # and across splits
+    last = s['order'].iloc[-1]
+    for user, item, hist, hist_len in zip(s['user'], s['item'], s['history_items'], s['history_len']):
+      own = position[(user, item)]
+      assert item not in hist
+      assert all(position[(user, h)] < own for h in hist)  # only earlier ratings of the same user
+      assert len(hist) == min(hist_len, d.history_k) and hist_len >= d.min_history
+
+
+def test_forget_set_is_exactly_the_chosen_users_train_samples(small):
+  _, ratings = small
+  d = tiny_config('').data
+  out = protocol.apply_protocol(ratings, d, seed=7)
+  train = out.samples['train']
+  train_users = np.unique(train['user'])
+  expected = np.sort(np.random.default_rng(7).choice(train_users, int(round(0.2 * len(train_users))), replace=False))
+  np.testing.assert_array_equal(out.forget_users, expected)
+  assert set(train.loc[train['is_forget'], 'user']) == set(expected)
+  assert not set(train.loc[~train['is_forget'], 'user']) & set(expected)
+  assert train['is_forget'].sum() == train['user'].isin(expected).sum()
+  again = protocol.apply_protocol(ratings, d, seed=7)  # seeded: the same draw
+  np.testing.assert_array_equal(again.forget_users, out.forget_users)
+
+
+def test_shards_disjoint_covering_and_receraser_user_disjoint(small):
+  _, ratings = small
+  d = tiny_config('').data
+  d.num_shards = 3
+  train = protocol.apply_protocol(ratings, d, seed=3).samples['train']
+  sisa = train['sisa_shard'].to_numpy()
+  assert set(sisa) == {0, 1, 2}  # one label per row: disjoint and covering by construction; check balance
+  assert np.bincount(sisa).max() - np.bincount(sisa).min() <= 1
+  rec = train['receraser_shard'].to_numpy()
+  assert set(rec) == {0, 1, 2}
+  assert (train.groupby('user')['receraser_shard'].nunique() == 1).all()  # user-disjoint
+  sizes = np.bincount(rec)
+  biggest_user = train['user'].value_counts().max()
+  assert sizes.max() - sizes.min() <= biggest_user  # greedy balance bound
+
+
+def test_receraser_balances_by_count():
+  users = np.repeat(np.arange(8), [10, 9, 8, 7, 3, 2, 2, 1])
+  shard = protocol.receraser_shards(users, 2, seed=0)
+  assert sorted(np.bincount(shard).tolist()) == [21, 21]
+
+
+def test_bad_settings_are_user_errors(small):
+  _, ratings = small
+  for bad in (0.0, 1.0, -0.1, 1.5):
+    d = tiny_config('').data
+    d.forget_fraction = bad
+    with pytest.raises(UserError, match='forget_fraction'):
+      protocol.apply_protocol(ratings, d, seed=0)
+  d = tiny_config('').data
+  d.forget_fraction = 0.01  # 1% of ~12 train users rounds to nobody
+  with pytest.raises(UserError, match='empty forget set'):
+    protocol.apply_protocol(ratings, d, seed=0)
+  d = tiny_config('').data
+  d.split = (0.5, 0.5, 0.5)
+  with pytest.raises(UserError, match='split'):
+    protocol.apply_protocol(ratings, d, seed=0)
+  d = tiny_config('').data
+  d.min_history = 100
+  with pytest.raises(UserError, match='too few'):
+    protocol.apply_protocol(ratings, d, seed=0)
+
+
+def test_ties_in_time_are_ordered_by_user_then_item():
+  ratings = pd.DataFrame({'user': [2, 1, 1, 1, 2, 2], 'item': [5, 9, 3, 4, 1, 2], 'rating': [5.0] * 6,
+                          'timestamp': [10, 10, 10, 10, 10, 10]})
+  s = protocol.build_samples(ratings, history_k=5, min_history=2, num_samples=10, label_threshold=3)
+  # order: (1,3) (1,4) (1,9) (2,1) (2,2) (2,5)
+  assert list(zip(s['user'], s['item'])) == [(1, 9), (2, 5)]
+  assert [list(h) for h in s['history_items']] == [[3, 4], [1, 2]]
