@@ -38,7 +38,7 @@ def make_train_step(loss_fn, mesh) -> TimedJit:
     opt_state = _set_hyperparams(opt_state, hp)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    return trainable, opt_state, {'loss': loss, 'grad_norm': optax.global_norm(grads), **aux}
+    return trainable, opt_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
   rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   return TimedJit(jax.jit(step, in_shardings=(rep, rep, rep, data, rep, rep),

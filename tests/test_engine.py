@@ -1,0 +1,106 @@
+"""The training engine: data parallelism, resume, what E2URec may and may not touch."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import CACHE, REPO, load_config
+
+
+@pytest.fixture(scope='module')
+def ctx(tmp_path_factory):
+  from e2urec_jax.train.context import Context
+  config = load_config('configs/demo.py:test')
+  config.progress = False
+  config.jax_cache_dir = CACHE
+  config.checkpoint.every_steps = 3
+  return Context(config, str(tmp_path_factory.mktemp('engine')))
+
+
+def _lora_phase(ctx, phase_dir, num_steps):
+  from e2urec_jax.data import make_batch
+  from e2urec_jax.methods import common
+  from e2urec_jax.train import sampling, steps
+  from e2urec_jax.train.loop import run_phase
+  params = ctx.pretrained_params
+  trainable = ctx.new_adapters(params, 0)
+  step_fn = ctx.compiled(('ce', 'lora'), lambda: steps.make_train_step(common.ce_loss_fn(ctx.model, 'lora'), ctx.mesh))
+  rows = np.arange(len(ctx.data.splits['train']))
+  return run_phase(
+      name='resume', phase_dir=phase_dir, config=ctx.config, step_fn=step_fn, trainable=ctx.put(trainable),
+      opt_state=ctx.put(steps.init_opt_state(trainable)), frozen={'base': ctx.put(params)},
+      batch_for_step=lambda s: make_batch(ctx.data, 'train', sampling.batch_indices(rows, 8, 0, s)),
+      hparams_for_step=common.hparams(1e-2), num_steps=num_steps, examples_per_step=8, mesh=ctx.mesh,
+      base_sha256='base', seed=0)
+
+
+def test_restore_and_continue_equals_uninterrupted_run(ctx, tmp_path):
+  straight = _lora_phase(ctx, str(tmp_path / 'straight'), 7)
+  _lora_phase(ctx, str(tmp_path / 'stopped'), 4)  # "killed" after its step-4 checkpoint
+  resumed = _lora_phase(ctx, str(tmp_path / 'stopped'), 7)
+  assert resumed.steps == straight.steps == 7
+  for a, b in zip(jax.tree.leaves(jax.device_get(straight.trainable)), jax.tree.leaves(jax.device_get(resumed.trainable))):
+    np.testing.assert_array_equal(a, b)
+  assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(jax.device_get(straight.trainable)))
+
+
+def test_checkpoint_of_another_base_is_refused(ctx, tmp_path):
+  from e2urec_jax.errors import UserError
+  from e2urec_jax.train.checkpoint import ResumeCheckpoints
+  ckpt = ResumeCheckpoints(str(tmp_path / 'ck'), max_to_keep=1, base_sha256='aaa')
+  state = {'x': np.zeros(3, np.float32)}
+  ckpt.save(1, state, {})
+  ckpt.close()
+  other = ResumeCheckpoints(str(tmp_path / 'ck'), max_to_keep=1, base_sha256='bbb')
+  with pytest.raises(UserError, match='another base model'):
+    other.restore(state)
+
+
+def test_e2urec_step_updates_only_adapters(ctx):
+  from e2urec_jax.methods import common
+  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.train import mesh as mesh_lib
+  from e2urec_jax.train import steps
+  params = ctx.pretrained_params
+  base_before = [np.array(x) for x in jax.tree.leaves(params)]
+  zero = ctx.zero_adapters(params)
+  aug = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 5))
+  frozen = ctx.put({'base': params, 'teachers': _stack(zero, zero, aug)})
+  adapters = ctx.new_adapters(params, 1)
+  step = steps.make_train_step(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)
+  retain, forget = common.split_indices(ctx.data)
+  trainable, opt_state = ctx.put(adapters), ctx.put(steps.init_opt_state(adapters))
+  hp = {'lr': 1e-2, 'weight_decay': 0.0, 'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}
+  for i in range(2):
+    batch = mesh_lib.put_batch(common.paired_batch(ctx.data, retain[i * 8:(i + 1) * 8], forget[i * 8:(i + 1) * 8]), ctx.mesh)
+    trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch, jax.random.key(i), hp)
+  assert np.isfinite(float(metrics['loss']))
+  for before, after in zip(base_before, jax.tree.leaves(jax.device_get(frozen['base']))):
+    np.testing.assert_array_equal(before, after)  # the frozen base is bit-identical
+  lora_b = [np.abs(x).max() for path, x in jax.tree_util.tree_leaves_with_path(jax.device_get(trainable))
+            if 'lora_b' in jax.tree_util.keystr(path)]
+  assert lora_b and max(lora_b) > 0  # and the adapters did move
+
+
+def test_sharded_step_equals_single_device():
+  """8 CPU devices vs 1: same loss and gradients (rtol 1e-5), in a subprocess with 8 devices."""
+  import tempfile
+  with tempfile.TemporaryDirectory() as workdir:
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'sharding_check.py'), workdir,
+                          'configs/demo.py:test'], capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'OK loss1=' in out.stdout
+
+
+def test_t5_base_adapters_are_under_two_percent():
+  """On the paper's T5-base, q/v LoRA r=16 is 1,769,472 parameters (peft's count), < 2% of the model."""
+  import transformers
+  from e2urec_jax.models import abstract_params, lora, model_from_hf_config
+  config = transformers.T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, vocab_size=32128)
+  params = abstract_params(model_from_hf_config(config))
+  adapters = jax.eval_shape(lambda: lora.init_adapters(params, jax.random.key(0), 16, lora.default_targets('t5')))
+  assert lora.count_params(adapters) == 1_769_472
+  assert lora.count_params(adapters) / lora.count_params(params) < 0.02

@@ -1,0 +1,63 @@
+"""End to end on the shrunken demo: one shared `run`, then what a user reads off it."""
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_writes_report_with_schema(demo_run):
+  from e2urec_jax import runtime
+  from e2urec_jax.eval import report
+  _, workdir = demo_run
+  results = runtime.read_json(os.path.join(workdir, 'results.json'))
+  expected = ['original', 'retrain', 'e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo']
+  assert report.validate_results(results, required_methods=expected) == []
+  for name in ('results.md', 'distance_vs_time.png', 'test_auc.png'):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  with open(os.path.join(workdir, 'test_auc.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  table = open(os.path.join(workdir, 'results.md')).read()
+  for name in expected:
+    assert f'`{name}`' in table
+  assert results['noise_floor']['jsd'] > 0
+
+
+def test_original_learns_and_e2urec_moves_towards_retrain(demo_run):
+  from e2urec_jax import runtime
+  _, workdir = demo_run
+  methods = runtime.read_json(os.path.join(workdir, 'results.json'))['methods']
+  assert methods['original']['test']['auc'] >= 0.6
+  assert methods['e2urec']['forget']['jsd'] < methods['original']['forget']['jsd']
+  assert methods['retrain']['forget']['jsd'] == 0
+  # E2URec trains adapters only: far fewer parameters than the full-parameter baselines.
+  assert methods['e2urec']['trainable_params'] < methods['neggrad']['trainable_params']
+  assert methods['e2urec']['checkpoint_bytes'] < methods['neggrad']['checkpoint_bytes']
+
+
+def test_published_adapters_hold_no_base_weight(demo_run):
+  from safetensors.numpy import load_file
+  from e2urec_jax import runtime
+  from e2urec_jax.train import artifacts
+  _, workdir = demo_run
+  folder = os.path.join(workdir, 'models', 'e2urec')
+  tensors = load_file(os.path.join(folder, artifacts.ADAPTERS_FILE))
+  assert tensors and all(k.endswith(('lora_a', 'lora_b')) for k in tensors)
+  meta = runtime.read_json(os.path.join(folder, artifacts.ADAPTER_META))
+  # The base the adapters name is the original model, unchanged since they were trained.
+  assert meta['base_sha256'] == artifacts.content_hash(os.path.join(workdir, 'models', 'original'))
+  base_params = sum(np.prod(v.shape) for v in load_file(
+      os.path.join(workdir, 'models', 'original', 'model.safetensors')).values())
+  assert sum(v.size for v in tensors.values()) < base_params
+
+
+def test_rerun_resumes_without_training(demo_run, capsys):
+  """Every phase is done: a second `run` only re-evaluates, and the models are not rewritten."""
+  from e2urec_jax.experiment import run_experiment
+  config, workdir = demo_run
+  model_file = os.path.join(workdir, 'models', 'original', 'model.safetensors')
+  before = os.path.getmtime(model_file)
+  run_experiment(config, workdir)
+  assert os.path.getmtime(model_file) == before
+  assert 'run finished' in capsys.readouterr().out
