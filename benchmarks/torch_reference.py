@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 
@@ -166,9 +167,12 @@ def run_reference(size='tiny', batch=16, seq=256, steps=10, warmup=2, device=Non
   warmup_s = time.perf_counter() - t0
   if cuda:
     torch.cuda.reset_peak_memory_stats(device)
-  t0 = time.perf_counter()
+  t0 = step_t0 = time.perf_counter()
+  step_ms = []  # per-step wall times; exact on CPU only (GPU steps are queued asynchronously)
   for i in range(steps):
     loss = e2urec_step(student, original, augmented, optimizer, *batches[i % 2], causal)
+    step_ms.append(1000 * (time.perf_counter() - step_t0))
+    step_t0 = time.perf_counter()
   sync()
   elapsed = time.perf_counter() - t0
   loss = float(loss)
@@ -183,6 +187,9 @@ def run_reference(size='tiny', batch=16, seq=256, steps=10, warmup=2, device=Non
       'examples_per_s': examples / elapsed,
       'tokens_per_s': examples * (seq + ANSWER_LEN) / elapsed,
       'ms_per_step': 1000 * elapsed / steps,
+      # On a shared CPU the median step is steadier than the mean; examples/s from it too.
+      'ms_per_step_median': None if cuda else statistics.median(step_ms),
+      'examples_per_s_median': None if cuda else 2 * batch * 1000 / statistics.median(step_ms),
       'compile_s': None, 'warmup_s': warmup_s, 'mfu': None,
       'peak_memory_bytes': int(peak),
       'peak_memory_kind': 'cuda_max_memory_allocated' if cuda else 'ru_maxrss',

@@ -57,6 +57,7 @@ cmd_start() {
 }
 
 cmd_job() {
+  mkdir -p "$LOG_DIR"
   echo "$$" >"$PIDFILE"
   # The exit code for `status`/`follow`, however the job ends (an error before the run too).
   trap 'echo "$?" >"$LOG_DIR/latest.rc"' EXIT

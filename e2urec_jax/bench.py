@@ -1,0 +1,224 @@
+"""`bench`: examples/s, tokens/s, ms/step, compile time, peak memory and MFU of our steps, beside
+the PyTorch reference (benchmarks/torch_reference.py) run as a subprocess on the same machine.
+
+An example is one sample: an E2URec step on `batch` retain and `batch` forget samples processes
+2 x batch examples. FLOPs per step (for MFU) = 3 x (student forward FLOPs of its 2 x batch
+samples: forward + backward) + the three teacher forwards of `batch` samples each, with
+`models.forward_flops` counting matmul FLOPs (attention included, LM head at the answer positions).
+MFU divides by the bf16 matmul rate measured on the same device (a large matmul), not a datasheet.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e2urec_jax import runtime
+from e2urec_jax.eval.report import env_info
+from e2urec_jax.train import mesh as mesh_lib
+from e2urec_jax.train import steps
+from e2urec_jax.train.context import peak_memory_bytes
+
+ANSWER_LEN = 3
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T5_SIZES = {'tiny': (128, 2, 4, 32, 512), 'small': (512, 6, 8, 64, 2048), 'base': (768, 12, 12, 64, 3072)}
+
+
+def hf_config(size: str, vocab: int):
+  import transformers
+  if size == 'llama135m':
+    return transformers.LlamaConfig(
+        vocab_size=vocab or 49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, tie_word_embeddings=True)
+  d, layers, heads, d_kv, d_ff = T5_SIZES[size]
+  return transformers.T5Config(vocab_size=vocab or 32128, d_model=d, num_layers=layers, num_heads=heads,
+                               d_kv=d_kv, d_ff=d_ff, feed_forward_proj='relu', dropout_rate=0.1)
+
+
+def random_batch(family: str, batch: int, seq: int, vocab: int, rng) -> dict:
+  """A host batch of `batch` full-length prompts and 3-token answers (no padding, as the reference)."""
+  answer = rng.integers(3, vocab, (batch, ANSWER_LEN)).astype(np.int32)
+  if family == 't5':
+    return {'input_ids': rng.integers(3, vocab, (batch, seq)).astype(np.int32),
+            'attention_mask': np.ones((batch, seq), np.int32),
+            'decoder_input_ids': np.concatenate([np.zeros((batch, 1), np.int32), answer[:, :-1]], 1),
+            'answer_positions': np.tile(np.arange(ANSWER_LEN, dtype=np.int32), (batch, 1)),
+            'answer_labels': answer, 'answer_mask': np.ones((batch, ANSWER_LEN), np.float32),
+            'label': np.ones(batch, np.int32)}
+  total = seq + ANSWER_LEN - 1
+  ids = rng.integers(3, vocab, (batch, total)).astype(np.int32)
+  ids[:, seq:] = answer[:, :-1]
+  return {'input_ids': ids, 'attention_mask': np.ones((batch, total), np.int32),
+          'answer_positions': np.tile(np.arange(seq - 1, seq - 1 + ANSWER_LEN, dtype=np.int32), (batch, 1)),
+          'answer_labels': answer, 'answer_mask': np.ones((batch, ANSWER_LEN), np.float32),
+          'label': np.ones(batch, np.int32)}
+
+
+def matmul_rate() -> float | None:
+  """Measured bf16 matmul FLOP/s of the first device (None on CPU, where MFU is not reported)."""
+  if jax.default_backend() == 'cpu':
+    return None
+  n = 8192
+  a = jnp.ones((n, n), jnp.bfloat16)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(10):
+    out = f(a)
+  out.block_until_ready()
+  return 10 * 2 * n ** 3 / (time.perf_counter() - start)
+
+
+def _time(fn, args_for_step, steps_: int, warmup: int):
+  """(ms per step, compile seconds): compile AOT, run warm-up, then time `steps_` steps."""
+  start = time.perf_counter()
+  compiled = fn.lower(*args_for_step(0)).compile()
+  compile_s = time.perf_counter() - start
+  out = None
+  for i in range(warmup):
+    out = compiled(*args_for_step(i))
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for i in range(steps_):
+    out = compiled(*args_for_step(warmup + i))
+  jax.block_until_ready(out)
+  return 1000 * (time.perf_counter() - start) / steps_, compile_s
+
+
+def bench_ours(config) -> list[dict]:
+  from e2urec_jax.methods.common import ce_loss_fn
+  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config
+  b = config.bench
+  dtype = b.dtype if b.dtype != 'auto' else ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
+  cfg = hf_config(b.size, b.vocab)
+  model = lora.configure(model_from_hf_config(cfg, dtype=dtype, remat=config.model.remat),
+                         r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout)
+  mesh = mesh_lib.make_mesh()
+  params = mesh_lib.put_replicated(init_params(model, jax.random.key(0)), mesh)
+  targets = lora.default_targets(model.family)
+  adapters = lora.init_adapters(params, jax.random.key(1), config.lora.r, targets)
+  zero = jax.tree.map(jnp.zeros_like, adapters)
+  vocab = model.arch.vocab_size
+  rng = np.random.default_rng(0)
+  pool = [random_batch(model.family, b.batch, b.seq, vocab, rng) for _ in range(4)]
+  put = lambda host: mesh_lib.put_batch(host, mesh)
+  tokens = b.seq + ANSWER_LEN
+  decoder = ANSWER_LEN if model.family == 't5' else 0
+  per_example = forward_flops(model, b.seq if decoder else b.seq + ANSWER_LEN - 1, decoder, head_positions=ANSWER_LEN)
+  rate = matmul_rate()
+  rows = []
+  hp = {'lr': jnp.float32(1e-3), 'weight_decay': jnp.float32(0.0), 'w': jnp.float32(0.6),
+        'alpha': jnp.float32(2.0), 'forget_only': jnp.float32(0.0)}
+
+  def record(name, ms, compile_s, examples, flops):
+    rows.append({'name': name, 'size': b.size, 'batch': b.batch, 'seq': b.seq, 'ms_per_step': ms,
+                 'examples_per_s': examples / (ms / 1000), 'tokens_per_s': examples * tokens / (ms / 1000),
+                 'compile_s': compile_s, 'peak_memory_bytes': peak_memory_bytes(),
+                 'mfu': None if rate is None else flops / (ms / 1000) / rate, 'flops_per_step': flops})
+
+  what = b.what.split(',')
+  if 'e2urec_step' in what:
+    frozen = mesh_lib.put_replicated({'base': params, 'teachers': _stack(zero, zero, adapters)}, mesh)
+    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh)._jitted
+    state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
+    batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]
+
+    def args(i):  # donated state threads through the calls
+      return (state[0], state[1], frozen, batches[i % 4], jax.random.key(i), hp)
+    ms, comp = _time_stateful(step, args, state, b.steps, b.warmup)
+    record('e2urec_step', ms, comp, 2 * b.batch, 3 * 2 * b.batch * per_example + 3 * b.batch * per_example)
+  if 'train_step' in what:
+    step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh)._jitted
+    full = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+    state = [mesh_lib.put_replicated(jax.tree.map(jnp.copy, full), mesh),
+             mesh_lib.put_replicated(steps.init_opt_state(full), mesh)]
+    batches = [put(p) for p in pool]
+    args = lambda i: (state[0], state[1], {}, batches[i % 4], jax.random.key(i), hp)
+    ms, comp = _time_stateful(step, args, state, b.steps, b.warmup)
+    record('train_step', ms, comp, b.batch, 3 * b.batch * per_example)
+  if 'eval' in what:
+    rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    fn = jax.jit(lambda p, a, batch: answer_logits(model, p, batch, adapters=a), in_shardings=(rep, rep, data))
+    batches = [put(p) for p in pool]
+    ms, comp = _time(fn, lambda i: (params, zero, batches[i % 4]), b.steps, b.warmup)
+    record('eval', ms, comp, b.batch, b.batch * per_example)
+  return rows
+
+
+def _time_stateful(step, args, state, steps_: int, warmup: int):
+  """Like _time, for a step that donates (trainable, opt_state): each output feeds the next call."""
+  start = time.perf_counter()
+  compiled = step.lower(*args(0)).compile()
+  compile_s = time.perf_counter() - start
+  for i in range(warmup + steps_):
+    if i == warmup:
+      jax.block_until_ready(state)
+      start = time.perf_counter()
+    state[0], state[1], metrics = compiled(*args(i))
+  jax.block_until_ready(metrics)
+  return 1000 * (time.perf_counter() - start) / steps_, compile_s
+
+
+def bench_reference(config) -> dict | None:
+  """The PyTorch reference in a subprocess (None when torch or peft is missing)."""
+  b = config.bench
+  script = os.path.join(REPO, 'benchmarks', 'torch_reference.py')
+  if not b.reference or not os.path.exists(script):
+    return None
+  try:
+    import importlib.util
+    if importlib.util.find_spec('torch') is None or importlib.util.find_spec('peft') is None:
+      return None
+  except ValueError:
+    return None
+  cmd = [sys.executable, script, '--size', b.size, '--batch', str(b.batch), '--seq', str(b.seq),
+         '--steps', str(b.reference_steps), '--warmup', '1']
+  if b.vocab:
+    cmd += ['--vocab', str(b.vocab)]
+  if jax.default_backend() == 'gpu':
+    cmd += ['--device', 'cuda']
+  out = subprocess.run(cmd, capture_output=True, text=True)
+  line = next((l for l in out.stdout.splitlines() if l.startswith('RESULT ')), None)
+  if out.returncode != 0 or line is None:
+    print(f'reference failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+    return None
+  ref = json.loads(line[len('RESULT '):])
+  return {'name': 'reference_e2urec_step', 'size': b.size, 'batch': b.batch, 'seq': b.seq,
+          'ms_per_step': ref.get('ms_per_step'), 'examples_per_s': ref.get('examples_per_s'),
+          'tokens_per_s': ref.get('tokens_per_s'), 'compile_s': None,
+          'peak_memory_bytes': ref.get('peak_memory_bytes'), 'mfu': None}
+
+
+def bench_command(config, workdir):
+  if 'bench' not in config:
+    raise SystemExit('error: bench needs --config=configs/bench.py[:size=tiny,...]')
+  runtime.ensure_writable_dir(workdir)
+  rows = bench_ours(config)
+  ref = bench_reference(config)
+  if ref is not None:
+    rows.append(ref)
+  ours = next((r for r in rows if r['name'] == 'e2urec_step'), None)
+  speedup = ours['examples_per_s'] / ref['examples_per_s'] if ours and ref and ref['examples_per_s'] else None
+  result = {'results': rows, 'speedup_vs_reference': speedup, 'env': env_info(),
+            'mfu_note': 'MFU = model FLOPs/s over the bf16 matmul rate measured on this device; null on CPU'}
+  runtime.write_json(os.path.join(workdir, 'bench.json'), result)
+  print(format_table(rows, speedup))
+
+
+def format_table(rows, speedup) -> str:
+  head = f'{"name":24s} {"size":9s} {"batch":>5s} {"seq":>5s} {"ex/s":>9s} {"tok/s":>10s} {"ms/step":>9s} {"compile s":>9s} {"peak MB":>8s} {"MFU":>6s}'
+  lines = [head, '-' * len(head)]
+  for r in rows:
+    mfu = '-' if r.get('mfu') is None else f'{100 * r["mfu"]:.1f}%'
+    comp = '-' if r.get('compile_s') is None else f'{r["compile_s"]:.1f}'
+    mem = '-' if not r.get('peak_memory_bytes') else f'{r["peak_memory_bytes"] / 2**20:.0f}'
+    lines.append(f'{r["name"]:24s} {r["size"]:9s} {r["batch"]:5d} {r["seq"]:5d} {r["examples_per_s"]:9.1f} '
+                 f'{r["tokens_per_s"]:10.0f} {r["ms_per_step"]:9.1f} {comp:>9s} {mem:>8s} {mfu:>6s}')
+  if speedup is not None:
+    lines.append(f'speedup of e2urec_step over the PyTorch reference: {speedup:.2f}x (examples/s)')
+  return '\n'.join(lines)
