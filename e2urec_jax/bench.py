@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T5_SIZES = {'tiny': (128, 2, 4, 32, 512), 'small': (512, 6, 8, 64, 2048), 'base': (768, 12, 12, 64, 3072)}
 
 
-def hf_config(size: str, vocab: int):
+def hf_config(size: str, vocab: int, dropout: float = 0.1):
   import transformers
   if size == 'llama135m':
     return transformers.LlamaConfig(
@@ -36,7 +36,7 @@ def hf_config(size: str, vocab: int):
         num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, tie_word_embeddings=True)
   d, layers, heads, d_kv, d_ff = T5_SIZES[size]
   return transformers.T5Config(vocab_size=vocab or 32128, d_model=d, num_layers=layers, num_heads=heads,
-                               d_kv=d_kv, d_ff=d_ff, feed_forward_proj='relu', dropout_rate=0.1)
+                               d_kv=d_kv, d_ff=d_ff, feed_forward_proj='relu', dropout_rate=dropout)
 
 
 def random_batch(family: str, batch: int, seq: int, vocab: int, rng) -> dict:
@@ -95,7 +95,7 @@ def bench_ours(config) -> list[dict]:
   from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config
   b = config.bench
   dtype = b.dtype if b.dtype != 'auto' else ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
-  cfg = hf_config(b.size, b.vocab)
+  cfg = hf_config(b.size, b.vocab, config.model.dropout)
   model = lora.configure(model_from_hf_config(cfg, dtype=dtype, remat=config.model.remat),
                          r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout)
   mesh = mesh_lib.make_mesh()

@@ -20,6 +20,7 @@ import math
 from typing import ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -158,8 +159,10 @@ class T5Stack(nn.Module):
     buckets = relative_position_buckets(length, length, not self.decoder, a.num_buckets, a.max_distance)
     table = Embed(a.num_buckets, a.num_heads, a.init_factor * a.d_model ** -0.5,
                   rt, name='relative_attention_bias')
-    bias = jnp.take(table.embedding, buckets, axis=0).astype(jnp.float32)  # [len, len, heads]
-    bias = bias.transpose(2, 0, 1)[None]  # [1, heads, len, len], shared by all layers
+    # A one-hot matmul rather than a gather: the gather's gradient is a scatter-add over
+    # len * len entries, which on CPU cost more than the rest of the backward pass.
+    onehot = jax.nn.one_hot(jnp.asarray(buckets), a.num_buckets, dtype=jnp.float32)  # [len, len, buckets]
+    bias = jnp.einsum('qkb,bh->hqk', onehot, table.embedding.astype(jnp.float32))[None]  # [1, heads, len, len]
     layers = a.num_decoder_layers if self.decoder else a.num_layers
     stack = scan_layers(T5Block, layers, self.remat, arch=a, rt=rt, decoder=self.decoder, name='layers')
     h, _ = stack(drop(h), bias, mask, enc, enc_mask)
