@@ -1,6 +1,7 @@
 """MovieLens-1M with T5-base: the paper's main setting (an accelerator is expected).
 
-  python -m e2urec_jax run --config=configs/ml1m.py --workdir=gs://bucket/runs/ml1m
+  python -m e2urec_jax run --config=configs/ml1m.py --workdir=~/runs/ml1m
+(on a TPU VM: tpu/launch.sh with SYNC_TO=gs://bucket/runs/ml1m mirrors the workdir to a bucket)
 """
 from e2urec_jax.config import default_config
 

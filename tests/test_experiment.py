@@ -61,3 +61,30 @@ def test_rerun_resumes_without_training(demo_run, capsys):
   run_experiment(config, workdir)
   assert os.path.getmtime(model_file) == before
   assert 'run finished' in capsys.readouterr().out
+
+
+def test_predict_scores_pairs_and_rejects_unknown_ids(demo_run, tmp_path):
+  import pandas as pd
+  from e2urec_jax.errors import UserError
+  from e2urec_jax.eval.predict import predict
+  from e2urec_jax.train.context import get_context
+  config, workdir = demo_run
+  test = pd.read_parquet(os.path.join(workdir, 'data', 'test.parquet'))
+  pairs = pd.DataFrame({'user_id': test['user_key'][:5].astype(str), 'item_id': test['item_key'][:5].astype(str)})
+  ctx = get_context(config, workdir)
+  p_yes = predict(ctx, 'e2urec', pairs)
+  assert p_yes.shape == (5,) and np.all((p_yes > 0) & (p_yes < 1))
+  with pytest.raises(UserError, match='not in the synthetic data'):
+    predict(ctx, 'e2urec', pd.DataFrame({'user_id': ['999999'], 'item_id': pairs['item_id'][:1]}))
+
+
+def test_export_writes_a_transformers_loadable_folder(demo_run, tmp_path):
+  from e2urec_jax.eval.export import export_model
+  from e2urec_jax.models import load_pretrained
+  from e2urec_jax.train.context import get_context
+  config, workdir = demo_run
+  out = export_model(get_context(config, workdir), 'e2urec', str(tmp_path / 'hf'))
+  for name in ('config.json', 'model.safetensors', 'tokenizer.json'):
+    assert os.path.exists(os.path.join(out, name))
+  model, params, tokenizer = load_pretrained(out)
+  assert tokenizer is not None and model.family == 't5'

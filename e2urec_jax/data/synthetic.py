@@ -75,8 +75,10 @@ def generate(cfg, seed: int, out_dir: str) -> dict:
   demographic = rng.normal(0.0, 0.4, (2, 3, n_genres))  # [gender, age band, genre]
   band = np.digitize(age, [30, 45])
   taste = demographic[(gender == 'F').astype(int), band] + rng.normal(0.0, 0.5, (n_users, n_genres))
-  bias = rng.normal(0.0, 0.8, n_users)
+  bias = rng.normal(0.0, float(cfg.user_bias), n_users)
   idiosyncrasy = rng.normal(0.0, float(cfg.idiosyncrasy), (n_users, num_styles))
+  if cfg.center_idiosyncrasy:
+    idiosyncrasy -= idiosyncrasy.mean(axis=1, keepdims=True)
 
   # Ratings: users watch more of what they like; sequential timestamps per user.
   rows = []

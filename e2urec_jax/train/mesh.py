@@ -1,18 +1,43 @@
-"""Data parallelism over every local device and host with one `Mesh` axis.
+"""The device mesh: a 'data' axis over every device of every host, and an optional 'model' axis.
 
-`jax.jit` with `NamedSharding`s does what `pmap` did: parameters replicated, the batch
-split on its leading axis. Each process hands over only its local rows
+`jax.jit` with `NamedSharding`s does what `pmap` did: the batch is split on its rows over
+'data' (and repeated along 'model'), adapters and optimizer state are replicated. With
+`c.mesh.model_axis > 1` the frozen weights (base, teachers) are sharded FSDP-style: each
+leaf is split along its largest dimension divisible by the 'model' size, so a base larger
+than one device fits, and XLA gathers the pieces a layer needs when it runs.
+
+Multi-host: every process builds the same global host batch (sampling is a pure function
+of seed and step) and hands over only the rows its own devices hold
 (`make_array_from_process_local_data`), so the same code runs on one CPU or a pod slice.
 """
+import functools
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+MODEL_AXIS = 'model'
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(model_axis: int = 1, devices=None) -> Mesh:
+  """('data', 'model') mesh over `devices` (default: all of every process); model_axis devices per model group.
+
+  Consecutive devices form a model group, so on GPU/CPU hosts (process-major device order) the
+  weight all-gathers stay inside a host when model_axis divides its device count; on TPU the
+  order follows the chips' physical layout.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  model_axis = int(model_axis)
+  if model_axis < 1 or len(devices) % model_axis:
+    raise ValueError(f'mesh.model_axis={model_axis} must be >= 1 and divide the {len(devices)} devices')
+  shape = (len(devices) // model_axis, model_axis)
+  try:
+    from jax.experimental import mesh_utils
+    grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
+  except Exception:  # a topology mesh_utils does not know (CPU, odd slices): plain order is always valid
+    grid = np.asarray(devices, dtype=object).reshape(shape)
+  return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -27,16 +52,95 @@ def num_data_shards(mesh: Mesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
+def model_axis_size(mesh: Mesh) -> int:
+  return mesh.shape.get(MODEL_AXIS, 1)
+
+
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Rows this process feeds; the global batch must split evenly over the devices."""
-  return global_batch // jax.process_count()
+  """Rows this process feeds of a global batch."""
+  rows = process_rows(global_batch, mesh)
+  return rows.stop - rows.start
+
+
+# ------------------------------------------------------------------ batches
+@functools.lru_cache(maxsize=256)
+def _process_rows(global_rows: int, mesh: Mesh) -> slice:
+  data = num_data_shards(mesh)
+  if global_rows % data:
+    raise ValueError(f'a batch of {global_rows} rows does not split over the {data} data-parallel devices; '
+                     f'use a batch size that is a multiple of {data}')
+  spans = {idx[0] for idx in batch_sharding(mesh).addressable_devices_indices_map((global_rows,)).values()}
+  spans = sorted((s.start or 0, global_rows if s.stop is None else s.stop) for s in spans)
+  start, stop = spans[0][0], spans[-1][1]
+  if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+    raise ValueError(f'process {jax.process_index()} holds non-contiguous batch rows {spans}; '
+                     'build the mesh with make_mesh (devices in process order)')
+  return slice(start, stop)
+
+
+def process_rows(global_rows: int, mesh: Mesh) -> slice:
+  """The rows of a global batch that this process's devices hold (all rows on one host)."""
+  return _process_rows(int(global_rows), mesh)
 
 
 def put_batch(batch, mesh: Mesh):
-  """Host numpy batch (this process's rows) -> global arrays sharded on the batch axis."""
+  """Host numpy batch (the global rows, the same on every process) -> global arrays sharded on rows.
+
+  Each process transfers only its own rows (`process_rows`); on one host that is all of them.
+  """
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(sharding, x[process_rows(x.shape[0], mesh)], x.shape)
+  return jax.tree.map(put, batch)
+
+
+# ------------------------------------------------------------------ weights
+def fsdp_spec(shape, model_size: int) -> P:
+  """P with 'model' on the largest dimension divisible by model_size (the first such, on ties); P() if none."""
+  if model_size <= 1:
+    return P()
+  best = None
+  for dim, n in enumerate(shape):
+    if n % model_size == 0 and n >= model_size and (best is None or n > shape[best]):
+      best = dim
+  if best is None:
+    return P()
+  return P(*([None] * best + [MODEL_AXIS]))
+
+
+def fsdp_sharding(shape, mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, fsdp_spec(tuple(shape), model_axis_size(mesh)))
+
+
+def frozen_shardings(tree, mesh: Mesh):
+  """A pytree of shardings for frozen weights: an array already placed on `mesh` keeps its placement
+  (what `put_frozen`, or `put_replicated`, chose); anything else gets the FSDP sharding."""
+  def pick(x):
+    sharding = getattr(x, 'sharding', None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh == mesh and getattr(x, 'committed', True):
+      return sharding
+    return fsdp_sharding(np.shape(x), mesh)
+  return jax.tree.map(pick, tree)
+
+
+def _place(x, sharding):
+  if isinstance(x, jax.Array):
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def put_frozen(tree, mesh: Mesh):
+  """Frozen weights onto the mesh, FSDP-sharded over 'model' (replicated when the axis has size 1)."""
+  return jax.tree.map(lambda x: _place(x, fsdp_sharding(np.shape(x), mesh)), tree)
 
 
 def put_replicated(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
+
+
+def is_placed(x, mesh: Mesh) -> bool:
+  """Whether `x` is a jax.Array already laid out on `mesh` (Context.put keeps such arrays as they are)."""
+  return isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh

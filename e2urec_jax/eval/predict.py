@@ -1,0 +1,100 @@
+"""`predict`: P(Yes) for (user, item) pairs from a CSV, with any model in the workdir.
+
+A pair is turned into a prompt exactly as training samples are: the user's profile and
+their `history_k` most recent ratings in the data (all of them, as of now), then the item.
+Ids are the source's own (as in the raw files).
+"""
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from e2urec_jax.errors import UserError
+
+SPLIT = 'predict'
+
+
+def read_pairs(path: str) -> pd.DataFrame:
+  if not path or not os.path.exists(path):
+    raise UserError(f'predict needs --input=CSV with user_id,item_id columns; {path!r} does not exist')
+  pairs = pd.read_csv(path, dtype=str)
+  missing = [c for c in ('user_id', 'item_id') if c not in pairs.columns]
+  if missing:
+    raise UserError(f'{path}: missing column(s) {", ".join(missing)}; the header must name user_id,item_id')
+  return pairs
+
+
+def pair_prompts(config, pairs: pd.DataFrame, scratch: str) -> pd.DataFrame:
+  """Prompt pieces (profile, history titles/ratings, target title) of each pair, from the raw data."""
+  from e2urec_jax.data import read_source
+  raw = read_source(config, scratch)
+  users = raw.users.set_index('key')
+  items = raw.items.set_index('key')
+  for col, table, what in (('user_id', users, 'user'), ('item_id', items, 'item')):
+    unknown = sorted(set(pairs[col]) - set(table.index.astype(str)))
+    if unknown:
+      raise UserError(f'{col} {unknown[0]!r} (and {len(unknown) - 1} more) not in the {raw.name} data; '
+                      f'use the {what} ids of the raw files')
+  users.index, items.index = users.index.astype(str), items.index.astype(str)
+  order = np.lexsort((raw.ratings['item'].to_numpy(), raw.ratings['timestamp'].to_numpy()))
+  by_user = raw.ratings.iloc[order].groupby('user')
+  titles = raw.items.set_index('item')['title']
+  k = int(config.data.history_k)
+  rows = []
+  for user_key, item_key in zip(pairs['user_id'], pairs['item_id']):
+    user = users.loc[user_key]
+    history = by_user.get_group(user['user']).tail(k) if user['user'] in by_user.groups else raw.ratings.iloc[:0]
+    rows.append({'profile': user['profile'], 'history_titles': list(titles.loc[history['item']]),
+                 'history_ratings': list(history['rating']), 'target_title': items.loc[item_key, 'title']})
+  return pd.DataFrame(rows), raw
+
+
+def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
+  from e2urec_jax.data import encode, tokenizer as tokenizer_lib
+  from e2urec_jax.data.prompts import Template
+  from e2urec_jax.data.tokens import SplitArrays
+  from e2urec_jax.eval.evaluate import score
+  from e2urec_jax.eval.predictors import load_predictor
+  config = ctx.config
+  with tempfile.TemporaryDirectory() as scratch:
+    frame, raw = pair_prompts(config, pairs, scratch)
+    tok = tokenizer_lib.load_tokenizer(config.model, ctx.workdir)
+    family, decoder_start = tokenizer_lib.resolve_family(config.model)
+    specials = tokenizer_lib.special_ids(tok, family, decoder_start)
+    template = Template(family, raw.item_noun, raw.verb, raw.rating_scale)
+    enc = encode.encode_frame(frame, tok, template, family=family, specials=specials,
+                              max_len=int(config.data.max_input_length), cache_file=os.path.join(scratch, 'p.arrow'),
+                              progress=False, desc='tokenising pairs')
+  n = len(frame)
+  arrays = SplitArrays(prompt_ids=enc['prompt_ids'], prompt_len=enc['prompt_len'], label=np.zeros(n, np.int32),
+                       user_id=np.zeros(n, np.int64), item_id=np.zeros(n, np.int64))
+  return score(_with_split(ctx, arrays), load_predictor(ctx, name), SPLIT, np.arange(n), desc=f'{name}/predict')['p_yes']
+
+
+def _with_split(ctx, arrays):
+  """The context with one more split of token arrays (the pairs), sharing everything else."""
+  import copy
+  view = copy.copy(ctx)
+  view.data = dataclasses.replace(ctx.data, splits={**ctx.data.splits, SPLIT: arrays})
+  return view
+
+
+def predict_command(config, workdir):
+  from absl import flags
+  from e2urec_jax.train.context import get_context
+  name = flags.FLAGS.model or 'e2urec'
+  pairs = read_pairs(flags.FLAGS.input)
+  ctx = get_context(config, workdir)
+  p_yes = predict(ctx, name, pairs)
+  out = pairs[['user_id', 'item_id']].copy()
+  out['p_yes'] = p_yes
+  target = flags.FLAGS.output
+  if target:
+    tmp = target + '.tmp'
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, target)
+    print(f'wrote {len(out)} predictions of {name} to {target}')
+  else:
+    print(out.to_csv(index=False), end='')
