@@ -6,6 +6,7 @@ command after an interruption resumes where it stopped.
 import os
 import time
 
+from e2urec_jax import distributed
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.methods import registry
 from e2urec_jax.methods.original import ensure_original
@@ -25,5 +26,7 @@ def run_experiment(config, workdir):
     registry.run_row(ctx, row, method, overrides)
   names = ['original', 'retrain'] + [r for r, _, _ in rows]
   write_results(ctx, names)
+  if not distributed.is_primary():  # process 0 wrote the report
+    return
   print(open(os.path.join(ctx.workdir, 'results.md')).read())
   print(f'run finished in {time.perf_counter() - start:.0f}s; results in {ctx.workdir}/results.json')

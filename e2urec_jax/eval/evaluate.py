@@ -9,7 +9,7 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from e2urec_jax import runtime
+from e2urec_jax import distributed, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval import metrics
 from e2urec_jax.eval.predictors import load_predictor
@@ -106,12 +106,27 @@ def order_names(names: list[str]) -> list[str]:
   return first + [n for n in names if n not in first]
 
 
+def merge_seed_rows(methods: dict) -> dict:
+  """'m[seed=s]' rows fold into 'm' (the run at config.seed): the mean, with each seed kept under 'seeds'."""
+  from e2urec_jax.eval import report
+  merged = {}
+  for name, row in methods.items():
+    base, _, rest = name.partition('[seed=')
+    if rest and base in methods:
+      continue
+    extra = [methods[n] for n in methods if n.startswith(name + '[seed=')]
+    merged[name] = report.aggregate_seeds([row, *extra]) if extra else row
+  return merged
+
+
 def write_results(ctx, names: list[str]) -> dict:
   from e2urec_jax.eval import report
   results = evaluate_models(ctx, order_names(names))
+  results['methods'] = merge_seed_rows(results['methods'])
   results['config'] = runtime.config_to_json(ctx.config)
   results['env'] = report.env_info()
-  report.write_report(ctx.workdir, results)
+  if distributed.is_primary():  # every process scores (the mesh spans them all); one writes
+    report.write_report(ctx.workdir, results)
   return results
 
 
@@ -124,4 +139,5 @@ def evaluate_command(config, workdir):
   wanted = flags.FLAGS.model
   names = [wanted] if wanted else available_models(ctx)
   write_results(ctx, names)
-  print(open(os.path.join(ctx.workdir, 'results.md')).read())
+  if distributed.is_primary():
+    print(open(os.path.join(ctx.workdir, 'results.md')).read())
