@@ -73,12 +73,12 @@ def main(argv):
   if not workdir:
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)
-  config = _CONFIG.value
-  if config is None:
-    config = _load_workdir_config(workdir)
   module, fn_name, _ = COMMANDS[command]
   from e2urec_jax import runtime
   try:
+    config = _CONFIG.value
+    if config is None:  # later commands (forget, evaluate, ...) default to the run's saved config
+      config = _load_workdir_config(workdir)
     runtime.setup(config)
     fn = getattr(importlib.import_module(module), fn_name)
     fn(config, workdir)

@@ -4,6 +4,7 @@ Every artifact is written to a temporary name and renamed into place, so a crash
 or a full disk never leaves a half-written file where a later command would read it.
 """
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,9 @@ def setup(config) -> None:
 
 
 def ensure_writable_dir(path: str) -> str:
+  """`path`, created if needed, after a probe write; else a UserError before any work starts."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f'workdir {path!r} is a file, not a folder; pass a --workdir folder you can write to')
   try:
     os.makedirs(path, exist_ok=True)
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe', delete=True)
@@ -35,17 +39,36 @@ def ensure_writable_dir(path: str) -> str:
   return path
 
 
+# errno values that mean "the disk cannot take this write": they become one-line UserErrors.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(e: OSError, what: str) -> UserError:
+  """A UserError for a failed write: names what was written and how to fix it."""
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    fix = 'free disk space and rerun the same command'
+  elif e.errno == errno.EROFS:
+    fix = 'the file system is read-only; pass a --workdir on a writable disk'
+  else:
+    fix = 'check the permissions of the workdir and rerun the same command'
+  return UserError(f'{what} failed: {e.strerror or e}; {fix} (earlier checkpoints and artifacts are intact)')
+
+
 def write_json(path: str, obj) -> None:
-  """Atomic JSON write (temp file + rename)."""
+  """Atomic JSON write (temp file + rename); a full disk is a UserError and leaves the old file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
   try:
     with os.fdopen(fd, 'w') as f:
       json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+      raise disk_error(e, f'writing {path}') from e
     raise
 
 
@@ -71,9 +94,14 @@ def _json_default(o):
 
 @contextlib.contextmanager
 def atomic_dir(final: str):
-  """Yields a temp dir beside `final`; on success it replaces `final`, on error it is removed."""
+  """Yields a temp dir beside `final`; on success it replaces `final`, on error it is removed.
+
+  A full (or read-only) disk inside the block becomes a UserError; `final` is untouched.
+  A crash between the two renames leaves `final`.old, which `recover_dir` puts back.
+  """
   parent = os.path.dirname(os.path.abspath(final))
   os.makedirs(parent, exist_ok=True)
+  recover_dir(final)
   tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp_' + os.path.basename(final) + '_')
   try:
     yield tmp
@@ -85,9 +113,32 @@ def atomic_dir(final: str):
       shutil.rmtree(old, ignore_errors=True)
     else:
       os.replace(tmp, final)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    full = disk_full_error(e)
+    if full is not None:
+      raise disk_error(full, f'writing {final}') from e
     raise
+
+
+def disk_full_error(e: BaseException) -> OSError | None:
+  """The OSError of a full or read-only disk behind `e` (libraries such as safetensors only quote it)."""
+  if isinstance(e, OSError):
+    return e if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
+  text = str(e)
+  if 'No space left on device' in text:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  return None
+
+
+def recover_dir(final: str) -> None:
+  """Puts `final`.old back where a crash between atomic_dir's two renames left no `final`."""
+  old = final + '.old'
+  if os.path.isdir(old):
+    if os.path.exists(final):
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(old, final)
 
 
 def config_to_json(config) -> dict:

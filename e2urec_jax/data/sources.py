@@ -81,6 +81,11 @@ def read_delimited(path: str, sep: str, names: list[str], *, encoding: str = 'la
   need = len(names)
   for n, row in zip(numbers, rows):
     if len(row) < need:
+      other = guess_separator(lines[n - 1], need, exclude=sep)
+      if other is not None:
+        raise UserError(f'{path} line {n}: expected {need} fields separated by {sep!r}, but the line is '
+                        f'{other!r}-separated: {lines[n - 1][:80]!r}; write the file with {sep!r} between fields '
+                        '(the format of this data set)')
       raise UserError(f'{path} line {n}: expected {need} fields separated by {sep!r}, found {len(row)}: '
                       f'{lines[n - 1][:80]!r}; fix or remove that line')
   frame = pd.DataFrame([r[:need] for r in rows], columns=names, dtype=object)
@@ -88,6 +93,17 @@ def read_delimited(path: str, sep: str, names: list[str], *, encoding: str = 'la
   for col in numeric:
     frame[col] = to_number(frame[col], path, frame['_line'], col)
   return frame
+
+
+SEPARATORS = ('\t', '::', '|', ',', ';', ' ')
+
+
+def guess_separator(line: str, need: int, exclude: str = '') -> str | None:
+  """A common separator that splits `line` into at least `need` fields (not `exclude`), else None."""
+  for sep in SEPARATORS:
+    if sep != exclude and sep not in exclude and len(line.split(sep)) >= max(2, need):
+      return sep
+  return None
 
 
 def to_number(values: pd.Series, path: str, line_numbers, column: str) -> pd.Series:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from e2urec_jax.data import prompts
-from e2urec_jax.data.sources import RawData, id_mapper, require_unique, sha256_file, to_number
+from e2urec_jax.data.sources import RawData, guess_separator, id_mapper, require_unique, sha256_file, to_number
 from e2urec_jax.errors import UserError
 
 
@@ -81,6 +81,13 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
   except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
     raise UserError(f'{path}: cannot parse ({str(e).strip().splitlines()[-1]}); fix that line or the file format')
   missing = [c for c in columns if c not in table.columns]
+  if missing and len(table.columns) == 1 and not path.endswith(('.parquet', '.pq')):
+    header = str(table.columns[0])
+    other = guess_separator(header, len(columns), exclude=sep)
+    if other is not None:
+      raise UserError(f'{path}: the header {header[:60]!r} is {other!r}-separated but this reader splits '
+                      f'{os.path.splitext(path)[1] or "the file"} files on {sep!r}; write the file with {sep!r} '
+                      'between fields (or name it .tsv for tabs)')
   if missing:
     raise UserError(f'{path}: no column {missing[0]!r} (has {list(table.columns)[:8]}); set the matching '
                     f'config.data.csv.*_col or rename the column')

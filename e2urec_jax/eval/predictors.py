@@ -48,7 +48,7 @@ class Ensemble:
 
 def single_from_dir(ctx, path: str) -> SingleModel:
   if artifacts.is_adapter_dir(path):
-    adapters, meta = artifacts.load_adapters(path)
+    adapters, meta = artifacts.load_adapters(path, expect=ctx.lora_meta)  # the run's scale must fit
     _, base = artifacts.load_full(meta['base_dir'])
     return SingleModel(ctx, ctx.base_dtype(base), adapters)
   if not os.path.exists(os.path.join(path, 'config.json')):

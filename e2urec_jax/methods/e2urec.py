@@ -101,7 +101,8 @@ def unlearn_e2urec(ctx, name: str = 'e2urec', *, alpha=None, w=None, use_forget_
   zero = ctx.zero_adapters(original)
   by_adapters = ctx.config.augment.mode == 'lora'
   if by_adapters:
-    aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir('original'))
+    aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir('original'),
+                                    expect=ctx.lora_meta)
     frozen = {'base': base, 'teachers': ctx.put(_stack(zero, zero, aug))}
   else:
     aug = ctx.base_dtype(ctx.load_params(AUGMENTED))

@@ -36,7 +36,7 @@ def content_hash(model_dir: str) -> str:
   digest = h.hexdigest()
   try:
     runtime.write_json(cache, {'stamp': stamp, 'sha256': digest})
-  except OSError:
+  except (OSError, UserError):  # only a cache
     pass
   return digest
 
@@ -73,20 +73,57 @@ def save_adapters(adapters, path: str, *, base_dir: str, lora: dict) -> int:
   return dir_bytes(path)
 
 
-def load_adapters(path: str, base_dir: str | None = None):
-  """(adapters, meta); checks that `base_dir` (default: the recorded one) is the same base."""
+def load_adapters(path: str, base_dir: str | None = None, *, expect: dict | None = None):
+  """(adapters, meta); checks that `base_dir` (default: the recorded one) is the same base.
+
+  The rank stored in the tensors must be the one the folder records, and, when `expect`
+  (a run's LoRA settings: r, alpha, targets) is given, the one the run is configured with:
+  the adapter scale alpha / r is a property of the running model, so adapters of another
+  rank would run silently at the wrong scale (or not fit the teachers they are stacked with).
+  """
   from safetensors.numpy import load_file
   meta_path = os.path.join(path, ADAPTER_META)
   if not os.path.exists(meta_path):
     raise UserError(f'{path}: no {ADAPTER_META}; not an adapter folder written by e2urec_jax')
   meta = runtime.read_json(meta_path)
   base_dir = base_dir or meta['base_dir']
+  if not os.path.isdir(base_dir):
+    raise UserError(f'{path}: the base model {base_dir} these adapters were trained on is gone; '
+                    'restore it or retrain the adapters')
   if content_hash(base_dir) != meta['base_sha256']:
     raise UserError(f'{path}: adapters were trained on a different base than {base_dir} '
                     '(sha256 mismatch); use the base they were trained on or retrain them')
   flat = load_file(os.path.join(path, ADAPTERS_FILE))
+  ranks = sorted({int(v.shape[-1]) for k, v in flat.items() if k.endswith('lora_a')})
+  if ranks != [int(meta['r'])]:
+    raise UserError(f'{path}: {ADAPTERS_FILE} holds rank {ranks} adapters but {ADAPTER_META} says r={meta["r"]}; '
+                    'the folder is inconsistent: retrain the adapters')
+  check_lora(path, meta, expect)
   adapters = traverse_util.unflatten_dict({tuple(k.split('/')): v for k, v in flat.items()})
   return adapters, meta
+
+
+def check_lora(path: str, meta: dict, expect: dict | None) -> None:
+  """UserError when adapters recorded in `meta` do not fit a run configured with `expect`."""
+  if not expect:
+    return
+  for key, flag in (('r', 'lora.r'), ('alpha', 'lora.alpha'), ('targets', 'lora.targets')):
+    have, want = meta.get(key), expect.get(key)
+    if key == 'targets':
+      have, want = sorted(have or []), sorted(want or [])
+    elif have is not None and want is not None:
+      have, want = float(have), float(want)
+    if have != want:
+      shown = ','.join(meta[key]) if key == 'targets' else meta[key]
+      raise UserError(f'{path}: adapters have {key}={shown} but this run is configured with '
+                      f'{key}={expect[key] if key != "targets" else ",".join(expect[key])}; '
+                      f'pass --config.{flag}={shown} or retrain the adapters')
+
+
+def check_adapter_dir(path: str, expect: dict) -> None:
+  """check_lora on an adapter folder's recorded settings, without loading it (a cheap pre-flight)."""
+  if is_adapter_dir(path):
+    check_lora(path, runtime.read_json(os.path.join(path, ADAPTER_META)), expect)
 
 
 def is_adapter_dir(path: str) -> bool:

@@ -1,22 +1,68 @@
 """Resume checkpoints (orbax): trainable tree, optimizer state, best-so-far, step, bookkeeping.
 
 Saves are synchronous and atomic (orbax writes a temp folder and renames it), so a run
-killed at any moment resumes from the last finished save. The frozen base is never
-saved here: the metadata holds its content hash, checked on restore.
+killed at any moment resumes from the last finished save; a save that fails (full disk)
+removes its temp folder and leaves the earlier checkpoints as they were. The frozen base
+is never saved here: the metadata holds its content hash, checked on restore.
+
+Test hooks (fault-injection, read from the environment; unset in normal use):
+  E2UREC_TEST_KILL_AT_STEP=[phase:]N   SIGKILL right after step N (after its checkpoint, if one is due)
+  E2UREC_TEST_KILL_IN_SAVE=[phase:]N   SIGKILL inside the save of step N: data written, not yet committed
+  E2UREC_TEST_NAN_LR_AT_STEP=[phase:]N step N runs with a NaN learning rate (the weights turn NaN)
+`phase` (optional) restricts a hook to the phase of that name (e.g. `original`).
 """
+import contextlib
+import errno
+import glob
 import os
+import shutil
+import signal
 
 import jax
 import orbax.checkpoint as ocp
 
 from e2urec_jax.errors import UserError
 
+TMP_MARK = '.orbax-checkpoint-tmp'
+
+
+def test_hook(variable: str, phase: str, step: int) -> bool:
+  """Whether the fault-injection hook `variable` (see the module docstring) fires at (phase, step)."""
+  spec = os.environ.get(variable, '')
+  if not spec:
+    return False
+  want_phase, _, want_step = spec.rpartition(':')
+  return int(want_step) == int(step) and (not want_phase or want_phase == phase)
+
+
+def kill_self() -> None:
+  """What kill -9 does to this process (the test hooks' fault)."""
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _killed_before_commit():
+  """Makes orbax's commit (the rename of the written temp folder) SIGKILL the process instead."""
+  from orbax.checkpoint._src.path import atomicity
+  cls = atomicity.AtomicRenameTemporaryPath
+  original = cls.finalize
+
+  async def finalize(self, *args, **kwargs):
+    kill_self()
+
+  cls.finalize = finalize
+  try:
+    yield
+  finally:
+    cls.finalize = original
+
 
 class ResumeCheckpoints:
 
-  def __init__(self, directory: str, *, max_to_keep: int, base_sha256: str | None):
+  def __init__(self, directory: str, *, max_to_keep: int, base_sha256: str | None, phase: str = ''):
     self.directory = os.path.abspath(directory)
     self.base_sha256 = base_sha256
+    self.phase = phase
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True)
     try:
@@ -29,14 +75,31 @@ class ResumeCheckpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state, meta: dict) -> None:
+    """Saves step `step`; on failure the earlier checkpoints are intact and a UserError says why."""
     meta = dict(meta, step=int(step), base_sha256=self.base_sha256)
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    hook = _killed_before_commit() if test_hook('E2UREC_TEST_KILL_IN_SAVE', self.phase, step) \
+        else contextlib.nullcontext()
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
-    except OSError as e:
-      raise UserError(f'checkpoint save at step {step} failed in {self.directory}: {e.strerror or e}; '
-                      'free disk space and rerun the same command (the previous checkpoint is intact)')
+      with hook:
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
+    except Exception as e:  # orbax may wrap the OSError of a worker thread
+      cause = _os_error(e)
+      if cause is None:
+        raise
+      self._remove_partial(step)
+      last = self.latest_step()
+      kept = f'the previous checkpoint, step {last}, is intact' if last is not None else 'no earlier checkpoint'
+      raise UserError(f'checkpoint save at step {step} failed in {self.directory}: {cause.strerror or cause}; '
+                      f'{_fix(cause)} and rerun the same command ({kept})') from e
+
+  def _remove_partial(self, step: int) -> None:
+    """Deletes what a failed save of `step` left (its temp folder), never a committed checkpoint."""
+    for path in glob.glob(os.path.join(self.directory, f'{step}{TMP_MARK}*')):
+      shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(Exception):
+      self._manager.reload()
 
   def restore(self, abstract_state):
     """(state, meta) of the latest checkpoint; refuses one written for another base model."""
@@ -55,3 +118,23 @@ class ResumeCheckpoints:
 
   def close(self):
     self._manager.close()
+
+
+def _os_error(e: BaseException) -> OSError | None:
+  """The OSError behind `e` (itself, a cause/context orbax wrapped it in, or a tensorstore
+  error that quotes one), else None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError):
+      return e
+    if 'No space left on device' in str(e):
+      return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def _fix(e: OSError) -> str:
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return 'free disk space'
+  return 'check the workdir is writable'

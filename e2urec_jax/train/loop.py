@@ -4,6 +4,7 @@ Every method (original, retrain, augment, E2URec, baselines) runs through `run_p
 with its own compiled step and batch function, so resuming, logging, NaN handling and
 timing behave the same everywhere.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from e2urec_jax import runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import mesh as mesh_lib
-from e2urec_jax.train.checkpoint import ResumeCheckpoints
+from e2urec_jax.train.checkpoint import ResumeCheckpoints, kill_self, test_hook
 
 LOG_EVERY = 10
 
@@ -84,9 +86,14 @@ def _copy(tree):
 
 
 class _Log:
+  """metrics.jsonl (+ TensorBoard events). A full disk here is a UserError like a failed checkpoint."""
 
   def __init__(self, phase_dir: str):
-    self._jsonl = open(os.path.join(phase_dir, 'metrics.jsonl'), 'a')
+    self._path = os.path.join(phase_dir, 'metrics.jsonl')
+    try:
+      self._jsonl = open(self._path, 'a')
+    except OSError as e:
+      raise runtime.disk_error(e, f'opening {self._path}') from e
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(phase_dir, 'tb'))
@@ -94,16 +101,44 @@ class _Log:
       self._tb = None
 
   def write(self, step: int, values: dict):
-    self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
-    self._jsonl.flush()
+    try:
+      self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
+      self._jsonl.flush()
+    except OSError as e:
+      raise runtime.disk_error(e, f'writing {self._path}') from e
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
 
   def close(self):
-    self._jsonl.close()
+    with contextlib.suppress(OSError):  # a full disk was already reported where it struck
+      self._jsonl.close()
     if self._tb is not None:
-      self._tb.close()
+      with contextlib.suppress(Exception):
+        self._tb.close()
+
+
+def _drop_metrics_after(path: str, step: int) -> None:
+  """On resume, forgets the logged steps after the checkpoint (they are run again)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        keep.append(line)
+    except (ValueError, KeyError, TypeError):  # a line cut short by a crash
+      continue
+  if len(keep) != len(lines):
+    tmp = path + '.tmp'
+    try:
+      with open(tmp, 'w') as f:
+        f.writelines(keep)
+      os.replace(tmp, path)
+    except OSError as e:
+      raise runtime.disk_error(e, f'writing {path}') from e
 
 
 def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable, opt_state, frozen,
@@ -111,10 +146,16 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
               num_steps: int, examples_per_step: int, mesh, base_sha256: str | None,
               validate: Callable[[Any], float] | None = None, eval_every: int = 0,
               patience: int = 0, seed: int = 0) -> PhaseResult:
-  """Runs (or resumes) `num_steps` steps; returns the final (or best-valid) trainable tree."""
+  """Runs (or resumes) `num_steps` steps; returns the final (or best-valid) trainable tree.
+
+  A non-finite loss, gradient norm or validation loss stops the phase with a UserError that
+  names the step; checkpoints are only written after the metrics before them were checked,
+  so the last checkpoint on disk is always a finite one. Steps and checkpoints count from 1
+  (checkpoint N holds the state after N steps).
+  """
   os.makedirs(phase_dir, exist_ok=True)
   ckpt = ResumeCheckpoints(os.path.join(phase_dir, 'ckpt'), max_to_keep=config.checkpoint.max_to_keep,
-                           base_sha256=base_sha256)
+                           base_sha256=base_sha256, phase=name)
   # Steps donate their inputs: work on copies so the caller's trees stay valid.
   state = {'trainable': _copy(trainable), 'opt_state': opt_state}
   if validate is not None:
@@ -125,6 +166,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     state = mesh_lib.put_replicated(state, mesh)
   start_step = int(meta['step'])
   every = max(1, int(config.checkpoint.every_steps))
+  _drop_metrics_after(os.path.join(phase_dir, 'metrics.jsonl'), start_step)
   log = _Log(phase_dir)
   compile_before = step_fn.compile_s
   base_key = jax.random.key(seed)
@@ -147,9 +189,11 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     for (s, _), m in zip(pending, fetched):
       values = {k: float(v) for k, v in m.items()}
       if not all(math.isfinite(v) for v in values.values()):
-        raise UserError(f'{name}: loss became non-finite ({values["loss"]}) at step {s}; '
+        bad = 'loss' if not math.isfinite(values.get('loss', 0.0)) else next(
+            k for k, v in values.items() if not math.isfinite(v))
+        raise UserError(f'{name}: {bad} became non-finite ({values[bad]}) at step {s + 1} of {num_steps}; '
                         f'the last good checkpoint (step {last_saved}) is kept in {phase_dir}/ckpt; '
-                        'lower the learning rate and rerun')
+                        'lower the learning rate and rerun the same command to resume from it')
       last_loss = values['loss']
     if pending:
       values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(time.perf_counter() - t_session, 1e-9)
@@ -173,6 +217,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       assert got_step == step
       batch = mesh_lib.put_batch(host_batch, mesh)
       hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams_for_step(step).items()}
+      if test_hook('E2UREC_TEST_NAN_LR_AT_STEP', name, step + 1):
+        hp['lr'] = jnp.asarray(math.nan, jnp.float32)
       rng = jax.random.fold_in(base_key, step)
       trainable, opt_state, metrics = step_fn(trainable, opt_state, frozen, batch, rng, hp)
       pending.append((step, metrics))
@@ -183,6 +229,10 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       if validate is not None and eval_every and (step % eval_every == 0 or step == num_steps):
         flush(step)
         valid = float(validate(trainable))
+        if not math.isfinite(valid):
+          raise UserError(f'{name}: validation loss became non-finite ({valid}) at step {step} of {num_steps}; '
+                          f'the last good checkpoint (step {last_saved}) is kept in {phase_dir}/ckpt; '
+                          'lower the learning rate and rerun the same command to resume from it')
         log.write(step, {'valid_loss': valid})
         if valid < meta['best_valid']:
           meta['best_valid'], meta['bad_evals'], best = valid, 0, _copy(trainable)
@@ -192,6 +242,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
             stop = meta['stopped'] = True
       if step % every == 0 or step == num_steps or stop:
         save(step)
+      if test_hook('E2UREC_TEST_KILL_AT_STEP', name, step):
+        kill_self()
     flush(step)
   finally:
     bar.close()

@@ -1,0 +1,204 @@
+"""Removing forgotten records from a workdir: samples, prompts, token arrays, caches, raw copies.
+
+Everything under <workdir>/data is rewritten in one temporary folder and renamed into
+place (runtime.atomic_dir), so a crash leaves either the old data or the scrubbed data,
+never a mix; running the scrub again is a no-op. Rows go by user (a user's request) or by
+(user, item) pair (an interaction's request: the sample whose target it is, and the same
+user's samples whose prompt shows it in the history).
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from e2urec_jax import runtime
+from e2urec_jax.errors import UserError
+
+SPLITS = ('train', 'valid', 'test')
+SKIPPED = ('hf_cache',)  # caches `prepare` needs no more: deleted, not copied
+
+
+def read_frames(workdir: str) -> dict:
+  data = os.path.join(workdir, 'data')
+  runtime.recover_dir(data)
+  frames = {}
+  for split in SPLITS:
+    path = os.path.join(data, f'{split}.parquet')
+    if not os.path.exists(path):
+      raise UserError(f'{path} is missing; this workdir has no prepared data (run `prepare` or `train` first)')
+    frames[split] = pd.read_parquet(path)
+  return frames
+
+
+def row_masks(frames: dict, users, pairs) -> dict:
+  """split -> bool [rows] of the samples to forget: users' rows, or rows that hold one of the pairs."""
+  users = set(int(u) for u in users)
+  pairs = set((int(u), int(i)) for u, i in pairs)
+  out = {}
+  for split, f in frames.items():
+    user, item = f['user'].to_numpy(), f['item'].to_numpy()
+    mask = np.isin(user, list(users)) if users else np.zeros(len(f), bool)
+    if pairs:
+      by_user = {}
+      for u, i in pairs:
+        by_user.setdefault(u, set()).add(i)
+      for row in np.flatnonzero(np.isin(user, list(by_user))):
+        items = by_user[int(user[row])]
+        if int(item[row]) in items or items.intersection(int(h) for h in f['history_items'].iloc[row]):
+          mask[row] = True
+    out[split] = mask
+  return out
+
+
+def scrub_data(workdir: str, users, pairs) -> dict:
+  """Drops the rows from <workdir>/data (parquet, tokens, manifest, raw copy, caches); returns counts."""
+  data = os.path.join(workdir, 'data')
+  frames = read_frames(workdir)
+  masks = row_masks(frames, users, pairs)
+  raw_dir = os.path.join(data, 'synthetic')
+  if not any(m.any() for m in masks.values()) and not os.path.isdir(os.path.join(data, 'hf_cache')) \
+      and not _raw_holds(raw_dir, users, pairs):
+    return {}
+  for split, mask in masks.items():
+    if mask.all():
+      raise UserError(f'forgetting these records would leave the {split} split empty; '
+                      'the workdir cannot serve this request (prepare a larger data set)')
+  removed = {}
+  with runtime.atomic_dir(data) as tmp:
+    for entry in os.listdir(data):
+      src = os.path.join(data, entry)
+      if entry in SKIPPED or entry.startswith('.'):
+        removed[f'data/{entry}'] = 'deleted (cache)'
+        continue
+      (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, entry))
+    kept = {}
+    for split, frame in frames.items():
+      keep = ~masks[split]
+      kept[split] = frame[keep].reset_index(drop=True)
+      kept[split].to_parquet(os.path.join(tmp, f'{split}.parquet'), index=False)
+      _filter_tokens(os.path.join(tmp, 'tokens', split), frame, keep)
+      removed[f'data/{split}.parquet'] = int((~keep).sum())
+      removed[f'data/tokens/{split}'] = int((~keep).sum())
+    if os.path.isdir(raw_dir):
+      removed.update(_scrub_raw(os.path.join(tmp, 'synthetic'), users, pairs))
+    _update_manifest(os.path.join(tmp, 'manifest.json'), kept, users, os.path.join(tmp, 'synthetic'))
+  return removed
+
+
+def _filter_tokens(folder: str, frame: pd.DataFrame, keep: np.ndarray) -> None:
+  user_ids = np.load(os.path.join(folder, 'user_id.npy'))
+  if len(user_ids) != len(frame) or not np.array_equal(user_ids, frame['user'].to_numpy()):
+    raise UserError(f'{folder} and its parquet table disagree (rows or order); prepare the data again '
+                    '(delete <workdir>/data) before serving forget requests')
+  for name in sorted(os.listdir(folder)):
+    if name.endswith('.npy'):
+      path = os.path.join(folder, name)
+      np.save(path, np.load(path)[keep])
+
+
+def _raw_holds(raw_dir: str, users, pairs) -> bool:
+  path = os.path.join(raw_dir, 'u.data')
+  if not os.path.exists(path):
+    return False
+  table = np.loadtxt(path, dtype=np.int64, usecols=(0, 1), ndmin=2)
+  users = set(int(u) for u in users)
+  pairs = set((int(u), int(i)) for u, i in pairs)
+  return any(int(u) in users or (int(u), int(i)) in pairs for u, i in table)
+
+
+def _scrub_raw(raw_dir: str, users, pairs) -> dict:
+  """The generator's MovieLens-format copy inside the workdir: rating lines, user lines, planted values."""
+  users = set(int(u) for u in users)
+  pairs = set((int(u), int(i)) for u, i in pairs)
+  out = {}
+  path = os.path.join(raw_dir, 'u.data')
+  if os.path.exists(path):
+    lines = open(path, encoding='latin-1').read().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+      fields = line.split('\t')
+      u, i = int(fields[0]), int(fields[1])
+      if u not in users and (u, i) not in pairs:
+        keep.append(line)
+    open(path, 'w', encoding='latin-1').writelines(keep)
+    out['data/synthetic/u.data'] = len(lines) - len(keep)
+  path = os.path.join(raw_dir, 'u.user')
+  if os.path.exists(path) and users:
+    lines = open(path, encoding='latin-1').read().splitlines(keepends=True)
+    keep = [line for line in lines if int(line.split('|')[0]) not in users]
+    open(path, 'w', encoding='latin-1').writelines(keep)
+    out['data/synthetic/u.user'] = len(lines) - len(keep)
+  path = os.path.join(raw_dir, 'planted.json')
+  if os.path.exists(path) and users:
+    planted = runtime.read_json(path)
+    for key in ('bias', 'taste', 'idiosyncrasy'):  # per-user rows, indexed by user id - 1
+      for u in users:
+        if key in planted and 0 < u <= len(planted[key]):
+          planted[key][u - 1] = None
+    with open(path, 'w') as f:
+      json.dump(planted, f)
+    out['data/synthetic/planted.json'] = len(users)
+  return out
+
+
+def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
+  """Counts and lists recomputed from the kept rows; the forgotten users leave every id list."""
+  from e2urec_jax.data.encode import length_stats
+  from e2urec_jax.data.sources import sha256_file
+  m = runtime.read_json(path)
+  train = frames['train']
+  forget = train['is_forget'].to_numpy().astype(bool)
+  subsets = {'train': train, 'valid': frames['valid'], 'test': frames['test'], 'forget': train[forget],
+             'retain': train[~forget]}
+  m['counts'] = {k: int(len(v)) for k, v in subsets.items()}
+  m['users'] = {k: int(v['user'].nunique()) for k, v in subsets.items()}
+  m['label_positive_rate'] = {k: round(float(v['label'].mean()), 4) if len(v) else None for k, v in subsets.items()}
+  m['time_range'] = {k: [int(f['timestamp'].min()), int(f['timestamp'].max())] for k, f in frames.items()}
+  num_shards = max(1, len(m.get('shards', {}).get('sisa', [])))
+  m['shards'] = {'sisa': np.bincount(train['sisa_shard'], minlength=num_shards).tolist(),
+                 'receraser': np.bincount(train['receraser_shard'], minlength=num_shards).tolist()}
+  gone = set(int(u) for u in users)
+  keys = dict(zip(m.get('forget_users', []), m.get('forget_user_keys', [])))
+  m['forget_users'] = [u for u in m.get('forget_users', []) if u not in gone]
+  m['forget_user_keys'] = [keys[u] for u in m['forget_users'] if u in keys]
+  m['tokens']['forget_users'] = [u for u in m['tokens'].get('forget_users', []) if u not in gone]
+  m['token_lengths'] = {k: length_stats(f['prompt_len']) for k, f in frames.items()}
+  m['token_lengths']['all'] = length_stats(np.concatenate([f['prompt_len'].to_numpy() for f in frames.values()]))
+  m['example_prompt'] = str(train['prompt'].iloc[0])
+  if os.path.isdir(raw_dir):
+    for name in os.listdir(raw_dir):
+      if name in m.get('source_sha256', {}):
+        m['source_sha256'][name] = sha256_file(os.path.join(raw_dir, name))
+    if os.path.exists(os.path.join(raw_dir, 'u.data')):
+      table = np.loadtxt(os.path.join(raw_dir, 'u.data'), dtype=np.int64, usecols=(0, 1), ndmin=2)
+      m['raw'] = {'ratings': int(len(table)), 'users': int(len(np.unique(table[:, 0]))),
+                  'items': int(len(np.unique(table[:, 1])))}
+  m['scrubbed'] = int(m.get('scrubbed', 0)) + 1  # forget requests applied to this data (no ids here)
+  runtime.write_json(path, m)
+
+
+def delete(workdir: str, paths) -> list[str]:
+  """Removes the given workdir-relative files/folders; returns those that existed."""
+  gone = []
+  for rel in paths:
+    path = os.path.join(workdir, rel)
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+      gone.append(rel)
+    elif os.path.exists(path):
+      os.remove(path)
+      gone.append(rel)
+  return gone
+
+
+def resume_checkpoints(workdir: str) -> list[str]:
+  """Workdir-relative orbax resume folders of every phase (intermediate states of training runs)."""
+  out = []
+  phases = os.path.join(workdir, 'phases')
+  for root, dirs, _ in os.walk(phases):
+    if 'ckpt' in dirs:
+      out.append(os.path.relpath(os.path.join(root, 'ckpt'), workdir))
+      dirs.remove('ckpt')
+  return sorted(out)
