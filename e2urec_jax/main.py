@@ -69,7 +69,11 @@ def main(argv):
   if len(argv) > 2:
     print(f'error: unexpected arguments {argv[2:]}; options go as --flag=value', file=sys.stderr)
     sys.exit(2)
-  workdir = _WORKDIR.value
+  workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded
+  if workdir.startswith('gs://'):
+    print('error: --workdir must be a local folder; on a TPU VM mirror it to a bucket with tpu/sync.sh '
+          '(or launch.sh SYNC_TO=gs://...)', file=sys.stderr)
+    sys.exit(2)
   if not workdir:
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)
