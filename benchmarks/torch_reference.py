@@ -190,6 +190,7 @@ def run_reference(size='tiny', batch=16, seq=256, steps=10, warmup=2, device=Non
       # On a shared CPU the median step is steadier than the mean; examples/s from it too.
       'ms_per_step_median': None if cuda else statistics.median(step_ms),
       'examples_per_s_median': None if cuda else 2 * batch * 1000 / statistics.median(step_ms),
+      'step_ms': None if cuda else [round(t, 1) for t in step_ms],
       'compile_s': None, 'warmup_s': warmup_s, 'mfu': None,
       'peak_memory_bytes': int(peak),
       'peak_memory_kind': 'cuda_max_memory_allocated' if cuda else 'ru_maxrss',
