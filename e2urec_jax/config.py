@@ -43,6 +43,7 @@ def default_config() -> ConfigDict:
   s.idiosyncrasy = 0.8  # Std of that private per-user style preference: what only training on the user reveals.
   s.center_idiosyncrasy = False  # TEMP
   s.user_bias = 0.8  # TEMP
+  s.coarse_ages = False  # TEMP
   d.csv = t = ConfigDict()  # The generic reader (source='csv'): a platform's own interactions.
   t.ratings = ''  # CSV or Parquet file with one interaction per row (required for source='csv').
   t.items = ''  # Optional item table (id + title [+ genre]); '' = titles are "item <id>".
@@ -150,6 +151,14 @@ def default_config() -> ConfigDict:
   c.eval = ev = ConfigDict()
   ev.batch_size = 64
   ev.noise_floor = True  # Train a second retrain (seed + 1) to measure the retrain-vs-retrain distance.
+
+  # ------------------------------------------------------------- devices
+  # One mesh over every device of every host (hosts join via jax.distributed: see
+  # e2urec_jax/distributed.py): axis 'data' splits each batch's rows, axis 'model' shards the
+  # frozen weights (base, teachers) FSDP-style, each leaf on its largest dimension divisible by it.
+  # Adapters and their optimizer state are always replicated.
+  c.mesh = ms = ConfigDict()
+  ms.model_axis = 1  # Devices per 'model' group, dividing the device count; 1 = pure data parallel.
 
   # ---------------------------------------------------------- checkpoints
   c.checkpoint = ck = ConfigDict()

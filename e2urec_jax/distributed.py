@@ -55,20 +55,33 @@ def _int_env(*names):
     raise UserError(f'{names[0]}={value!r} is not a whole number')
 
 
+def _tpu_chips_here() -> bool:
+  """Whether this machine has TPU chips (read from the PCI bus: no JAX backend is started)."""
+  try:
+    from jax._src import hardware_utils  # what JAX itself uses to find TPUs
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  except Exception:
+    import glob
+    return bool(glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'))
+
+
 def _tpu_slice_workers() -> int:
   """Workers (hosts) of the Cloud TPU slice this runs on; 1 off TPU or when it cannot tell."""
   hosts = _env('TPU_PROCESS_ADDRESSES', 'TPU_WORKER_HOSTNAMES')
   if hosts:
     return len(hosts.split(','))
-  try:
-    from jax._src import cloud_tpu_init
-    if not cloud_tpu_init.running_in_cloud_tpu_vm:
-      return 1
-    from jax._src.clusters.cloud_tpu_cluster import GceTpuCluster  # asks the VM's metadata server
-    return len(GceTpuCluster._get_worker_list_in_slice()) * GceTpuCluster._get_num_slices()
-  except Exception as e:  # private JAX API, no metadata server: then only E2UREC_DISTRIBUTED=1 starts it
-    log.debug('no TPU slice detected: %s', e)
+  if os.environ.get('TPU_SKIP_MDS_QUERY') or not _tpu_chips_here():
     return 1
+  import urllib.request
+  url = 'http://metadata.google.internal/computeMetadata/v1/instance/attributes/worker-network-endpoints'
+  try:  # a Cloud TPU VM lists its slice's workers in the VM metadata
+    request = urllib.request.Request(url, headers={'Metadata-Flavor': 'Google'})
+    with urllib.request.urlopen(request, timeout=3) as response:
+      endpoints = response.read().decode().strip()
+  except Exception as e:  # not a Cloud TPU VM: only E2UREC_DISTRIBUTED=1 starts it then
+    log.debug('no TPU slice metadata: %s', e)
+    return 1
+  return max(1, len([w for w in endpoints.split(',') if w.strip()]))
 
 
 def requested() -> bool:
@@ -112,6 +125,29 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   log.info('process %d of %d, %d local / %d global devices', jax.process_index(), jax.process_count(),
            jax.local_device_count(), jax.device_count())
   return jax.process_count() > 1
+
+
+# XLA's CPU scheduler may run a step's independent collectives in a different order on each
+# (emulated) CPU device; with a 'model' mesh axis they then wait on each other until XLA aborts
+# ("Termination timeout for all reduce RendezvousKey..."). Its plain scheduler keeps them in step.
+# Read once, when the backend starts: XLA_FLAGS, not a per-compile option. GPUs/TPUs ignore it.
+CPU_MODEL_AXIS_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+
+
+def add_xla_flag(flag: str) -> None:
+  """Appends `flag` to XLA_FLAGS unless it is there (effective only before the backend starts)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if flag.split('=')[0] not in flags:
+    os.environ['XLA_FLAGS'] = (flags + ' ' + flag).strip()
+
+
+def setup(config=None) -> bool:
+  """What the CLI does first, before anything touches a JAX backend: the CPU flag a 'model' mesh
+  axis needs (config.mesh.model_axis > 1), then `initialize()`."""
+  mesh = config.get('mesh') if config is not None else None
+  if mesh is not None and int(mesh.get('model_axis', 1)) > 1:
+    add_xla_flag(CPU_MODEL_AXIS_FLAG)
+  return initialize()
 
 
 def is_primary() -> bool:

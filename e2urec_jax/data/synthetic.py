@@ -71,6 +71,8 @@ def generate(cfg, seed: int, out_dir: str) -> dict:
   # Users: profile, bias, taste (partly demographic), private style preference.
   gender = rng.choice(['M', 'F'], n_users)
   age = rng.integers(18, 66, n_users)
+  if cfg.coarse_ages:
+    age = rng.choice(np.array([18, 25, 35, 45, 50, 56]), n_users)
   occupation = rng.choice(OCCUPATIONS, n_users)
   demographic = rng.normal(0.0, 0.4, (2, 3, n_genres))  # [gender, age band, genre]
   band = np.digitize(age, [30, 45])

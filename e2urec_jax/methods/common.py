@@ -63,12 +63,15 @@ def ce_loss_fn(model, kind):
 
 
 def eval_logits_fn(ctx):
-  """Jitted (params, adapters, batch) -> [batch, answer, vocab] logits; one compile for every model."""
+  """Jitted (params, adapters, batch) -> [batch, answer, vocab] logits; one compile for every model.
+
+  params keep their placement (FSDP-sharded or replicated); the logits come back replicated,
+  so every process of a multi-host run can read them (np.asarray) on its own."""
   def build():
     from e2urec_jax.models import answer_logits
-    rep, data = mesh_lib.replicated(ctx.mesh), mesh_lib.batch_sharding(ctx.mesh)
     fn = lambda params, adapters, batch: answer_logits(ctx.model, params, batch, adapters=adapters)
-    return jax.jit(fn, in_shardings=(rep, rep, data), out_shardings=data)
+    return steps.PlacedJit(fn, ctx.mesh, (steps.FROZEN, steps.REPLICATED, steps.BATCH),
+                           out_shardings=mesh_lib.replicated(ctx.mesh))
   return ctx.compiled('eval_logits', build)
 
 
@@ -76,20 +79,21 @@ def eval_ce_fn(ctx):
   """Jitted (params, adapters, batch) -> (sum of token CE, token count): the validation loss."""
   def build():
     from e2urec_jax.models import answer_logits
-    rep, data = mesh_lib.replicated(ctx.mesh), mesh_lib.batch_sharding(ctx.mesh)
+    rep = mesh_lib.replicated(ctx.mesh)
 
     def fn(params, adapters, batch):
       logits = answer_logits(ctx.model, params, batch, adapters=adapters)
       mask = batch['answer_mask']
       count = mask.sum()
       return losses.answer_cross_entropy(logits, batch['answer_labels'], mask) * count, count
-    return jax.jit(fn, in_shardings=(rep, rep, data), out_shardings=(rep, rep))
+    return steps.PlacedJit(fn, ctx.mesh, (steps.FROZEN, steps.REPLICATED, steps.BATCH), out_shardings=(rep, rep))
   return ctx.compiled('eval_ce', build)
 
 
 def iterate_eval(ctx, split: str, indices: np.ndarray, batch_size: int | None = None, with_host=False):
   """(device batch, number of real rows) over `indices` in order, padded for the mesh.
 
+  Every process builds the same host batch and feeds its own rows of it (`put_batch`).
   with_host=True yields (device batch, host batch, real rows)."""
   from e2urec_jax.data import make_batch
   batch_size = batch_size or ctx.config.eval.batch_size

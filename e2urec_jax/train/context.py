@@ -3,6 +3,10 @@
 Compiled steps are cached here by what they compute, so methods that share a step
 (retrain and the original; NegGrad, Bad-T and GA) compile it once per process, and the
 persistent XLA cache makes the next process start warm.
+
+Placement: `put` replicates (trainable trees, optimizer state, small things); `put_frozen`
+shards frozen weights over the mesh's 'model' axis (FSDP-style, c.mesh.model_axis), and
+`base_dtype` already returns the frozen base placed that way when that axis is > 1.
 """
 import os
 import resource
@@ -10,7 +14,7 @@ import resource
 import jax
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import distributed, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train import mesh as mesh_lib
@@ -31,12 +35,16 @@ class Context:
     from e2urec_jax.models import lora
     self.config = config
     self.workdir = runtime.ensure_writable_dir(os.path.abspath(workdir))
-    if not os.path.exists(os.path.join(self.workdir, 'data', 'manifest.json')):
+    manifest = os.path.join(self.workdir, 'data', 'manifest.json')
+
+    def prepare():
       from e2urec_jax.data.prepare import prepare
       prepare(config, self.workdir)
+    distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
     self.data = load_tokenized(self.workdir)
-    self.mesh = mesh_lib.make_mesh()
-    self.num_devices = mesh_lib.num_data_shards(self.mesh)
+    mesh_cfg = config.get('mesh') or {}
+    self.mesh = mesh_lib.make_mesh(model_axis=mesh_cfg.get('model_axis', 1))
+    self.num_devices = mesh_lib.num_data_shards(self.mesh)  # rows of a batch must be a multiple of this
     self.pretrained_dir = self._ensure_pretrained()
     from e2urec_jax.models import load_pretrained
     model, params, _ = load_pretrained(self.pretrained_dir, compute_dtype=config.model.dtype,
@@ -60,7 +68,8 @@ class Context:
         return os.path.abspath(cfg.name_or_path)
       return _snapshot(cfg.name_or_path)
     path = os.path.join(self.workdir, 'pretrained')
-    if not os.path.exists(os.path.join(path, 'config.json')):
+
+    def make():
       from e2urec_jax.models import init_params, model_from_hf_config, scratch_hf_config
       d = self.data
       hf_config = scratch_hf_config(cfg.scratch, vocab_size=d.vocab_size, pad_id=d.pad_id, eos_id=d.eos_id,
@@ -68,6 +77,7 @@ class Context:
       model = model_from_hf_config(hf_config)
       params = init_params(model, jax.random.key(self.config.seed))
       artifacts.save_full(model, params, path)
+    distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
     return path
 
   def _check_vocab(self, model):
@@ -103,9 +113,13 @@ class Context:
     return lora.init_adapters(params, jax.random.key(seed), self.config.lora.r, self.lora_targets)
 
   def base_dtype(self, params):
+    """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
+    'model' mesh axis (c.mesh.model_axis > 1) already FSDP-sharded on the mesh (`put_frozen`),
+    so no device ever holds the whole model, and `put` keeps that placement."""
     import jax.numpy as jnp
     dtype = jnp.dtype(self.config.model.base_dtype)
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    return self.put_frozen(cast) if mesh_lib.model_axis_size(self.mesh) > 1 else cast
 
   # -------------------------------------------------------------- steps
   def compiled(self, key, build):
@@ -114,7 +128,12 @@ class Context:
     return self._compiled[key]
 
   def put(self, tree):
-    return mesh_lib.put_replicated(tree, self.mesh)
+    """Host values replicated on the mesh; arrays already placed on it (`put_frozen`) stay as they are."""
+    return mesh_lib.put_on_mesh(tree, self.mesh)
+
+  def put_frozen(self, tree):
+    """Frozen weights (base, teachers, a reference model), FSDP-sharded over 'model' (c.mesh.model_axis)."""
+    return mesh_lib.put_frozen(tree, self.mesh)
 
 
 def _snapshot(repo_id: str) -> str:

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from e2urec_jax.errors import UserError
+
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
 
@@ -30,7 +32,8 @@ def make_mesh(model_axis: int = 1, devices=None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   model_axis = int(model_axis)
   if model_axis < 1 or len(devices) % model_axis:
-    raise ValueError(f'mesh.model_axis={model_axis} must be >= 1 and divide the {len(devices)} devices')
+    raise UserError(f'config.mesh.model_axis={model_axis} must be >= 1 and divide the number of devices '
+                    f'({len(devices)}: {jax.devices()[0].platform}); e.g. --config.mesh.model_axis=1')
   shape = (len(devices) // model_axis, model_axis)
   try:
     from jax.experimental import mesh_utils
@@ -57,29 +60,30 @@ def model_axis_size(mesh: Mesh) -> int:
 
 
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Rows this process feeds of a global batch."""
-  rows = process_rows(global_batch, mesh)
-  return rows.stop - rows.start
+  """Rows of a global batch that this process feeds."""
+  per_device = global_batch // num_data_shards(mesh)
+  rows = {(idx[0].start, idx[0].stop)
+          for idx in batch_sharding(mesh).addressable_devices_indices_map((global_batch,)).values()}
+  return per_device * len(rows)
 
 
 # ------------------------------------------------------------------ batches
 @functools.lru_cache(maxsize=256)
-def _process_rows(global_rows: int, mesh: Mesh) -> slice:
+def _process_rows(global_rows: int, mesh: Mesh):
   data = num_data_shards(mesh)
   if global_rows % data:
     raise ValueError(f'a batch of {global_rows} rows does not split over the {data} data-parallel devices; '
                      f'use a batch size that is a multiple of {data}')
-  spans = {idx[0] for idx in batch_sharding(mesh).addressable_devices_indices_map((global_rows,)).values()}
-  spans = sorted((s.start or 0, global_rows if s.stop is None else s.stop) for s in spans)
-  start, stop = spans[0][0], spans[-1][1]
+  spans = sorted({(idx[0].start or 0, global_rows if idx[0].stop is None else idx[0].stop)
+                  for idx in batch_sharding(mesh).addressable_devices_indices_map((global_rows,)).values()})
   if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
-    raise ValueError(f'process {jax.process_index()} holds non-contiguous batch rows {spans}; '
-                     'build the mesh with make_mesh (devices in process order)')
-  return slice(start, stop)
+    return None  # this process's devices hold rows in several places (an unusual device order)
+  return slice(spans[0][0], spans[-1][1])
 
 
-def process_rows(global_rows: int, mesh: Mesh) -> slice:
-  """The rows of a global batch that this process's devices hold (all rows on one host)."""
+def process_rows(global_rows: int, mesh: Mesh) -> slice | None:
+  """The rows of a global batch that this process's devices hold (all of them on one host);
+  None when they are not one contiguous block."""
   return _process_rows(int(global_rows), mesh)
 
 
@@ -92,7 +96,10 @@ def put_batch(batch, mesh: Mesh):
 
   def put(x):
     x = np.asarray(x)
-    return jax.make_array_from_process_local_data(sharding, x[process_rows(x.shape[0], mesh)], x.shape)
+    rows = process_rows(x.shape[0], mesh)
+    if rows is None:
+      return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.make_array_from_process_local_data(sharding, x[rows], x.shape)
   return jax.tree.map(put, batch)
 
 
@@ -117,28 +124,38 @@ def fsdp_sharding(shape, mesh: Mesh) -> NamedSharding:
 def frozen_shardings(tree, mesh: Mesh):
   """A pytree of shardings for frozen weights: an array already placed on `mesh` keeps its placement
   (what `put_frozen`, or `put_replicated`, chose); anything else gets the FSDP sharding."""
-  def pick(x):
-    sharding = getattr(x, 'sharding', None)
-    if isinstance(sharding, NamedSharding) and sharding.mesh == mesh and getattr(x, 'committed', True):
-      return sharding
-    return fsdp_sharding(np.shape(x), mesh)
-  return jax.tree.map(pick, tree)
+  return jax.tree.map(lambda x: x.sharding if is_placed(x, mesh) else fsdp_sharding(np.shape(x), mesh), tree)
 
 
 def _place(x, sharding):
-  if isinstance(x, jax.Array):
+  """x onto `sharding`. With several processes, host values go through make_array_from_callback
+  (each process fills only its own shards): jax.device_put would first all-gather every leaf to
+  check that all processes passed the same value, one collective per leaf."""
+  if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
     return jax.device_put(x, sharding)
   x = np.asarray(x)
+  x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _put(tree, shardings):
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)  # one batched transfer
+  return jax.tree.map(_place, tree, shardings)
 
 
 def put_frozen(tree, mesh: Mesh):
   """Frozen weights onto the mesh, FSDP-sharded over 'model' (replicated when the axis has size 1)."""
-  return jax.tree.map(lambda x: _place(x, fsdp_sharding(np.shape(x), mesh)), tree)
+  return _put(tree, jax.tree.map(lambda x: fsdp_sharding(np.shape(x), mesh), tree))
 
 
 def put_replicated(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  return _put(tree, jax.tree.map(lambda _: replicated(mesh), tree))
+
+
+def put_on_mesh(tree, mesh: Mesh):
+  """Arrays already placed on `mesh` (e.g. by put_frozen) stay as they are; everything else is replicated."""
+  return _put(tree, jax.tree.map(lambda x: x.sharding if is_placed(x, mesh) else replicated(mesh), tree))
 
 
 def is_placed(x, mesh: Mesh) -> bool:

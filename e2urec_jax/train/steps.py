@@ -1,8 +1,11 @@
 """Pure train steps: `step(trainable, opt_state, frozen, batch, rng, hp) -> (trainable, opt_state, metrics)`.
 
-Only `trainable` is differentiated and only it has optimizer state; `frozen` (the base,
-teachers, a reference model) rides along replicated. Learning rate and weight decay are
-inputs (`hp`), not constants, so methods that differ only in them share one compiled step.
+Only `trainable` is differentiated and only it has optimizer state (both replicated);
+`frozen` (the base, teachers, a reference model) keeps the placement it was put with:
+FSDP-sharded over the mesh's 'model' axis (`Context.put_frozen`) or replicated, so its
+`in_shardings` are a pytree read off the argument when the step is lowered. Learning rate
+and weight decay are inputs (`hp`), not constants, so methods that differ only in them
+share one compiled step.
 """
 import jax
 import optax
@@ -11,6 +14,7 @@ from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train.loop import TimedJit
 
 MAX_GRAD_NORM = 1.0  # as the Hugging Face Trainer the original code used
+REPLICATED, BATCH, FROZEN = 'replicated', 'batch', 'frozen'  # argument kinds of PlacedJit
 
 
 def make_optimizer() -> optax.GradientTransformation:
@@ -29,6 +33,42 @@ def _set_hyperparams(opt_state, hp):
   return clip, adam._replace(hyperparams=hyper)
 
 
+class PlacedJit:
+  """`jax.jit` with explicit shardings, where an argument of kind FROZEN gets a pytree of
+  shardings read off the argument itself (`mesh.frozen_shardings`), one jitted function per
+  placement. (Through `TimedJit`, whose cache is keyed by shapes, one step object should
+  always see its frozen tree placed the same way; `Context` does that.)
+
+  kinds: per positional argument, REPLICATED, BATCH (rows on 'data') or FROZEN.
+  """
+
+  def __init__(self, fn, mesh, kinds, out_shardings, donate_argnums=()):
+    self._fn, self._mesh, self._kinds = fn, mesh, tuple(kinds)
+    self._out, self._donate = out_shardings, tuple(donate_argnums)
+    self._jitted = {}
+
+  def _in_shardings(self, args):
+    fixed = {REPLICATED: mesh_lib.replicated(self._mesh), BATCH: mesh_lib.batch_sharding(self._mesh)}
+    return tuple(mesh_lib.frozen_shardings(arg, self._mesh) if kind == FROZEN else fixed[kind]
+                 for kind, arg in zip(self._kinds, args))
+
+  def _jit_for(self, args):
+    shardings = self._in_shardings(args)
+    leaves, treedef = jax.tree.flatten(shardings)
+    key = (treedef, tuple(leaves))
+    if key not in self._jitted:
+      self._jitted[key] = jax.jit(self._fn, in_shardings=shardings, out_shardings=self._out,
+                                  donate_argnums=self._donate)
+    return self._jitted[key]
+
+  def lower(self, *args):
+    return self._jit_for(args).lower(*args)
+
+  def __call__(self, *args):
+    return self._jit_for(args)(*args)
+
+
+
 def make_train_step(loss_fn, mesh) -> TimedJit:
   """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars)."""
   optimizer = make_optimizer()
@@ -40,17 +80,17 @@ def make_train_step(loss_fn, mesh) -> TimedJit:
     trainable = optax.apply_updates(trainable, updates)
     return trainable, opt_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
-  rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-  return TimedJit(jax.jit(step, in_shardings=(rep, rep, rep, data, rep, rep),
-                          out_shardings=(rep, rep, rep), donate_argnums=(0, 1)))
+  rep = mesh_lib.replicated(mesh)
+  kinds = (REPLICATED, REPLICATED, FROZEN, BATCH, REPLICATED, REPLICATED)
+  return TimedJit(PlacedJit(step, mesh, kinds, out_shardings=(rep, rep, rep), donate_argnums=(0, 1)))
 
 
-def loss_and_grads(loss_fn, mesh):
+def loss_and_grads(loss_fn, mesh) -> PlacedJit:
   """The same loss and gradients without the update: for checking sharded == unsharded."""
-  rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  rep = mesh_lib.replicated(mesh)
 
   def fn(trainable, frozen, batch, rng, hp):
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch, rng, hp)
     return loss, grads
 
-  return jax.jit(fn, in_shardings=(rep, rep, data, rep, rep), out_shardings=(rep, rep))
+  return PlacedJit(fn, mesh, (REPLICATED, FROZEN, BATCH, REPLICATED, REPLICATED), out_shardings=(rep, rep))
