@@ -16,7 +16,10 @@ from e2urec_jax.errors import UserError
 
 
 def setup(config) -> None:
-  """Turns on JAX's persistent compilation cache so a second run starts at once."""
+  """Joins a multi-host run when the environment asks for it, and turns on JAX's persistent
+  compilation cache so a second run starts at once."""
+  from e2urec_jax import distributed
+  distributed.setup(config)  # before anything starts a JAX backend
   import jax
   cache = os.path.expanduser(config.get('jax_cache_dir', '') or '')
   if cache:

@@ -26,7 +26,7 @@ class SingleModel:
   def __init__(self, ctx, params, adapters):
     from e2urec_jax.methods.common import eval_logits_fn
     self._fn = eval_logits_fn(ctx)
-    self.params, self.adapters = ctx.put(params), ctx.put(adapters)
+    self.params, self.adapters = ctx.put_frozen(params), ctx.put(adapters)  # FSDP-sharded when model_axis > 1
 
   def logits(self, batch) -> np.ndarray:
     return np.asarray(self._fn(self.params, self.adapters, batch), dtype=np.float32)

@@ -90,6 +90,10 @@ class _Log:
 
   def __init__(self, phase_dir: str):
     self._path = os.path.join(phase_dir, 'metrics.jsonl')
+    self._jsonl = self._tb = None
+    from e2urec_jax import distributed
+    if not distributed.is_primary():  # one writer per shared workdir; every process has the same metrics
+      return
     try:
       self._jsonl = open(self._path, 'a')
     except OSError as e:
@@ -101,6 +105,8 @@ class _Log:
       self._tb = None
 
   def write(self, step: int, values: dict):
+    if self._jsonl is None:
+      return
     try:
       self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
       self._jsonl.flush()
@@ -111,8 +117,9 @@ class _Log:
         self._tb.add_scalar(k, v, step)
 
   def close(self):
-    with contextlib.suppress(OSError):  # a full disk was already reported where it struck
-      self._jsonl.close()
+    if self._jsonl is not None:
+      with contextlib.suppress(OSError):  # a full disk was already reported where it struck
+        self._jsonl.close()
     if self._tb is not None:
       with contextlib.suppress(Exception):
         self._tb.close()
