@@ -41,9 +41,6 @@ def default_config() -> ConfigDict:
   s.noise = 0.5  # Std of the rating noise; lower = easier to learn.
   s.num_styles = 5  # Title style words (Midnight, Golden, ...); each user privately likes some of them.
   s.idiosyncrasy = 0.8  # Std of that private per-user style preference: what only training on the user reveals.
-  s.center_idiosyncrasy = False  # TEMP
-  s.user_bias = 0.8  # TEMP
-  s.coarse_ages = False  # TEMP
   d.csv = t = ConfigDict()  # The generic reader (source='csv'): a platform's own interactions.
   t.ratings = ''  # CSV or Parquet file with one interaction per row (required for source='csv').
   t.items = ''  # Optional item table (id + title [+ genre]); '' = titles are "item <id>".

@@ -71,16 +71,12 @@ def generate(cfg, seed: int, out_dir: str) -> dict:
   # Users: profile, bias, taste (partly demographic), private style preference.
   gender = rng.choice(['M', 'F'], n_users)
   age = rng.integers(18, 66, n_users)
-  if cfg.coarse_ages:
-    age = rng.choice(np.array([18, 25, 35, 45, 50, 56]), n_users)
   occupation = rng.choice(OCCUPATIONS, n_users)
   demographic = rng.normal(0.0, 0.4, (2, 3, n_genres))  # [gender, age band, genre]
   band = np.digitize(age, [30, 45])
   taste = demographic[(gender == 'F').astype(int), band] + rng.normal(0.0, 0.5, (n_users, n_genres))
-  bias = rng.normal(0.0, float(cfg.user_bias), n_users)
+  bias = rng.normal(0.0, 0.8, n_users)
   idiosyncrasy = rng.normal(0.0, float(cfg.idiosyncrasy), (n_users, num_styles))
-  if cfg.center_idiosyncrasy:
-    idiosyncrasy -= idiosyncrasy.mean(axis=1, keepdims=True)
 
   # Ratings: users watch more of what they like; sequential timestamps per user.
   rows = []
