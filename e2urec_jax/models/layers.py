@@ -5,7 +5,7 @@ base held in bf16 to fit a large model), matmuls run in the compute dtype, and
 norms, softmax and logits are computed in fp32.
 """
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -28,6 +28,20 @@ class Runtime:
   @property
   def jparam_dtype(self):
     return jnp.dtype(self.param_dtype)
+
+
+class LanguageModel(nn.Module):
+  """The fields every top-level model (T5, Llama) has; subclasses narrow `arch` and add __call__."""
+  arch: Any  # the architecture dataclass (T5Arch, LlamaArch)
+  dtype: str = 'float32'  # compute dtype
+  param_dtype: str = 'float32'  # dtype of freshly initialised params
+  remat: bool = False
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  hf_config_json: str = ''  # the transformers config this model came from (for save_pretrained)
+
+  def runtime(self, deterministic: bool) -> Runtime:
+    return Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic)
 
 
 class RMSNorm(nn.Module):

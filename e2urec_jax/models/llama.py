@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax.errors import UserError
-from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, RMSNorm, Runtime, activation, attention,
-                                      dropout_fn, gather_positions, scan_layers)
+from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
+                                      activation, attention, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 SUPPORTED_ROPE = ('default', 'linear', 'llama3')
@@ -159,16 +159,10 @@ class LlamaBlock(nn.Module):
     return h, None
 
 
-class Llama(nn.Module):
+class Llama(LanguageModel):
   """Decoder-only LM. __call__ -> fp32 logits [batch, length or answers, vocab]."""
   family: ClassVar[str] = 'llama'
   arch: LlamaArch
-  dtype: str = 'float32'  # compute dtype
-  param_dtype: str = 'float32'  # dtype of freshly initialised params
-  remat: bool = False
-  lora_scale: float = 1.0
-  lora_dropout: float = 0.0
-  hf_config_json: str = ''  # the transformers config this model came from (for save_pretrained)
 
   @nn.compact
   def __call__(self, input_ids, attention_mask, decoder_input_ids=None, answer_positions=None,
@@ -176,7 +170,7 @@ class Llama(nn.Module):
     if decoder_input_ids is not None:
       raise ValueError('a decoder-only model takes no decoder_input_ids')
     a = self.arch
-    rt = Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic)
+    rt = self.runtime(deterministic)
     embed = Embed(a.vocab_size, a.hidden_size, a.initializer_range, rt, name='embed_tokens')
     length = input_ids.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]  # [1, 1, length, length]

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax.errors import UserError
-from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, RMSNorm, Runtime, activation, attention,
-                                      dropout_fn, gather_positions, scan_layers)
+from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
+                                      activation, attention, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 
@@ -169,16 +169,10 @@ class T5Stack(nn.Module):
     return drop(RMSNorm(a.eps, rt, name='final_norm')(h))
 
 
-class T5(nn.Module):
+class T5(LanguageModel):
   """Encoder-decoder LM. __call__ -> fp32 logits [batch, dec_len or answers, vocab]."""
   family: ClassVar[str] = 't5'
   arch: T5Arch
-  dtype: str = 'float32'  # compute dtype
-  param_dtype: str = 'float32'  # dtype of freshly initialised params
-  remat: bool = False
-  lora_scale: float = 1.0
-  lora_dropout: float = 0.0
-  hf_config_json: str = ''  # the transformers config this model came from (for save_pretrained)
 
   @nn.compact
   def __call__(self, input_ids, attention_mask, decoder_input_ids=None, answer_positions=None,
@@ -186,7 +180,7 @@ class T5(nn.Module):
     if decoder_input_ids is None:
       raise ValueError('T5 needs decoder_input_ids (decoder_start + answer[:-1])')
     a = self.arch
-    rt = Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic)
+    rt = self.runtime(deterministic)
     shared = Embed(a.vocab_size, a.d_model, a.init_factor, rt, name='shared')
     batch, src_len = input_ids.shape
     dec_len = decoder_input_ids.shape[1]
