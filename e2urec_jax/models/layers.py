@@ -104,23 +104,57 @@ def attention(q, k, v, *, bias=None, mask=None, scale: float, dropout: Optional[
   return out.reshape(b, t, n, h)  # [batch, q_len, heads, head_dim]
 
 
+def _mix32(h):
+  """murmur3's 32-bit finaliser: a bijection whose output bits each depend on every input bit."""
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+class Dropout(nn.Module):
+  """Inverted dropout whose mask is a counter-based hash of each element's index under two
+  32-bit seeds drawn from the 'dropout' rng (Philox-style, with fewer rounds).
+
+  Why not nn.Dropout: drawing one random word per element dominated a training step on CPU
+  (T5's attention-probability dropout alone draws batch x heads x length^2 per layer; 30% of
+  the tiny E2URec step). The hash fuses into the select, so no random tensor is materialised.
+  Keep probability 1 - round(rate * 2^32) / 2^32; masks of different seeds are uncorrelated."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate <= 0:
+      return x
+    if self.rate >= 1:
+      return jnp.zeros_like(x)
+    if x.size >= 2 ** 32:
+      raise ValueError(f'dropout over {x.size} elements: the element index must fit 32 bits')
+    seed = jax.random.bits(self.make_rng('dropout'), (2,), jnp.uint32)
+    index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+    keep = _mix32(_mix32(index ^ seed[0]) ^ seed[1]) >= jnp.uint32(round(self.rate * 2 ** 32))
+    return jnp.where(keep, x * jnp.asarray(1 / (1 - self.rate), x.dtype), jnp.zeros((), x.dtype))
+
+
 def dropout_fn(module: nn.Module, rate: float, rt: Runtime):
   """A dropout callable for `attention`, or None when dropout is off (then the fused path runs)."""
   if rt.deterministic or not rate:
     return None
-  return lambda x: nn.Dropout(rate, parent=module)(x, deterministic=False)
+  return lambda x: Dropout(rate, parent=module)(x, deterministic=False)
 
 
 def scan_layers(block_cls, num_layers: int, remat: bool, **kwargs):
   """One layer module scanned `num_layers` times: params (and adapters) get a leading
-  layer axis, and the layer body is traced and compiled once instead of per layer."""
+  layer axis, and the layer body is traced and compiled once instead of per layer.
+  On CPU the scan is unrolled: XLA:CPU runs an unrolled stack ~10% faster (no loop-carried
+  copies) and compiles it quickly; on accelerators the rolled loop keeps deep models' compile short."""
   from e2urec_jax.models.lora import COLLECTION
   if remat:
     block_cls = nn.remat(block_cls, prevent_cse=False)
   scanned = nn.scan(block_cls,
                     variable_axes={'params': 0, COLLECTION: 0},
                     split_rngs={'params': True, 'dropout': True},
-                    in_axes=nn.broadcast, length=num_layers)
+                    in_axes=nn.broadcast, length=num_layers,
+                    unroll=num_layers if jax.default_backend() == 'cpu' else 1)
   return scanned(**kwargs)
 
 

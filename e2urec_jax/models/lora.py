@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from e2urec_jax.errors import UserError
-from e2urec_jax.models.layers import Runtime
+from e2urec_jax.models.layers import Dropout, Runtime
 
 COLLECTION = 'lora'
 _DEFAULT_TARGETS = {'t5': ('q', 'v'), 'llama': ('q_proj', 'v_proj')}
@@ -46,7 +46,7 @@ class Dense(nn.Module):
     if self.has_variable(COLLECTION, 'lora_a'):
       a = self.get_variable(COLLECTION, 'lora_a')  # [d_in, r]
       b = self.get_variable(COLLECTION, 'lora_b')  # [r, d_out]
-      h = nn.Dropout(self.rt.lora_dropout)(x, deterministic=self.rt.deterministic)
+      h = Dropout(self.rt.lora_dropout)(x, deterministic=self.rt.deterministic)
       update = jnp.dot(jnp.dot(h, a.astype(dtype)), b.astype(dtype), preferred_element_type=out_type)
       y = y + (update * self.rt.lora_scale).astype(y.dtype)
     return y

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax.errors import UserError
-from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
+from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Dropout, Embed, LanguageModel, RMSNorm, Runtime,
                                       activation, attention, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
@@ -121,7 +121,7 @@ class T5MLP(nn.Module):
       h = h * Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi_1')(x)
     else:
       h = act(Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi')(x))  # [batch, len, d_ff]
-    h = nn.Dropout(a.dropout_rate)(h, deterministic=self.rt.deterministic)
+    h = Dropout(a.dropout_rate)(h, deterministic=self.rt.deterministic)
     return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * a.d_ff ** -0.5), name='wo')(h)
 
 
@@ -134,7 +134,7 @@ class T5Block(nn.Module):
   @nn.compact
   def __call__(self, h, bias, mask, enc, enc_mask):  # h [batch, len, d_model]
     a, rt = self.arch, self.rt
-    drop = lambda x: nn.Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
     n = RMSNorm(a.eps, rt, name='self_attn_norm')(h)
     h = h + drop(T5Attention(a, rt, name='self_attn')(n, n, bias, mask))
     if self.decoder:
@@ -154,7 +154,7 @@ class T5Stack(nn.Module):
   @nn.compact
   def __call__(self, h, mask, enc=None, enc_mask=None):  # h [batch, len, d_model] embedded tokens
     a, rt = self.arch, self.rt
-    drop = lambda x: nn.Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
     length = h.shape[1]
     buckets = relative_position_buckets(length, length, not self.decoder, a.num_buckets, a.max_distance)
     table = Embed(a.num_buckets, a.num_heads, a.init_factor * a.d_model ** -0.5,
