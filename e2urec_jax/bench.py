@@ -91,7 +91,7 @@ def _time(fn, args_for_step, steps_: int, warmup: int):
 
 def bench_ours(config) -> list[dict]:
   from e2urec_jax.methods.common import ce_loss_fn
-  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config
   b = config.bench
   dtype = b.dtype if b.dtype != 'auto' else ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
@@ -123,7 +123,7 @@ def bench_ours(config) -> list[dict]:
 
   what = b.what.split(',')
   if 'e2urec_step' in what:
-    frozen = mesh_lib.put_replicated({'base': params, 'teachers': _stack(zero, zero, adapters)}, mesh)
+    frozen = mesh_lib.put_replicated(frozen_teachers(params, jax.tree.map(jnp.copy, adapters), zero), mesh)
     step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh)._jitted
     state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
     batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]

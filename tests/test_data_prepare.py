@@ -183,15 +183,15 @@ def test_real_ml100k_through_the_cli(tmp_path):
   assert time.time() - start < 120
   m = json.load(open(os.path.join(work, 'data', 'manifest.json')))
   rows = [tuple(int(x) for x in line.split('\t')) for line in open(os.path.join(REAL_ML100K, 'u.data'))]
-  want = independent_protocol(rows, min_history=5, history_k=5, num_samples=12_000, split=(0.6, 0.2, 0.2),
+  want = independent_protocol(rows, min_history=5, history_k=3, num_samples=30_000, split=(0.6, 0.2, 0.2),
                               threshold=3.0)
   forget = set(m['forget_users'])
   train_users = {u for u, *_ in want['train']}
   n_forget = sum(u in forget for u, *_ in want['train'])
-  assert m['counts'] == {'train': 7200, 'valid': 2400, 'test': 2400, 'forget': n_forget, 'retain': 7200 - n_forget}
+  assert m['counts'] == {'train': 18000, 'valid': 6000, 'test': 6000, 'forget': n_forget, 'retain': 18000 - n_forget}
   assert len(forget) == round(0.2 * len(train_users)) and forget <= train_users
   assert m['source_sha256']['u.data'] == '06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490'
   test = pd.read_parquet(os.path.join(work, 'data', 'test.parquet'))
   assert list(zip(test['user'], test['item'])) == [(u, i) for u, i, *_ in want['test']]
   assert [list(h) for h in test['history_items']] == [h for _, _, _, h, _ in want['test']]
-  assert m['token_lengths']['all']['max'] <= 160
+  assert m['token_lengths']['all']['max'] <= 112

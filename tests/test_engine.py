@@ -61,14 +61,14 @@ def test_checkpoint_of_another_base_is_refused(ctx, tmp_path):
 
 def test_e2urec_step_updates_only_adapters(ctx):
   from e2urec_jax.methods import common
-  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.train import mesh as mesh_lib
   from e2urec_jax.train import steps
   params = ctx.pretrained_params
   base_before = [np.array(x) for x in jax.tree.leaves(params)]
   zero = ctx.zero_adapters(params)
   aug = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 5))
-  frozen = ctx.put({'base': params, 'teachers': _stack(zero, zero, aug)})
+  frozen = ctx.put(frozen_teachers(params, aug, zero))
   adapters = ctx.new_adapters(params, 1)
   step = steps.make_train_step(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)
   retain, forget = common.split_indices(ctx.data)
@@ -83,6 +83,34 @@ def test_e2urec_step_updates_only_adapters(ctx):
   lora_b = [np.abs(x).max() for path, x in jax.tree_util.tree_leaves_with_path(jax.device_get(trainable))
             if 'lora_b' in jax.tree_util.keystr(path)]
   assert lora_b and max(lora_b) > 0  # and the adapters did move
+
+
+def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
+  """The step's batched passes (original on [retain; forget]) give DESIGN.md's loss as computed
+  from one forward per (model, set), for both kinds of augmented model (adapters, full weights)."""
+  from e2urec_jax import losses
+  from e2urec_jax.methods import common
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
+  from e2urec_jax.models import answer_logits
+  params = ctx.pretrained_params
+  zero = ctx.zero_adapters(params)
+  student = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 1))
+  aug_adapters = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
+  aug_full = jax.tree.map(lambda x: x * 1.01, params)
+  retain, forget = common.split_indices(ctx.data)
+  batch = common.paired_batch(ctx.data, retain[:8], forget[:8])
+  r, f = batch['retain'], batch['forget']
+  hp = {'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}
+  run = lambda p, a, b: answer_logits(ctx.model, p, b, adapters=a)
+  for by_adapters, frozen in ((True, frozen_teachers(params, aug_adapters, zero)),
+                              (False, frozen_teachers(params, aug_full, zero))):
+    loss, _ = e2urec_loss_fn(ctx.model, by_adapters, True, True)(student, frozen, batch, None, hp)
+    aug = run(params, aug_adapters, f) if by_adapters else run(aug_full, zero, f)
+    expected, _ = losses.e2urec_loss(run(params, student, r), run(params, student, f), run(params, zero, r),
+                                     run(params, zero, f), aug, r['answer_labels'], r['answer_mask'],
+                                     f['answer_mask'], w=0.6, alpha=2.0, forget_only=0.0,
+                                     use_forget_teacher=True, use_remember_teacher=True)
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
 def test_sharded_step_equals_single_device():

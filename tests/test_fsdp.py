@@ -63,7 +63,7 @@ def main(workdir):
   import jax
   from conftest import CACHE, load_config
   from e2urec_jax.methods import common
-  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.train import mesh as mesh_lib
   from e2urec_jax.train import steps
   from e2urec_jax.train.context import Context
@@ -90,13 +90,13 @@ def main(workdir):
     params = ctx.pretrained_params
     zero = ctx.zero_adapters(params)
     aug = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
-    frozen = ctx.put({'base': ctx.base_dtype(params), 'teachers': ctx.put_frozen(_stack(zero, zero, aug))})
+    frozen = ctx.put(frozen_teachers(ctx.base_dtype(params), ctx.put_frozen(aug), ctx.put_frozen(zero)))
     student = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 1))
     retain, forget = common.split_indices(ctx.data)
     batch = mesh_lib.put_batch(common.paired_batch(ctx.data, retain[:8], forget[:8]), ctx.mesh)
     if model_axis > 1:
       n_base = _check_placement(frozen['base'], model_axis)
-      n_teachers = _check_placement(frozen['teachers'], model_axis)
+      n_teachers = _check_placement(frozen['augmented'], model_axis)
       assert n_base >= len(jax.tree.leaves(params)) // 2, n_base  # the kernels and embeddings at least
       assert n_teachers == len(jax.tree.leaves(aug)), n_teachers
       assert batch['retain']['input_ids'].sharding.spec == mesh_lib.batch_sharding(ctx.mesh).spec

@@ -35,14 +35,13 @@ def run_e2urec(ctx) -> dict:
   """STEPS E2URec steps, then eval logits (a padded batch), with the context's mesh."""
   import jax
   from e2urec_jax.methods import common
-  from e2urec_jax.methods.e2urec import _stack, e2urec_loss_fn
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.train import mesh as mesh_lib
   from e2urec_jax.train import steps
   params = ctx.pretrained_params
   zero = ctx.zero_adapters(params)
   aug = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
-  frozen = {'base': ctx.base_dtype(params), 'teachers': ctx.put_frozen(_stack(zero, zero, aug))}
-  frozen = ctx.put(frozen)
+  frozen = ctx.put(frozen_teachers(ctx.base_dtype(params), ctx.put_frozen(aug), ctx.put_frozen(zero)))
   adapters = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 1))  # non-zero B: both A and B move
   step = steps.make_train_step(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)
   trainable, opt_state = ctx.put(adapters), ctx.put(steps.init_opt_state(adapters))

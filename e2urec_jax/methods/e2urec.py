@@ -1,12 +1,10 @@
 """E2URec: the augmented model, the two teachers and the LoRA student (DESIGN.md, "The problem").
 
-Per step the student runs once on [retain; forget], and both teachers come from one
-vmapped forward over stacked teacher adapters paired with their batches:
-(original, retain), (original, forget), (augmented, forget).
+Per step the student runs once on [retain; forget] (with dropout), the original runs once on
+[retain; forget] (the remembering teacher on retain, the base of the forgetting teacher on
+forget) and the augmented model once on forget: three passes where the original code runs six.
 """
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from e2urec_jax import losses
 from e2urec_jax.methods import common
@@ -53,32 +51,34 @@ def ensure_augmented(ctx) -> dict:
   return common.finish(ctx, AUGMENTED, result, trainable_params=count, checkpoint_bytes=size)
 
 
-def e2urec_loss_fn(model, teachers_are_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool):
+def frozen_teachers(base, augmented, zero_adapters) -> dict:
+  """e2urec_loss_fn's frozen inputs: the original's base weights, the augmented model (its
+  adapters when augment.mode is 'lora', else its full parameters) and zero adapters (the
+  original run as a LoRA model). One copy of each: no teacher is stacked or duplicated."""
+  return {'base': base, 'augmented': augmented, 'zero_adapters': zero_adapters}
+
+
+def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool):
   from e2urec_jax.models import answer_logits
 
   def loss_fn(adapters, frozen, batch, rng, hp):
     retain, forget = batch['retain'], batch['forget']
     n = retain['label'].shape[0]
-    student = answer_logits(model, frozen['base'], common.concat_batches(retain, forget), adapters=adapters,
-                            dropout_rng=rng)  # [2 * batch, answer, vocab]
-    pairs = common.stack_batches(retain, forget, forget)  # [3, batch, ...]
-    if teachers_are_adapters:
-      teach = lambda ad, b: answer_logits(model, frozen['base'], b, adapters=ad)
-      teachers = jax.vmap(teach)(frozen['teachers'], pairs)
+    both = common.concat_batches(retain, forget)
+    # [2 * batch, answer, vocab]; the teachers are deterministic (no dropout rng).
+    student = answer_logits(model, frozen['base'], both, adapters=adapters, dropout_rng=rng)
+    original = answer_logits(model, frozen['base'], both, adapters=frozen['zero_adapters'])
+    if augmented_is_adapters:
+      augmented = answer_logits(model, frozen['base'], forget, adapters=frozen['augmented'])
     else:
-      teach = lambda p, b: answer_logits(model, p, b, adapters=frozen['zero_adapters'])
-      teachers = jax.vmap(teach)(frozen['teachers'], pairs)
-    teachers = jax.lax.stop_gradient(teachers)  # [3, batch, answer, vocab]
+      augmented = answer_logits(model, frozen['augmented'], forget, adapters=frozen['zero_adapters'])
+    original, augmented = jax.lax.stop_gradient((original, augmented))
     return losses.e2urec_loss(
-        student[:n], student[n:], teachers[0], teachers[1], teachers[2],
+        student[:n], student[n:], original[:n], original[n:], augmented,
         retain['answer_labels'], retain['answer_mask'], forget['answer_mask'],
         w=hp['w'], alpha=hp['alpha'], forget_only=hp['forget_only'],
         use_forget_teacher=use_forget_teacher, use_remember_teacher=use_remember_teacher)
   return loss_fn
-
-
-def _stack(*trees):
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
 def unlearn_e2urec(ctx, name: str = 'e2urec', *, alpha=None, w=None, use_forget_teacher=None,
@@ -103,11 +103,9 @@ def unlearn_e2urec(ctx, name: str = 'e2urec', *, alpha=None, w=None, use_forget_
   if by_adapters:
     aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir('original'),
                                     expect=ctx.lora_meta)
-    frozen = {'base': base, 'teachers': ctx.put(_stack(zero, zero, aug))}
   else:
     aug = ctx.base_dtype(ctx.load_params(AUGMENTED))
-    orig_cast = ctx.base_dtype(original)
-    frozen = {'base': base, 'teachers': ctx.put(_stack(orig_cast, orig_cast, aug)), 'zero_adapters': ctx.put(zero)}
+  frozen = frozen_teachers(base, ctx.put(aug), ctx.put(zero))
   trainable = ctx.new_adapters(original, seed + 3)
   batch_size = cfg.batch_size
   warmup_steps = cfg.forget_epochs * sampling.steps_per_epoch(len(forget), batch_size)
