@@ -123,7 +123,8 @@ def bench_ours(config) -> list[dict]:
 
   what = b.what.split(',')
   if 'e2urec_step' in what:
-    frozen = mesh_lib.put_replicated(frozen_teachers(params, jax.tree.map(jnp.copy, adapters), zero), mesh)
+    augmented = jax.tree.map(jnp.copy, adapters)  # its own buffers: the student's are donated each step
+    frozen = mesh_lib.put_replicated(frozen_teachers(params, augmented, zero), mesh)
     step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh)._jitted
     state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
     batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]

@@ -35,10 +35,6 @@ def concat_batches(a: dict, b: dict) -> dict:
   return {k: jnp.concatenate([a[k], b[k]], axis=0) for k in a}
 
 
-def stack_batches(*bs: dict) -> dict:
-  return {k: jnp.stack([b[k] for b in bs]) for k in bs[0]}
-
-
 def split_indices(data):
   train = data.splits['train']
   forget = np.flatnonzero(train.is_forget)

@@ -68,7 +68,6 @@ class PlacedJit:
     return self._jit_for(args)(*args)
 
 
-
 def make_train_step(loss_fn, mesh) -> TimedJit:
   """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars)."""
   optimizer = make_optimizer()
