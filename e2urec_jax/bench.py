@@ -121,7 +121,7 @@ def bench_ours(config) -> list[dict]:
                  'compile_s': compile_s, 'peak_memory_bytes': peak_memory_bytes(),
                  'mfu': None if rate is None else flops / (ms / 1000) / rate, 'flops_per_step': flops})
 
-  what = b.what.split(',')
+  what = b.what.replace('+', ',').split(',')
   if 'e2urec_step' in what:
     augmented = jax.tree.map(jnp.copy, adapters)  # its own buffers: the student's are donated each step
     frozen = mesh_lib.put_replicated(frozen_teachers(params, augmented, zero), mesh)
@@ -131,7 +131,7 @@ def bench_ours(config) -> list[dict]:
 
     def args(i):  # donated state threads through the calls
       return (state[0], state[1], frozen, batches[i % 4], jax.random.key(i), hp)
-    ms, comp = _time_stateful(step, args, state, b.steps, b.warmup)
+    ms, comp = _time_stateful(step, args, state, b.steps, b.warmup, trace_dir=b.profile)
     record('e2urec_step', ms, comp, 2 * b.batch, 3 * 2 * b.batch * per_example + 3 * b.batch * per_example)
   if 'train_step' in what:
     step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh)._jitted
@@ -151,8 +151,9 @@ def bench_ours(config) -> list[dict]:
   return rows
 
 
-def _time_stateful(step, args, state, steps_: int, warmup: int):
-  """Like _time, for a step that donates (trainable, opt_state): each output feeds the next call."""
+def _time_stateful(step, args, state, steps_: int, warmup: int, trace_dir: str = ''):
+  """Like _time, for a step that donates (trainable, opt_state): each output feeds the next call.
+  With `trace_dir`, 3 more steps run under the profiler and their device time is summarised."""
   start = time.perf_counter()
   compiled = step.lower(*args(0)).compile()
   compile_s = time.perf_counter() - start
@@ -162,7 +163,46 @@ def _time_stateful(step, args, state, steps_: int, warmup: int):
       start = time.perf_counter()
     state[0], state[1], metrics = compiled(*args(i))
   jax.block_until_ready(metrics)
-  return 1000 * (time.perf_counter() - start) / steps_, compile_s
+  ms = 1000 * (time.perf_counter() - start) / steps_
+  if trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for i in range(3):
+        state[0], state[1], metrics = compiled(*args(i))
+      jax.block_until_ready(metrics)
+    print(device_time_summary(trace_dir, steps=3))
+  return ms, compile_s
+
+
+def device_time_summary(trace_dir: str, steps: int, top: int = 30) -> str:
+  """Where the traced steps spent device time: per profiler line (GPU streams, 'XLA Ops', ...) the
+  total, then the `top` events of the busiest op-level line by total time, per step."""
+  import collections
+  import glob
+  from jax.profiler import ProfileData
+  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True))
+  if not paths:
+    return f'no trace written under {trace_dir}'
+  data = ProfileData.from_file(paths[-1])
+  out = []
+  for plane in data.planes:
+    if not plane.name.startswith('/device:'):
+      continue
+    lines = {}
+    for line in plane.lines:
+      totals = collections.Counter()
+      for event in line.events:
+        totals[event.name] += event.duration_ns
+      if totals:
+        lines[line.name] = totals
+    if not lines:
+      continue
+    out.append(f'{plane.name}: ms per step by profiler line')
+    out += [f'  {sum(t.values()) / 1e6 / steps:9.2f}  {name}' for name, t in lines.items()]
+    ops = lines.get('XLA Ops') or max(lines.values(), key=lambda t: sum(t.values()))
+    total = sum(ops.values())
+    out.append(f'  top {top} of {len(ops)} ops (ms per step, share):')
+    out += [f'  {ns / 1e6 / steps:9.3f} {100 * ns / total:5.1f}%  {name[:110]}' for name, ns in ops.most_common(top)]
+  return '\n'.join(out) if out else f'no device plane in {paths[-1]} (CPU traces have none)'
 
 
 def bench_reference(config) -> dict | None:

@@ -141,6 +141,23 @@ def add_xla_flag(flag: str) -> None:
     os.environ['XLA_FLAGS'] = (flags + ' ' + flag).strip()
 
 
+def measured_cpu_build() -> bool:
+  """True when JAX will run on CPU only, with the jaxlib line our CPU flags were measured on.
+  XLA aborts on a flag it does not know, and accelerator or newer builds may have dropped one,
+  so CPU tuning flags are only set where they are known to exist and to help."""
+  import importlib.metadata
+  import importlib.util
+  platforms = os.environ.get('JAX_PLATFORMS', '')
+  accelerator = any(importlib.util.find_spec(m) is not None
+                    for m in ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
+  if accelerator and set(filter(None, platforms.split(','))) != {'cpu'}:
+    return False
+  try:
+    return importlib.metadata.version('jaxlib').startswith('0.10.')
+  except importlib.metadata.PackageNotFoundError:
+    return False
+
+
 def setup(config=None) -> bool:
   """What the CLI does first, before anything touches a JAX backend: the CPU flag a 'model' mesh
   axis needs (config.mesh.model_axis > 1), then `initialize()`."""

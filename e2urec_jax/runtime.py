@@ -21,8 +21,11 @@ def setup(config) -> None:
   from e2urec_jax import distributed
   # XLA:CPU's newer fusion emitters run our training steps ~10% slower than its classic loop
   # emitters (tiny T5 E2URec step on 2 cores: 445 -> 405 ms); a user's own XLA_FLAGS setting
-  # wins. Read when the backend starts, so set first; other platforms ignore it.
-  distributed.add_xla_flag('--xla_cpu_use_fusion_emitters=false')
+  # wins. Read when the backend starts, so set first; only on the jaxlib line it was measured on.
+  if distributed.measured_cpu_build():
+    distributed.add_xla_flag('--xla_cpu_use_fusion_emitters=false')
+  if 'bench' in config:  # the PyTorch reference runs beside us: JAX must not hold the whole GPU
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   distributed.setup(config)  # before anything starts a JAX backend
   import jax
   cache = os.path.expanduser(config.get('jax_cache_dir', '') or '')
