@@ -199,7 +199,7 @@ def device_time_summary(trace_dir: str, steps: int, top: int = 30) -> str:
     out.append(f'{plane.name}: ms per step by profiler line')
     out += [f'  {sum(t.values()) / 1e6 / steps:9.2f}  {name}' for name, t in lines.items()]
     ops = lines.get('XLA Ops') or max(lines.values(), key=lambda t: sum(t.values()))
-    total = sum(ops.values())
+    total = sum(ops.values()) or 1
     out.append(f'  top {top} of {len(ops)} ops (ms per step, share):')
     out += [f'  {ns / 1e6 / steps:9.3f} {100 * ns / total:5.1f}%  {name[:110]}' for name, ns in ops.most_common(top)]
   return '\n'.join(out) if out else f'no device plane in {paths[-1]} (CPU traces have none)'
