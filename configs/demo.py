@@ -20,16 +20,7 @@ users it is later asked to forget, clearly beyond what two retrains differ by:
   (5e-5 vs 5e-4 in the paper) and steps in the paper's proportions to E2URec's
   (NegGrad 3000, Bad-T 2400, GA 300, NPO 1000 for E2URec's 1000), scaled down.
 """
-from e2urec_jax.config import default_config
-
-
-def _unlearning_steps(c, e2urec_steps: int) -> None:
-  """E2URec's steps and the baselines' in the paper's proportions (1000 : 3000 : 2400 : 300 : 1000)."""
-  c.unlearn.e2urec.steps = e2urec_steps
-  c.unlearn.neggrad.steps = 3 * e2urec_steps
-  c.unlearn.badt.steps = 12 * e2urec_steps // 5
-  c.unlearn.ga.steps = 3 * e2urec_steps // 10
-  c.unlearn.npo.steps = e2urec_steps
+from e2urec_jax.config import default_config, paper_proportions
 
 
 def get_config(arg: str = ''):
@@ -61,15 +52,13 @@ def get_config(arg: str = ''):
   c.augment.learning_rate = 1e-3
   c.augment.batch_size = 32
   c.augment.steps = 45  # ~2 passes over the forget set (~670 samples).
-  _unlearning_steps(c, 150)  # E2URec: lr 1e-3, batch 16, w 0.6, alpha 2 (the paper's).
-  for name in ('neggrad', 'badt', 'ga', 'npo'):
-    c.unlearn[name].learning_rate = c.train.learning_rate / 10
+  paper_proportions(c, 150)  # E2URec: lr 1e-3, batch 16, w 0.6, alpha 2 (the paper's).
   c.unlearn.receraser.attention_steps = 50
   c.checkpoint.every_steps = 200
   if arg == 'test':  # The end-to-end tests: same story and recipe, a third of the samples.
     c.data.num_samples = 2000
     c.augment.steps = 15  # The same ~2 passes over a forget set a third the size.
-    _unlearning_steps(c, 100)
+    paper_proportions(c, 100)
     c.unlearn.receraser.attention_steps = 10
     c.eval.batch_size = 32
     c.checkpoint.every_steps = 1000

@@ -5,7 +5,7 @@ Default: T5-base from the hub (config.model.name_or_path), as in the paper.
 Variant `:cpu`: a small T5 trained from scratch on 30,000 of the samples with every phase
 shortened, so the whole experiment runs on 2 CPU cores in well under 45 minutes.
 """
-from e2urec_jax.config import default_config
+from e2urec_jax.config import default_config, paper_proportions
 
 
 def get_config(arg: str = ''):
@@ -38,12 +38,7 @@ def get_config(arg: str = ''):
     c.augment.batch_size = 32
     c.augment.steps = 200  # ~1.5 passes over the forget set.
     c.augment.learning_rate = 5e-4
-    # E2URec's steps and the baselines' in the paper's proportions (1000 : 3000 : 2400 : 300 : 1000).
-    c.unlearn.e2urec.steps = 400
-    steps = {'neggrad': 1200, 'badt': 960, 'ga': 120, 'npo': 400}
-    for name, n in steps.items():
-      c.unlearn[name].steps = n
-      c.unlearn[name].learning_rate = c.train.learning_rate / 10  # The paper's ratio (5e-5 vs 5e-4).
+    paper_proportions(c, 400)  # NegGrad 1200, Bad-T 960, GA 120, NPO 400 steps at lr 2e-4.
     c.unlearn.receraser.attention_steps = 100
     c.eval.batch_size = 64
   elif arg:

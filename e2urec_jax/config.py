@@ -164,6 +164,20 @@ def default_config() -> ConfigDict:
   return c
 
 
+def paper_proportions(c: ConfigDict, e2urec_steps: int) -> ConfigDict:
+  """E2URec's steps and the baselines' in the paper's proportions (E2URec 1000 : NegGrad 3000 :
+  Bad-T 2400 : GA 300 : NPO 1000), and the baselines' learning rate at the paper's ratio to
+  the training rate (5e-5 vs 5e-4): a scaled-down experiment keeps the paper's comparison."""
+  c.unlearn.e2urec.steps = e2urec_steps
+  c.unlearn.neggrad.steps = 3 * e2urec_steps
+  c.unlearn.badt.steps = 12 * e2urec_steps // 5
+  c.unlearn.ga.steps = 3 * e2urec_steps // 10
+  c.unlearn.npo.steps = e2urec_steps
+  for name in ('neggrad', 'badt', 'ga', 'npo'):
+    c.unlearn[name].learning_rate = c.train.learning_rate / 10
+  return c
+
+
 def shrink(c: ConfigDict, steps: int = 40, batch: int = 8) -> ConfigDict:
   """A `runlocal`-style switch: same experiment, every phase cut short (tests, smoke runs)."""
   c.train.epochs = 1
