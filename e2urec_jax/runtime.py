@@ -67,6 +67,20 @@ def disk_error(e: OSError, what: str) -> UserError:
   return UserError(f'{what} failed: {e.strerror or e}; {fix} (earlier checkpoints and artifacts are intact)')
 
 
+# The process umask, read once at import (before any worker thread could create a file while
+# it is briefly zero): what a plain open() or makedirs would apply.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def publish(tmp: str, final: str) -> None:
+  """Renames a finished temp file or folder into place, with the permissions a plain open() or
+  makedirs would have given it: mkstemp and mkdtemp make theirs owner-only, which would hide
+  results and models from the rest of a team sharing a workdir."""
+  os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~_UMASK)
+  os.replace(tmp, final)
+
+
 def write_json(path: str, obj) -> None:
   """Atomic JSON write (temp file + rename); a full disk is a UserError and leaves the old file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -76,7 +90,7 @@ def write_json(path: str, obj) -> None:
       json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
       f.flush()
       os.fsync(f.fileno())
-    os.replace(tmp, path)
+    publish(tmp, path)
   except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
@@ -122,10 +136,10 @@ def atomic_dir(final: str):
       old = final + '.old'
       shutil.rmtree(old, ignore_errors=True)
       os.replace(final, old)
-      os.replace(tmp, final)
+      publish(tmp, final)
       shutil.rmtree(old, ignore_errors=True)
     else:
-      os.replace(tmp, final)
+      publish(tmp, final)
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
     full = disk_full_error(e)

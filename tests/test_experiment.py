@@ -95,3 +95,15 @@ def test_export_writes_a_transformers_loadable_folder(demo_run, tmp_path):
     assert os.path.exists(os.path.join(out, name))
   model, params, tokenizer = load_pretrained(out)
   assert tokenizer is not None and model.family == 't5'
+
+
+def test_outputs_are_readable_as_the_umask_allows_not_owner_only(demo_run):
+  """Results, models and their folders get the permissions a plain open()/makedirs would give,
+  so a team sharing a workdir can read them (temp files are created owner-only)."""
+  _, workdir = demo_run
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in ('results.json', 'results.md', 'test_auc.png', 'models/original/model.safetensors'):
+    assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o666 & ~umask, name
+  for name in ('models/original', 'models/e2urec'):
+    assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o777 & ~umask, name

@@ -333,7 +333,7 @@ def _atomic_file(path, mode):
   try:
     with os.fdopen(fd, mode) as f:
       yield f
-    os.replace(tmp, path)
+    runtime.publish(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
       os.remove(tmp)

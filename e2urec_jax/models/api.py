@@ -156,13 +156,13 @@ def save_pretrained(model, params, path, tokenizer=None):
   stale_index = os.path.join(path, 'model.safetensors.index.json')  # would shadow the new file
   if os.path.exists(stale_index):
     os.remove(stale_index)
-  from e2urec_jax.runtime import write_json
+  from e2urec_jax.runtime import publish, write_json
   from safetensors.numpy import save_file
   fd, tmp = tempfile.mkstemp(dir=path, prefix='.tmp_model_')
   os.close(fd)
   try:
     save_file(convert.params_to_hf(model.family, params), tmp, metadata={'format': 'pt'})
-    os.replace(tmp, os.path.join(path, 'model.safetensors'))
+    publish(tmp, os.path.join(path, 'model.safetensors'))
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
