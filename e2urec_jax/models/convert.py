@@ -82,13 +82,22 @@ class TensorStore:
   def get(self, name: str) -> np.ndarray:
     if name not in self._where:
       raise UserError(f'checkpoint is missing tensor {name!r}')
-    path, offset, info = self._where[name]
-    begin, end = info['data_offsets']
-    dtype = np.dtype(_DTYPES[info['dtype']])
-    shape = tuple(info['shape'])
-    if begin == end:
-      return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode='r', offset=offset + begin, shape=shape)
+    return _array(*self._where[name])
+
+
+def read_safetensors(path: str) -> dict:
+  """{name: numpy array} of one .safetensors file (memory-mapped; bf16 through ml_dtypes)."""
+  header, offset = _read_header(path)
+  return {name: _array(path, offset, info) for name, info in header.items() if name != '__metadata__'}
+
+
+def _array(path, offset, info):
+  begin, end = info['data_offsets']
+  dtype = np.dtype(_DTYPES[info['dtype']])
+  shape = tuple(info['shape'])
+  if begin == end:
+    return np.zeros(shape, dtype)
+  return np.memmap(path, dtype=dtype, mode='r', offset=offset + begin, shape=shape)
 
 
 def _read_header(path):
