@@ -34,6 +34,7 @@ def default_config() -> ConfigDict:
   d.bucket_lengths = (128, 256)  # Prompts are padded to the smallest bucket that fits (few compiles).
   d.goodreads_genre = 'poetry'  # UCSD Book Graph subset: goodreads_interactions_<genre>.json.gz.
   d.synthetic = s = ConfigDict()  # The embedded default data set (MovieLens layout, planted structure).
+  s.seed = 42  # The world's own seed: fixed while config.seed varies the experiment (forget draw, init, order).
   s.num_users = 300  # Users drawn.
   s.num_items = 200  # Items (movies) drawn.
   s.num_genres = 6  # Genres; each user has a taste over them, each item one or two genres.

@@ -17,7 +17,7 @@ def read_source(config, scratch_dir: str) -> RawData:
   d = config.data
   if d.source == 'synthetic':
     folder = os.path.join(scratch_dir, 'synthetic')
-    synthetic.generate(d.synthetic, int(config.seed), folder)
+    synthetic.generate(d.synthetic, int(d.synthetic.seed), folder)  # the world, not the experiment's seed
     return movielens.read_ml100k(folder, name='synthetic', pinned={})
   if d.source in ('ml-100k', 'ml-1m'):
     folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
