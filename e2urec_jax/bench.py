@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax import runtime
+from e2urec_jax.errors import UserError
 from e2urec_jax.eval.report import env_info
 from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train import steps
@@ -235,9 +236,10 @@ def bench_reference(config) -> dict | None:
           'peak_memory_bytes': ref.get('peak_memory_bytes'), 'mfu': None}
 
 
-def bench_command(config, workdir):
+def run_bench(config, workdir):
+  """The `bench` command: every measurement of config.bench, then bench.json and a table."""
   if 'bench' not in config:
-    raise SystemExit('error: bench needs --config=configs/bench.py[:size=tiny,...]')
+    raise UserError('bench needs its own config: --config=configs/bench.py[:size=tiny,...]')
   runtime.ensure_writable_dir(workdir)
   rows = bench_ours(config)
   ref = bench_reference(config)

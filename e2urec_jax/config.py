@@ -4,17 +4,29 @@ Config files under `configs/` start from `default_config()` and change only what
 differs (big_vision style); a field that is not here does not exist, so a typo in
 `--config.x.y=...` is an error rather than a silently ignored setting.
 Defaults are the paper's (E2URec, arXiv 2403.03536) and its original code's.
+
+Adding a field: give it a default and a comment below, and a rule in RULES below
+that `validate` checks before any work; a method's own fields are declared in its module
+(`MethodSpec.defaults` and `.rules`) and appear here as config.unlearn.<method>.
 """
 import ml_collections
 
+from e2urec_jax import methods  # noqa: F401 (registers the built-in methods)
+from e2urec_jax import rules
+from e2urec_jax.methods import spec as method_spec
+
 ConfigDict = ml_collections.ConfigDict
 
-ALL_METHODS = ('e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo')
+
+def __getattr__(name):
+  if name == 'ALL_METHODS':  # every registered method, in report order (read when asked: tests register more)
+    return method_spec.names()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def default_config() -> ConfigDict:
   c = ConfigDict()
-  c.seed = 42  # Master seed: forget-user draw, shard split, model init, data order.
+  c.seed = 42  # Experiment seed: forget-user draw, shard split, and (seeds.derive) every training phase's.
   c.jax_cache_dir = '~/.cache/e2urec_jax/xla'  # Persistent XLA compilation cache; '' turns it off.
   c.progress = True  # tqdm progress bars on long work.
 
@@ -48,10 +60,10 @@ def default_config() -> ConfigDict:
   t.item_table = ''  # Same as `items`, but settable by flag (--config.data.csv.items hits ConfigDict.items()).
   t.users = ''  # Optional user profile table (id + free-text/columns); '' = no profile line.
   t.user_col = 'user_id'  # Column names in the tables above.
-  t.item_col = 'item_id'
-  t.rating_col = 'rating'
-  t.time_col = 'timestamp'
-  t.title_col = 'title'
+  t.item_col = 'item_id'  # Item id column (ratings and item tables).
+  t.rating_col = 'rating'  # Rating column; label = rating > data.label_threshold.
+  t.time_col = 'timestamp'  # Unix seconds (or anything that orders time).
+  t.title_col = 'title'  # Item title column of the item table.
   t.item_noun = 'item'  # Word used in the prompt ("movie", "book", "product").
 
   # --------------------------------------------------------------- model
@@ -61,11 +73,11 @@ def default_config() -> ConfigDict:
   m.tokenizer_vocab_size = 2000  # Vocabulary of a tokenizer trained on the fly.
   m.scratch = sc = ConfigDict()  # A randomly initialised model (the demo, tests, benchmarks).
   sc.family = 't5'  # 't5' | 'llama'.
-  sc.d_model = 64
+  sc.d_model = 64  # Hidden width.
   sc.num_layers = 2  # Encoder layers (and decoder layers for T5).
-  sc.num_heads = 4
+  sc.num_heads = 4  # Attention heads.
   sc.num_kv_heads = 2  # Llama GQA key/value heads.
-  sc.d_ff = 256
+  sc.d_ff = 256  # Feed-forward width.
   sc.d_kv = 16  # Per-head width (T5).
   sc.feed_forward_proj = 'relu'  # T5 v1.0 'relu' or v1.1 'gated-gelu'.
   m.dtype = 'float32'  # Compute dtype; 'bfloat16' on GPU/TPU. Losses are always fp32.
@@ -83,9 +95,9 @@ def default_config() -> ConfigDict:
   # ---------------------------------------- original model and retrain recipe
   c.train = tr = ConfigDict()  # Instruction tuning of the LLMRec on train (original) or retain (retrain).
   tr.mode = 'full'  # 'full' fine-tuning (paper, T5) or 'lora' (decoder LLMs; merged into the original).
-  tr.learning_rate = 5e-4
+  tr.learning_rate = 5e-4  # AdamW rate (the paper's T5 fine-tuning rate).
   tr.weight_decay = 0.0  # AdamW weight decay.
-  tr.batch_size = 16
+  tr.batch_size = 16  # Samples per step (a multiple of the data-parallel devices).
   tr.epochs = 5  # Passes over the split at most.
   tr.max_steps = 0  # > 0 caps the steps (for small configs).
   tr.eval_every = 0  # Steps between valid-loss checks; 0 = once an epoch.
@@ -95,48 +107,16 @@ def default_config() -> ConfigDict:
   # --------------------------------------------------------- augmented model
   c.augment = au = ConfigDict()  # The original fine-tuned on the forget set (E2URec's theta_a).
   au.mode = 'lora'  # 'lora' (shares the frozen base) or 'full' (as in the paper).
-  au.learning_rate = 5e-5
-  au.steps = 1200
-  au.batch_size = 16
+  au.learning_rate = 5e-5  # AdamW rate.
+  au.steps = 1200  # Steps on the forget set.
+  au.batch_size = 16  # Forget samples per step.
 
   # ------------------------------------------------------------- unlearning
   c.unlearn = un = ConfigDict()
-  un.method = 'e2urec'  # Method of the `unlearn` command.
-  un.methods = ','.join(ALL_METHODS)  # Methods `run` executes, comma-separated.
-  un.e2urec = e = ConfigDict()
-  e.learning_rate = 1e-3
-  e.batch_size = 16  # Retain and forget samples per step, each.
-  e.w = 0.6  # Weight of the remembering part; 1 - w on forgetting.
-  e.alpha = 2.0  # Forgetting-teacher strength: orig - alpha * relu(aug - orig).
-  e.steps = 1000  # Steps in all (the original code's chosen checkpoint).
-  e.forget_epochs = 1  # Forget-only warm-up epochs (an epoch = |D_f| / batch steps).
-  e.use_forget_teacher = True  # Ablation switch: False distils the forget set from the original.
-  e.use_remember_teacher = True  # Ablation switch: False drops the retain KD term.
-  un.neggrad = ng = ConfigDict()  # retain CE - weight * forget CE, full parameters.
-  ng.learning_rate = 5e-5
-  ng.steps = 3000
-  ng.batch_size = 16
-  ng.weight = 0.2
-  un.badt = bt = ConfigDict()  # retain CE + weight * CE on the forget set with flipped answers.
-  bt.learning_rate = 5e-5
-  bt.steps = 2400
-  bt.batch_size = 16
-  bt.weight = 0.2
-  un.ga = ga = ConfigDict()  # Pure gradient ascent on the forget set.
-  ga.learning_rate = 5e-5
-  ga.steps = 300
-  ga.batch_size = 16
-  un.npo = npo = ConfigDict()  # Negative preference optimisation + retain CE.
-  npo.learning_rate = 5e-5
-  npo.steps = 1000
-  npo.batch_size = 16
-  npo.beta = 0.1
-  npo.retain_weight = 1.0
-  un.sisa = ConfigDict()  # Shard models use the train recipe (c.train).
-  un.sisa.aggregate = 'mean'  # Average of the shards' logits, as the original evaluates it.
-  un.receraser = ConfigDict()
-  un.receraser.aggregate = 'attention'  # 'attention' (learned on retained data) or 'mean'.
-  un.receraser.attention_steps = 200  # Steps training the aggregation weights.
+  un.method = 'e2urec'  # Method of the `unlearn` command (and of `forget`).
+  un.methods = ','.join(method_spec.names())  # Methods `run` executes, comma-separated.
+  for spec in method_spec.specs():  # One section per registered method, declared in its module.
+    un[spec.name] = ConfigDict(dict(spec.defaults))  # e.g. un.e2urec.alpha; see e2urec_jax/methods/<name>.py
 
   # ------------------------------------------------------- sweeps/ablations
   c.sweep = sw = ConfigDict()  # Extra E2URec rows in the report (empty = none).
@@ -147,7 +127,7 @@ def default_config() -> ConfigDict:
 
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
-  ev.batch_size = 64
+  ev.batch_size = 64  # Samples per evaluation batch.
   ev.noise_floor = True  # Train a second retrain (seed + 1) to measure the retrain-vs-retrain distance.
 
   # ------------------------------------------------------------- devices
@@ -161,8 +141,130 @@ def default_config() -> ConfigDict:
   # ---------------------------------------------------------- checkpoints
   c.checkpoint = ck = ConfigDict()
   ck.every_steps = 500  # Save a resume checkpoint every N steps (and at the end).
-  ck.max_to_keep = 2
+  ck.max_to_keep = 2  # Resume checkpoints kept per phase (the newest).
   return c
+
+
+# ------------------------------------------------------------------ validation
+# One rule per field (e2urec_jax/rules.py); a method's own fields take its spec's rules.
+# `validate` runs in main before any work, so a bad value costs seconds, not a training run.
+_DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
+RULES = {
+    'seed': rules.NON_NEGATIVE_INT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
+    'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
+    'data.raw_dir': rules.TEXT, 'data.download_dir': rules.TEXT, 'data.label_threshold': rules.FINITE,
+    'data.history_k': rules.NON_NEGATIVE_INT, 'data.min_history': rules.NON_NEGATIVE_INT,
+    'data.num_samples': rules.integer(3),
+    'data.split': rules.sequence(rules.number(0, 1, low_open=True), length=3),
+    'data.forget_fraction': rules.number(0, 1, low_open=True, high_open=True),
+    'data.num_shards': rules.POSITIVE_INT, 'data.max_input_length': rules.POSITIVE_INT,
+    'data.bucket_lengths': rules.sequence(rules.POSITIVE_INT), 'data.goodreads_genre': rules.TEXT,
+    'data.synthetic.seed': rules.NON_NEGATIVE_INT, 'data.synthetic.num_users': rules.integer(2),
+    'data.synthetic.num_items': rules.integer(10),
+    'data.synthetic.num_genres': rules.integer(2, 18), 'data.synthetic.ratings_per_user': rules.integer(2),
+    'data.synthetic.noise': rules.NON_NEGATIVE, 'data.synthetic.num_styles': rules.integer(1, 8),
+    'data.synthetic.idiosyncrasy': rules.NON_NEGATIVE,
+    **{f'data.csv.{k}': rules.TEXT for k in ('ratings', 'items', 'item_table', 'users', 'user_col', 'item_col',
+                                             'rating_col', 'time_col', 'title_col', 'item_noun')},
+    'model.name_or_path': rules.TEXT, 'model.tokenizer': rules.TEXT, 'model.tokenizer_vocab_size': rules.integer(8),
+    'model.scratch.family': rules.one_of('t5', 'llama'),
+    **{f'model.scratch.{k}': rules.POSITIVE_INT for k in ('d_model', 'num_layers', 'num_heads', 'num_kv_heads',
+                                                           'd_ff', 'd_kv')},
+    'model.scratch.feed_forward_proj': rules.one_of('relu', 'gelu', 'silu', 'gated-relu', 'gated-gelu',
+                                                    'gated-silu'),
+    'model.dtype': _DTYPES, 'model.base_dtype': _DTYPES, 'model.dropout': rules.PROBABILITY,
+    'model.remat': rules.BOOLEAN,
+    'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
+    'lora.targets': rules.TEXT,
+    'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,
+    'train.weight_decay': rules.NON_NEGATIVE, 'train.batch_size': rules.POSITIVE_INT,
+    'train.epochs': rules.POSITIVE_INT, 'train.max_steps': rules.NON_NEGATIVE_INT,
+    'train.eval_every': rules.NON_NEGATIVE_INT, 'train.patience': rules.NON_NEGATIVE_INT,
+    'train.warmup_steps': rules.NON_NEGATIVE_INT,
+    'augment.mode': rules.one_of('lora', 'full'), 'augment.learning_rate': rules.POSITIVE,
+    'augment.steps': rules.POSITIVE_INT, 'augment.batch_size': rules.POSITIVE_INT,
+    'sweep.alphas': rules.comma_list(rules.NON_NEGATIVE, parse=float),
+    'sweep.ws': rules.comma_list(rules.number(0, 1), parse=float),
+    'sweep.ablations': rules.comma_list(rules.one_of('no_forget_teacher', 'no_remember_teacher')),
+    'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
+    'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
+    'mesh.model_axis': rules.POSITIVE_INT,
+    'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
+    # configs/bench.py's section (the `bench` command).
+    'bench.size': rules.one_of('tiny', 'small', 'base', 'llama135m'), 'bench.batch': rules.POSITIVE_INT,
+    'bench.seq': rules.POSITIVE_INT, 'bench.steps': rules.POSITIVE_INT, 'bench.warmup': rules.NON_NEGATIVE_INT,
+    'bench.dtype': rules.one_of('auto', 'float32', 'bfloat16'), 'bench.reference': rules.BOOLEAN,
+    'bench.reference_steps': rules.POSITIVE_INT, 'bench.vocab': rules.NON_NEGATIVE_INT,
+    'bench.what': rules.comma_list(rules.one_of('e2urec_step', 'train_step', 'eval'), nonempty=True,
+                                   separators=',+'),
+    'bench.profile': rules.TEXT,
+}
+
+
+def _method_rules() -> dict:
+  names = method_spec.names()
+  out = {'unlearn.method': rules.one_of(*names),
+         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True)}
+  for spec in method_spec.specs():
+    out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
+  return out
+
+
+def field_rules() -> dict:
+  """path -> rule for every field a config may have (the methods' sections included)."""
+  return {**RULES, **_method_rules()}
+
+
+def _leaves(config, prefix=''):
+  for key, value in config.items():
+    if isinstance(value, ConfigDict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key, value
+
+
+def validate(config) -> None:
+  """UserError naming the first field whose value cannot work, with the values it accepts.
+
+  Checks every field that has a rule (field_rules) and the fields that depend on each other."""
+  from e2urec_jax.errors import UserError
+  known = field_rules()
+  for path, value in _leaves(config):
+    rule = known.get(path)
+    wants = rule(value) if rule is not None else None
+    if wants is not None:
+      raise UserError(f'config.{path}={value!r}: must be {wants}')
+  split = tuple(config.data.split)
+  if abs(sum(split) - 1.0) > 1e-6:
+    raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
+  s = config.model.scratch
+  heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
+  if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
+    raise UserError(f'config.model.scratch: d_model={s.d_model} must be a multiple of num_heads={s.num_heads} and '
+                    f'num_heads of num_kv_heads={s.num_kv_heads}')
+
+
+def load_saved(workdir: str):
+  """The config a run was prepared with (<workdir>/config.json, over today's defaults), or None."""
+  import os
+  from e2urec_jax import runtime
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  config = default_config()
+  _update(config, runtime.read_json(path), path)
+  return config
+
+
+def _update(config, values: dict, source: str, prefix: str = '') -> None:
+  from e2urec_jax.errors import UserError
+  for key, value in values.items():
+    if key not in config:
+      raise UserError(f'{source}: unknown config key {prefix + key!r}; remove it or fix its name')
+    if isinstance(config[key], ConfigDict):
+      _update(config[key], value, source, prefix + key + '.')
+    else:
+      config[key] = tuple(value) if isinstance(config[key], tuple) else value
 
 
 def paper_proportions(c: ConfigDict, e2urec_steps: int) -> ConfigDict:
@@ -186,9 +288,10 @@ def shrink(c: ConfigDict, steps: int = 40, batch: int = 8) -> ConfigDict:
   c.train.batch_size = batch
   c.augment.steps = steps // 2
   c.augment.batch_size = batch
-  for name in ('e2urec', 'neggrad', 'badt', 'ga', 'npo'):
-    c.unlearn[name].steps = steps
-    c.unlearn[name].batch_size = batch
+  for spec in method_spec.specs():  # every method that trains in steps
+    if 'steps' in spec.defaults:
+      c.unlearn[spec.name].steps = steps
+      c.unlearn[spec.name].batch_size = batch
   c.unlearn.receraser.attention_steps = 10
   c.eval.batch_size = 32
   c.checkpoint.every_steps = 10 * steps

@@ -158,11 +158,10 @@ def measured_cpu_build() -> bool:
     return False
 
 
-def setup(config=None) -> bool:
+def setup(model_axis: int = 1) -> bool:
   """What the CLI does first, before anything touches a JAX backend: the CPU flag a 'model' mesh
   axis needs (config.mesh.model_axis > 1), then `initialize()`."""
-  mesh = config.get('mesh') if config is not None else None
-  if mesh is not None and int(mesh.get('model_axis', 1)) > 1:
+  if int(model_axis) > 1:
     add_xla_flag(CPU_MODEL_AXIS_FLAG)
   return initialize()
 

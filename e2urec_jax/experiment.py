@@ -8,24 +8,24 @@ import time
 
 from e2urec_jax import distributed
 from e2urec_jax.eval.evaluate import write_results
-from e2urec_jax.methods import registry
-from e2urec_jax.methods.original import ensure_original
-from e2urec_jax.methods.retrain import ensure_retrain
-from e2urec_jax.train.context import get_context
+from e2urec_jax.methods import llmrec, runner, spec
+from e2urec_jax.train import context, paths
+from e2urec_jax.train.paths import ORIGINAL
 
 
-def run_experiment(config, workdir):
+def run_experiment(config, workdir, *, callbacks=()):
+  """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py)."""
   start = time.perf_counter()
-  rows = registry.rows(config)  # validates the method and sweep lists before any work
-  ctx = get_context(config, workdir)
-  ensure_original(ctx)
-  ensure_retrain(ctx)
+  rows = runner.rows(config)  # checks the method and sweep lists before any work
+  ctx = context.open_run(config, paths.run_paths(workdir))
+  llmrec.ensure_original(ctx, callbacks)
+  llmrec.ensure_retrain(ctx, callbacks=callbacks)
   if config.eval.noise_floor:
-    ensure_retrain(ctx, noise_floor=True)
-  for row, method, overrides in rows:
-    registry.run_row(ctx, row, method, overrides)
-  names = ['original', 'retrain'] + [r for r, _, _ in rows]
-  write_results(ctx, names)
+    llmrec.ensure_retrain(ctx, noise_floor=True, callbacks=callbacks)
+  for row in rows:
+    runner.run_row(ctx, row, callbacks)
+  names = [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]
+  write_results(ctx, names, order=spec.report_order())
   if not distributed.is_primary():  # process 0 wrote the report
     return
   print(open(os.path.join(ctx.workdir, 'results.md')).read())

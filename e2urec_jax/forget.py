@@ -33,9 +33,8 @@ from e2urec_jax import forget_scrub as scrub
 from e2urec_jax import runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
-from e2urec_jax.train.context import Context
+from e2urec_jax.train.paths import Paths, run_paths
 
-SUPPORTED = ('e2urec', 'neggrad', 'badt', 'ga', 'npo')  # SISA/RecEraser retrain shards: `unlearn`
 FORGET_DIR = 'forget'
 SALT_FILE = 'salt.key'
 PENDING_FILE = 'pending.json'
@@ -186,27 +185,13 @@ class _IntKeys(dict):
 
 
 # ------------------------------------------------------------------ versions
-class RequestContext(Context):
-  """A Context whose model/phase names live in request N's namespace, so the unlearning
-  methods run unchanged: 'original' is the model served before this request, 'augmented'
-  and the method's phases sit under phases/forget_v<N>/, the result is models/forget_v<N>."""
-
-  def __init__(self, config, workdir, *, version: int, base_dir: str, method: str, is_forget: np.ndarray):
-    self.version, self.base_dir, self.method = version, base_dir, method
-    super().__init__(config, workdir)
-    train = self.data.splits['train']
-    splits = dict(self.data.splits, train=dataclasses.replace(train, is_forget=is_forget))
-    self.data = dataclasses.replace(self.data, splits=splits)
-
-  def model_dir(self, name: str) -> str:
-    if name == 'original':
-      return self.base_dir
-    if name == self.method:
-      return os.path.join(self.workdir, 'models', f'forget_v{self.version}')
-    return os.path.join(self.phase_dir(name), 'model')
-
-  def phase_dir(self, name: str) -> str:
-    return os.path.join(self.workdir, 'phases', f'forget_v{self.version}', 'base' if name == 'original' else name)
+def request_paths(workdir: str, version: int, base_dir: str, method: str) -> Paths:
+  """Request N's folders: it starts from `base_dir` (the model served before it), its phases (the
+  augmented model, the method's own) sit under phases/forget_v<N>/ with their models inside,
+  and the method's result is published as models/forget_v<N>."""
+  return Paths(workdir=workdir, phases=os.path.join(workdir, 'phases', f'forget_v{version}'), start=base_dir,
+               train_start=False, models=None,
+               published=((method, os.path.join(workdir, 'models', f'forget_v{version}')),))
 
 
 def base_for(workdir: str, version: int) -> str:
@@ -229,14 +214,14 @@ def base_for(workdir: str, version: int) -> str:
   return merged
 
 
-def _audit_metrics(ctx, forget_rows: np.ndarray, user_ids) -> dict:
+def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
   """The new version against the model it started from: on the forget set, and MIA vs unseen users."""
   from e2urec_jax.eval import metrics
   from e2urec_jax.eval.evaluate import score
-  from e2urec_jax.eval.predictors import SingleModel, single_from_dir
-  _, base = artifacts.load_full(ctx.base_dir)
+  from e2urec_jax.train.inference import SingleModel, single_from_dir
+  _, base = artifacts.load_full(ctx.paths.start)
   before = SingleModel(ctx, ctx.base_dtype(base), ctx.zero_adapters(base))
-  after = single_from_dir(ctx, ctx.model_dir(ctx.method))
+  after = single_from_dir(ctx, ctx.model_dir(method))
   test = ctx.data.splits['test']
   nonmember = np.flatnonzero(~np.isin(test.user_id, np.asarray(list(user_ids), np.int64)))
   f_before = score(ctx, before, 'train', forget_rows, keep_logits=True, desc='before/forget')
@@ -256,14 +241,16 @@ def _audit_metrics(ctx, forget_rows: np.ndarray, user_ids) -> dict:
 
 
 # ------------------------------------------------------------------ the request
-def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None) -> dict:
+def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
+          callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
+  from e2urec_jax.methods import spec
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
   method = config.unlearn.method
-  if method not in SUPPORTED:
+  if method not in spec.chainable():  # shard methods retrain shards: `unlearn` serves them
     raise UserError(f'forget runs config.unlearn.method={method!r}, which it cannot chain into versions; '
-                    f'use one of {", ".join(SUPPORTED)} (--config.unlearn.method=e2urec)')
+                    f'use one of {", ".join(spec.chainable())} (--config.unlearn.method=e2urec)')
   if artifacts.read_done(os.path.join(workdir, 'phases', 'original')) is None or \
       not os.path.isdir(os.path.join(workdir, 'models', 'original')):
     raise UserError(f'no trained model in {workdir}/models/original; run `train` (or `run`) on this workdir first')
@@ -283,7 +270,7 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
         return {}
       runtime.write_json(pending_path, pending)  # from here on, a rerun finishes this request
     if pending['stage'] == 'train':
-      _train(config, workdir, request, salt, audits, pending)
+      _train(config, workdir, request, salt, audits, pending, callbacks)
       runtime.write_json(pending_path, pending)
     if pending['stage'] == 'scrub':
       found_users, found_pairs, _ = _resolve(request, scrub.read_frames(workdir), salt, audits, missing_ok=True)
@@ -325,22 +312,25 @@ def _plan(workdir, request, method, salt, request_hash, audits):
                                             + (['models/augmented', 'phases/augmented'] if trained_aug else [])}
 
 
-def _train(config, workdir, request, salt, audits, pending) -> None:
+def _train(config, workdir, request, salt, audits, pending, callbacks=()) -> None:
   """Stage 1: the unlearning run on this request's forget set, and its scores (into `pending`)."""
-  from e2urec_jax.methods import registry
+  from e2urec_jax.methods import runner
+  from e2urec_jax.train import context
   found_users, found_pairs, mask = _forget_mask(request, scrub.read_frames(workdir), salt, audits, quiet=True)
   version, method = pending['version'], pending['method']
   base_dir = base_for(workdir, version)
-  ctx = RequestContext(config, workdir, version=version, base_dir=base_dir, method=method, is_forget=mask)
-  artifacts.check_adapter_dir(ctx.model_dir('augmented'), ctx.lora_meta)  # a resumed request, other settings
-  artifacts.check_adapter_dir(ctx.model_dir(method), ctx.lora_meta)
+  data = context.prepared_data(config, run_paths(workdir))
+  train = dataclasses.replace(data.splits['train'], is_forget=mask)  # this request's forget set
+  data = dataclasses.replace(data, splits=dict(data.splits, train=train))
+  ctx = context.open_run(config, request_paths(workdir, version, base_dir, method), data=data)
+  artifacts.check_adapter_dir(ctx.model_dir('augmented'), ctx.bundle.lora_meta)  # a resumed request, other settings
+  artifacts.check_adapter_dir(ctx.model_dir(method), ctx.bundle.lora_meta)
   pending['base'] = os.path.relpath(base_dir, workdir)
-  artifacts.write_done(ctx.phase_dir('original'), {'base': pending['base'], 'note': 'the model this request starts from'})
-  stats = registry.run_row(ctx, method, method, {})
+  stats = runner.run_method(ctx, method, callbacks=callbacks)
   user_ids = found_users or sorted({u for u, _ in found_pairs})
   pending.update(stage='scrub', stats={k: stats.get(k) for k in ('time_s', 'compile_s', 'steps', 'trainable_params',
                                                                    'unlearn_time_s', 'augment_time_s')},
-                 metrics=_audit_metrics(ctx, np.flatnonzero(mask), user_ids),
+                 metrics=_audit_metrics(ctx, method, np.flatnonzero(mask), user_ids),
                  forget_set={'samples': int(mask.sum()), 'users': len(user_ids)},
                  unlearn_config=ctx.config.unlearn[method].to_dict(),
                  models=sorted(n for n in os.listdir(os.path.join(workdir, 'models')) if not n.startswith('.')))
@@ -375,11 +365,8 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 
-def forget_command(config, workdir):
-  from absl import flags
-  audit = serve(config, workdir, users=flags.FLAGS.users, interactions=flags.FLAGS.interactions)
-  if not audit:
-    return
+def report(audit: dict, workdir: str) -> None:
+  """The two lines `forget` prints about a finished request."""
   m = {k: 'n/a' if v is None else f'{v:.4g}' for k, v in audit['metrics'].items()}
   print(f"forget v{audit['version']}: {audit['method']} on {audit['forget_set']['samples']} samples of "
         f"{audit['forget_set']['users']} user(s); served model {audit['model']} (base {audit['base']})")

@@ -1,8 +1,10 @@
 """Command line: python -m e2urec_jax <command> --config=configs/x.py[:arg] --workdir=DIR.
 
-The commands live in their own modules; this file only parses flags and dispatches.
+This file only parses flags, validates the config (config.validate: before any work, so a bad
+value fails in seconds and leaves the workdir untouched) and calls the command (commands.py)
+with the flags it takes as keyword arguments. It is the only module that reads `flags.FLAGS`.
 """
-import importlib
+import functools
 import os
 import sys
 
@@ -11,20 +13,24 @@ from ml_collections import config_flags
 
 from e2urec_jax.errors import UserError
 
-# command -> (module, function, one-line help). Each function takes (config, workdir).
+# command -> (function in commands.py, one-line help, {flag: keyword argument}).
 COMMANDS = {
-    'prepare': ('e2urec_jax.data.prepare', 'prepare', 'raw files -> splits, prompts, tokens'),
-    'train': ('e2urec_jax.methods.original', 'train_original', 'train the original LLMRec'),
-    'retrain': ('e2urec_jax.methods.retrain', 'retrain', 'train from scratch on the retain split'),
-    'augment': ('e2urec_jax.methods.e2urec', 'train_augmented', 'fine-tune the original on the forget set'),
-    'unlearn': ('e2urec_jax.methods.registry', 'unlearn_command', 'run config.unlearn.method'),
-    'evaluate': ('e2urec_jax.eval.evaluate', 'evaluate_command', 'score every model in the workdir'),
-    'predict': ('e2urec_jax.eval.predict', 'predict_command', 'score (user, item) pairs from a CSV'),
-    'export': ('e2urec_jax.eval.export', 'export_command', 'write a merged Hugging Face folder'),
-    'run': ('e2urec_jax.experiment', 'run_experiment', 'the whole experiment, resuming finished phases'),
-    'bench': ('e2urec_jax.bench', 'bench_command', 'time the steps; compare with PyTorch'),
-    'forget': ('e2urec_jax.forget', 'forget_command', 'serve a forget request on a trained run'),
+    'prepare': ('prepare', 'raw files -> splits, prompts, tokens', {}),
+    'train': ('train', 'train the original LLMRec', {}),
+    'retrain': ('retrain', 'train from scratch on the retain split', {}),
+    'augment': ('augment', 'fine-tune the original on the forget set', {}),
+    'unlearn': ('unlearn', 'run config.unlearn.method', {}),
+    'evaluate': ('evaluate', 'score every model in the workdir', {'model': 'model'}),
+    'predict': ('predict', 'score (user, item) pairs from a CSV', {'input': 'input', 'output': 'output',
+                                                                   'model': 'model'}),
+    'export': ('export', 'write a merged Hugging Face folder', {'output': 'output', 'model': 'model'}),
+    'run': ('run', 'the whole experiment, resuming finished phases', {}),
+    'bench': ('bench', 'time the steps; compare with PyTorch', {}),
+    'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
+                                                                     'interactions': 'interactions'}),
 }
+TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
+COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file: configs/<name>.py[:arg].', lock_config=True)
@@ -37,7 +43,7 @@ flags.DEFINE_string('model', None, 'evaluate/predict/export: model name in the w
 
 
 def _usage() -> str:
-  lines = [f'  {name:9s} {desc}' for name, (_, _, desc) in COMMANDS.items()]
+  lines = [f'  {name:9s} {desc}' for name, (_, desc, _) in COMMANDS.items()]
   return 'usage: python -m e2urec_jax <command> --config=configs/x.py --workdir=DIR\n' + '\n'.join(lines)
 
 
@@ -58,7 +64,8 @@ def _default_config_path() -> str:
   return os.path.join(here, 'configs', 'demo.py')
 
 
-def main(argv):
+def main(argv, callbacks=()):
+  """Runs one command. `callbacks` (train/callbacks.py) reach every training phase (tests pass fault hooks)."""
   if len(argv) < 2 or argv[1] in ('-h', 'help'):
     print(_usage())
     sys.exit(0 if len(argv) >= 2 else 2)
@@ -69,6 +76,11 @@ def main(argv):
   if len(argv) > 2:
     print(f'error: unexpected arguments {argv[2:]}; options go as --flag=value', file=sys.stderr)
     sys.exit(2)
+  fn_name, _, takes = COMMANDS[command]
+  stray = [f'--{f}' for f in COMMAND_FLAGS if f not in takes and flags.FLAGS[f].value is not None]
+  if stray:
+    print(f'error: {", ".join(stray)} is not an option of {command}', file=sys.stderr)
+    sys.exit(2)
   workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded
   if workdir.startswith('gs://'):
     print('error: --workdir must be a local folder; on a TPU VM mirror it to a bucket with tpu/sync.sh '
@@ -77,15 +89,19 @@ def main(argv):
   if not workdir:
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)
-  module, fn_name, _ = COMMANDS[command]
-  from e2urec_jax import runtime
+  kwargs = {arg: flags.FLAGS[flag].value for flag, arg in takes.items()}
+  if command in TRAINS:
+    kwargs['callbacks'] = tuple(callbacks)
   try:
+    from e2urec_jax import config as config_lib
     config = _CONFIG.value
     if config is None:  # later commands (forget, evaluate, ...) default to the run's saved config
       config = _load_workdir_config(workdir)
-    runtime.setup(config)
-    fn = getattr(importlib.import_module(module), fn_name)
-    fn(config, workdir)
+    config_lib.validate(config)  # before any work: nothing below runs on a config that cannot work
+    from e2urec_jax import commands, runtime
+    runtime.setup(jax_cache_dir=config.jax_cache_dir, model_axis=config.mesh.model_axis,
+                  preallocate_gpu=command != 'bench')
+    getattr(commands, fn_name)(config, workdir, **kwargs)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
@@ -96,8 +112,8 @@ def main(argv):
 
 def _load_workdir_config(workdir):
   """A run's saved config (written by prepare), else the embedded demo default."""
-  from e2urec_jax import runtime
-  saved = runtime.load_saved_config(workdir)
+  from e2urec_jax import config as config_lib
+  saved = config_lib.load_saved(workdir)
   if saved is not None:
     return saved
   import importlib.util
@@ -107,9 +123,9 @@ def _load_workdir_config(workdir):
   return mod.get_config()
 
 
-def run_cli():
+def run_cli(callbacks=()):
   logging.set_verbosity(logging.WARNING)
-  app.run(main, flags_parser=_parse)
+  app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
 
 
 if __name__ == '__main__':

@@ -15,9 +15,13 @@ import ml_collections
 from e2urec_jax.errors import UserError
 
 
-def setup(config) -> None:
-  """Joins a multi-host run when the environment asks for it, and turns on JAX's persistent
-  compilation cache so a second run starts at once."""
+def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool = True) -> None:
+  """What every command does first, before anything starts a JAX backend: XLA flags, joining a
+  multi-host run when the environment asks for it (distributed.py), and JAX's persistent
+  compilation cache in `jax_cache_dir` ('' = off) so a second run starts at once.
+
+  model_axis: config.mesh.model_axis (> 1 needs a CPU scheduler flag). preallocate_gpu=False
+  leaves GPU memory to others (the bench runs the PyTorch reference beside us)."""
   from e2urec_jax import distributed
   # XLA:CPU's newer fusion emitters run our training steps ~10% slower than its classic loop
   # emitters (tiny T5 E2URec step on 2 cores: 445 -> 405 ms), and LLVM's -O1 compiles the
@@ -27,11 +31,11 @@ def setup(config) -> None:
   if distributed.measured_cpu_build():
     distributed.add_xla_flag('--xla_cpu_use_fusion_emitters=false')
     distributed.add_xla_flag('--xla_backend_optimization_level=1')
-  if 'bench' in config:  # the PyTorch reference runs beside us: JAX must not hold the whole GPU
+  if not preallocate_gpu:
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  distributed.setup(config)  # before anything starts a JAX backend
+  distributed.setup(model_axis=model_axis)  # before anything starts a JAX backend
   import jax
-  cache = os.path.expanduser(config.get('jax_cache_dir', '') or '')
+  cache = os.path.expanduser(jax_cache_dir or '')
   if cache:
     os.makedirs(cache, exist_ok=True)
     jax.config.update('jax_compilation_cache_dir', cache)
@@ -174,24 +178,3 @@ def config_to_json(config) -> dict:
 
 def save_config(workdir: str, config) -> None:
   write_json(os.path.join(workdir, 'config.json'), config_to_json(config))
-
-
-def load_saved_config(workdir: str):
-  """The config a run was prepared with (workdir/config.json), or None."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return None
-  from e2urec_jax.config import default_config
-  config = default_config()
-  _update(config, read_json(path), path)
-  return config
-
-
-def _update(config, values: dict, source: str, prefix: str = '') -> None:
-  for key, value in values.items():
-    if key not in config:
-      raise UserError(f'{source}: unknown config key {prefix + key!r}; remove it or fix its name')
-    if isinstance(config[key], ml_collections.ConfigDict):
-      _update(config[key], value, source, prefix + key + '.')
-    else:
-      config[key] = tuple(value) if isinstance(config[key], tuple) else value

@@ -40,3 +40,4 @@ def demo_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('demo_run'))
   run_experiment(config, workdir)
   return config, workdir
+

@@ -15,7 +15,8 @@ from e2urec_jax.methods import common  # noqa: E402
 from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers  # noqa: E402
 from e2urec_jax.train import mesh as mesh_lib  # noqa: E402
 from e2urec_jax.train import steps  # noqa: E402
-from e2urec_jax.train.context import Context  # noqa: E402
+from e2urec_jax.train.context import open_run  # noqa: E402
+from e2urec_jax.train.paths import run_paths  # noqa: E402
 
 
 def main(workdir, config_path):
@@ -25,8 +26,8 @@ def main(workdir, config_path):
   config = load_config(config_path)
   config.progress = False
   config.jax_cache_dir = ''
-  ctx = Context(config, workdir)
-  params = ctx.pretrained_params
+  ctx = open_run(config, run_paths(workdir))
+  params = ctx.bundle.pretrained_params
   student = ctx.new_adapters(params, 1)
   # Non-zero B so that the gradient w.r.t. A is non-trivial too.
   student = jax.tree.map(lambda x: x + 0.01, student)

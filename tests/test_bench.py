@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_bench_writes_json_with_reference(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'e2urec_jax', 'bench',

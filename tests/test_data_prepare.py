@@ -36,7 +36,7 @@ def test_prepare_writes_everything_and_counts_follow_protocol(tmp_path):
   n_forget = sum(u in forget_users for u, *_ in want['train'])
   assert m['counts'] == {'train': len(want['train']), 'valid': len(want['valid']), 'test': len(want['test']),
                          'forget': n_forget, 'retain': len(want['train']) - n_forget}
-  for key in ('label_positive_rate', 'source_sha256', 'token_lengths', 'config', 'yes_id', 'no_id', 'family'):
+  for key in ('label_positive_rate', 'source_sha256', 'token_lengths', 'config', 'yes_id', 'no_id', 'layout'):
     assert key in m
   assert m['label_positive_rate']['test'] == pytest.approx(np.mean([y for _, _, y, _, _ in want['test']]), abs=1e-4)
   assert set(os.listdir(work)) >= {'config.json', 'tokenizer', 'data'} and not _leftovers(work)
@@ -46,7 +46,7 @@ def test_prepare_writes_everything_and_counts_follow_protocol(tmp_path):
   data = load_tokenized(work)
   tok = load_tokenizer(config.model, work)
   train = pd.read_parquet(os.path.join(work, 'data', 'train.parquet'))
-  assert len(data.splits['train']) == len(train) and data.family == 't5'
+  assert len(data.splits['train']) == len(train) and data.layout == 'encoder-decoder'
   np.testing.assert_array_equal(data.splits['train'].is_forget, train['user'].isin(forget_users))
   for k in (0, len(train) - 1):  # stored ids are the tokenizer's ids of the stored prompt text + eos
     ids = tok(train['prompt'][k], add_special_tokens=False)['input_ids'] + [data.eos_id]
@@ -101,7 +101,7 @@ def test_decoder_only_family(tmp_path):
   tok = load_tokenizer(config.model, work)
   train = pd.read_parquet(os.path.join(work, 'data', 'train.parquet'))
   prompt = train['prompt'][0]
-  assert prompt.endswith('\nAnswer:') and data.family == 'llama' and data.bos_id == 3
+  assert prompt.endswith('\nAnswer:') and data.layout == 'decoder-only' and data.bos_id == 3
   prompt_ids = tok(prompt, add_special_tokens=False)['input_ids']
   assert data.yes_id == tok(prompt + ' Yes.', add_special_tokens=False)['input_ids'][len(prompt_ids)]
   assert data.bucket_lengths[-1] >= m['tokens']['max_input_length'] + len(data.answers['yes']) - 1
@@ -110,23 +110,24 @@ def test_decoder_only_family(tmp_path):
   assert b['input_ids'][0, 0] == 3 and b['input_ids'][0, n] == b['answer_labels'][0, 0]
 
 
-def test_pretrained_tokenizer_folder_and_family_from_model_type(tmp_path):
-  """name_or_path = a local HF folder: the family comes from config.json, the tokenizer is the model's."""
+def test_pretrained_tokenizer_folder_and_layout_from_model_type(tmp_path):
+  """name_or_path = a local HF folder: the layout comes from config.json, the tokenizer is the model's."""
   from transformers import LlamaConfig, T5Config
   from e2urec_jax.data.tokenizer import train_tokenizer
   raw = str(tmp_path / 'raw')
   write_ml100k(raw)
-  for family, hf_config in (('t5', T5Config(vocab_size=400)), ('llama', LlamaConfig(vocab_size=400))):
+  for family, layout, hf_config in (('t5', 'encoder-decoder', T5Config(vocab_size=400)),
+                                    ('llama', 'decoder-only', LlamaConfig(vocab_size=400))):
     model_dir = str(tmp_path / family)
     hf_config.save_pretrained(model_dir)
     corpus = [f'The user is a male. Movie {i} (19{50 + i}) ***' for i in range(30)] + ['Answer: Yes. No.'] * 5
-    train_tokenizer(corpus, 400, family).save_pretrained(model_dir)
+    train_tokenizer(corpus, 400, layout).save_pretrained(model_dir)
     config = tiny_config(raw)
     config.model.name_or_path = model_dir
     config.model.tokenizer = ''
     config.model.scratch.family = 't5' if family == 'llama' else 'llama'  # must be ignored
     m = prepare(config, str(tmp_path / f'work_{family}'))
-    assert m['family'] == family and not os.path.exists(str(tmp_path / f'work_{family}' / 'tokenizer'))
+    assert m['layout'] == layout and not os.path.exists(str(tmp_path / f'work_{family}' / 'tokenizer'))
 
 
 def test_synthetic_data_is_learnable_and_planted(tmp_path):
@@ -173,6 +174,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
   assert r.stderr.strip().count('\n') == 0 and 'missing file' in r.stderr and 'u.user' in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(REAL_ML100K), reason='no local ML-100K copy at ../shared/data/ml-100k')
 def test_real_ml100k_through_the_cli(tmp_path):
   work = str(tmp_path / 'x')

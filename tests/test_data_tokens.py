@@ -5,7 +5,8 @@ import pytest
 
 from e2urec_jax.data import encode, tokenizer as tokenizer_lib
 from e2urec_jax.data.prompts import Template
-from e2urec_jax.data.tokens import SplitArrays, TokenizedData, iterate_batches, make_batch
+from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER
+from e2urec_jax.data.tokens import SplitArrays, TokenizedData, make_batch
 from e2urec_jax.errors import UserError
 
 PROFILE = 'The user is a female. Her job is writer. Her age is 33.'
@@ -13,13 +14,13 @@ TITLES = ['Alpha Film (1990)', 'Beta Film (1991)', 'Gamma Film (1992)', 'Delta F
 TARGET = 'Omega Target Movie (1999)'
 
 
-@pytest.fixture(scope='module', params=['t5', 'llama'])
+@pytest.fixture(scope='module', params=[ENCODER_DECODER, DECODER_ONLY])
 def setup(request):
-  family = request.param
-  template = Template(family=family)
+  layout = request.param
+  template = Template(layout=layout)
   corpus = [template.render(PROFILE, TITLES, [4, 2, 5, 1], TARGET)] * 20 + ['Yes. No. Answer: Yes. Answer: No.'] * 5
-  tok = tokenizer_lib.train_tokenizer(corpus, 200, family)
-  return family, template, tok, tokenizer_lib.special_ids(tok, family)
+  tok = tokenizer_lib.train_tokenizer(corpus, 200, layout)
+  return layout, template, tok, tokenizer_lib.special_ids(tok, layout)
 
 
 def _row(profile=PROFILE, titles=TITLES, ratings=(4, 2, 5, 1), target=TARGET):
@@ -27,51 +28,51 @@ def _row(profile=PROFILE, titles=TITLES, ratings=(4, 2, 5, 1), target=TARGET):
           'target_title': [target]}
 
 
-def _length(tok, text, family, specials):
-  return len(tokenizer_lib.encode_texts(tok, [text], family, specials)[0])
+def _length(tok, text, layout, specials):
+  return len(tokenizer_lib.encode_texts(tok, [text], layout, specials)[0])
 
 
 def test_trained_tokenizer_special_ids_and_answers(setup):
-  family, template, tok, specials = setup
+  layout, template, tok, specials = setup
   assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.bos_token_id) == (0, 1, 2, 3)
   prompt = template.render(PROFILE, TITLES, [4, 2, 5, 1], TARGET)
-  ans = tokenizer_lib.answer_ids(tok, family, specials, prompt, 'Yes.', 'No.')
+  ans = tokenizer_lib.answer_ids(tok, layout, specials, prompt, 'Yes.', 'No.')
   assert ans['answers']['yes'][-1] == 1 and ans['answers']['no'][-1] == 1
   assert ans['yes_id'] != ans['no_id']
-  if family == 't5':
+  if layout == ENCODER_DECODER:
     assert ans['yes_id'] == tok('Yes.', add_special_tokens=False)['input_ids'][0]
     assert specials['bos_id'] is None and specials['decoder_start_id'] == 0
   else:
     assert prompt.endswith('Answer:')
     prompt_ids = tok(prompt, add_special_tokens=False)['input_ids']
     assert ans['yes_id'] == tok(prompt + ' Yes.', add_special_tokens=False)['input_ids'][len(prompt_ids)]
-    assert tokenizer_lib.encode_texts(tok, [prompt], family, specials)[0][0] == 3  # bos first
+    assert tokenizer_lib.encode_texts(tok, [prompt], layout, specials)[0][0] == 3  # bos first
 
 
 def test_no_truncation_when_it_fits(setup):
-  family, template, tok, specials = setup
-  out = encode.fit_prompts(_row(), tok, template, family, specials, max_len=500)
+  layout, template, tok, specials = setup
+  out = encode.fit_prompts(_row(), tok, template, layout, specials, max_len=500)
   assert out['history_shown'] == [4]
   assert out['prompt'][0] == template.render(PROFILE, TITLES, [4, 2, 5, 1], TARGET)
 
 
 def test_history_is_cut_oldest_first_and_target_kept(setup):
-  family, template, tok, specials = setup
+  layout, template, tok, specials = setup
   two = template.render(PROFILE, TITLES[2:], [5, 1], TARGET)
-  limit = _length(tok, two, family, specials)  # exactly room for the two most recent items
-  out = encode.fit_prompts(_row(), tok, template, family, specials, max_len=limit)
+  limit = _length(tok, two, layout, specials)  # exactly room for the two most recent items
+  out = encode.fit_prompts(_row(), tok, template, layout, specials, max_len=limit)
   assert out['history_shown'] == [2]
   assert out['prompt'][0] == two
   assert len(out['input_ids'][0]) <= limit
   assert f'***{TARGET}***' in out['prompt'][0] and 'You should ONLY tell me yes or no.' in out['prompt'][0]
-  assert out['input_ids'][0] == tokenizer_lib.encode_texts(tok, [two], family, specials)[0]  # ids of the final text
+  assert out['input_ids'][0] == tokenizer_lib.encode_texts(tok, [two], layout, specials)[0]  # ids of the final text
 
 
 def test_profile_cut_only_when_no_history_fits(setup):
-  family, template, tok, specials = setup
+  layout, template, tok, specials = setup
   bare = template.render('', [], [], TARGET)
-  limit = _length(tok, bare, family, specials) + 3
-  out = encode.fit_prompts(_row(), tok, template, family, specials, max_len=limit)
+  limit = _length(tok, bare, layout, specials) + 3
+  out = encode.fit_prompts(_row(), tok, template, layout, specials, max_len=limit)
   assert out['history_shown'] == [0]
   text = out['prompt'][0]
   assert text.endswith(bare) and text.startswith('The user')  # a prefix of the profile survives
@@ -79,21 +80,21 @@ def test_profile_cut_only_when_no_history_fits(setup):
 
 
 def test_target_and_question_too_long_is_a_user_error(setup):
-  family, template, tok, specials = setup
-  limit = _length(tok, template.render('', [], [], TARGET), family, specials) - 1
+  layout, template, tok, specials = setup
+  limit = _length(tok, template.render('', [], [], TARGET), layout, specials) - 1
   with pytest.raises(UserError, match=f'max_input_length={limit}'):
-    encode.fit_prompts(_row(), tok, template, family, specials, max_len=limit)
+    encode.fit_prompts(_row(), tok, template, layout, specials, max_len=limit)
 
 
 def test_encode_frame_through_datasets(setup, tmp_path):
-  family, template, tok, specials = setup
+  layout, template, tok, specials = setup
   frame = pd.DataFrame({'profile': [PROFILE, ''], 'history_titles': [TITLES, TITLES[:1]],
                         'history_ratings': [[4.0, 2.0, 5.0, 1.0], [3.0]], 'target_title': [TARGET, 'Beta Film (1991)']})
-  out = encode.encode_frame(frame, tok, template, family=family, specials=specials, max_len=90,
+  out = encode.encode_frame(frame, tok, template, layout=layout, specials=specials, max_len=90,
                             cache_file=str(tmp_path / 'c.arrow'), progress=False, desc='t')
   assert out['prompt_ids'].shape == (2, 90) and out['prompt_ids'].dtype == np.int32
   for k in range(2):
-    ids = tokenizer_lib.encode_texts(tok, [out['prompt'][k]], family, specials)[0]
+    ids = tokenizer_lib.encode_texts(tok, [out['prompt'][k]], layout, specials)[0]
     assert out['prompt_len'][k] == len(ids)
     assert out['prompt_ids'][k, :len(ids)].tolist() == ids
     assert (out['prompt_ids'][k, len(ids):] == specials['pad_id']).all()
@@ -101,19 +102,19 @@ def test_encode_frame_through_datasets(setup, tmp_path):
 
 
 # ------------------------------------------------------------------ batches
-def _data(family):
+def _data(layout):
   prompt_ids = np.zeros((5, 12), np.int32)
   lens = np.array([3, 5, 12, 7, 1], np.int32)
   for k, n in enumerate(lens):
     prompt_ids[k, :n] = 100 + 10 * k + np.arange(n)
   split = SplitArrays(prompt_ids=prompt_ids, prompt_len=lens, label=np.array([1, 0, 1, 0, 1], np.int32),
                       user_id=np.arange(5, dtype=np.int64), item_id=np.arange(5, dtype=np.int64))
-  return TokenizedData(family=family, splits={'train': split}, answers={'yes': [7, 8, 1], 'no': [9, 1]},
+  return TokenizedData(layout=layout, splits={'train': split}, answers={'yes': [7, 8, 1], 'no': [9, 1]},
                        yes_id=7, no_id=9, pad_id=0, decoder_start_id=0, bucket_lengths=(8, 16), eos_id=1)
 
 
-def test_t5_batch_layout():
-  data = _data('t5')
+def test_encoder_decoder_batch_layout():
+  data = _data(ENCODER_DECODER)
   b = make_batch(data, 'train', [0, 1])
   assert b['input_ids'].shape == (2, 8)  # smallest bucket that fits 5 tokens
   assert b['input_ids'][0].tolist() == [100, 101, 102, 0, 0, 0, 0, 0]
@@ -131,7 +132,7 @@ def test_t5_batch_layout():
 
 
 def test_decoder_only_batch_layout():
-  data = _data('llama')
+  data = _data(DECODER_ONLY)
   b = make_batch(data, 'train', [0, 3])
   # row 0: prompt 3 + yes[:-1] (2 tokens) = 5; row 3: prompt 7 + no[:-1] (1) = 8 -> bucket 8
   assert b['input_ids'].shape == (2, 8)
@@ -150,7 +151,7 @@ def test_decoder_only_batch_layout():
 
 
 def test_padding_rows_and_forced_length():
-  data = _data('t5')
+  data = _data(ENCODER_DECODER)
   b = make_batch(data, 'train', [1], batch_size=4, length=16)
   assert b['input_ids'].shape == (4, 16)
   assert b['label'].tolist() == [0, -1, -1, -1]
@@ -158,17 +159,3 @@ def test_padding_rows_and_forced_length():
   assert b['attention_mask'][1:, 0].tolist() == [1, 1, 1]  # never an all-masked row
   with pytest.raises(ValueError, match='shorter'):
     make_batch(data, 'train', [2], length=8)
-
-
-def test_iterate_batches_one_epoch():
-  data = _data('llama')
-  seen, shapes = [], []
-  for batch, n in iterate_batches(data, 'train', np.arange(5), 2, seed=3, pad_multiple=4):
-    shapes.append(batch['label'].shape[0])
-    seen.append(n)
-    assert (batch['label'][n:] == -1).all()
-  assert seen == [2, 2, 1] and shapes == [4, 4, 4]
-  assert [n for _, n in iterate_batches(data, 'train', np.arange(5), 2, seed=3, drop_last=True)] == [2, 2]
-  ordered = [b['input_ids'][:n, 0].tolist() for b, n in iterate_batches(data, 'train', np.arange(5), 5, 0,
-                                                                         shuffle=False)]
-  assert ordered == [[100, 110, 120, 130, 140]]

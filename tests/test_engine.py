@@ -12,12 +12,13 @@ from conftest import CACHE, REPO, load_config
 
 @pytest.fixture(scope='module')
 def ctx(tmp_path_factory):
-  from e2urec_jax.train.context import Context
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
   config = load_config('configs/demo.py:test')
   config.progress = False
   config.jax_cache_dir = CACHE
   config.checkpoint.every_steps = 3
-  return Context(config, str(tmp_path_factory.mktemp('engine')))
+  return open_run(config, run_paths(str(tmp_path_factory.mktemp('engine'))))
 
 
 def _lora_phase(ctx, phase_dir, num_steps):
@@ -25,9 +26,9 @@ def _lora_phase(ctx, phase_dir, num_steps):
   from e2urec_jax.methods import common
   from e2urec_jax.train import sampling, steps
   from e2urec_jax.train.loop import run_phase
-  params = ctx.pretrained_params
+  params = ctx.bundle.pretrained_params
   trainable = ctx.new_adapters(params, 0)
-  step_fn = ctx.compiled(('ce', 'lora'), lambda: steps.make_train_step(common.ce_loss_fn(ctx.model, 'lora'), ctx.mesh))
+  step_fn = ctx.train_step(common.ce_loss_fn, kind='lora')
   rows = np.arange(len(ctx.data.splits['train']))
   return run_phase(
       name='resume', phase_dir=phase_dir, config=ctx.config, step_fn=step_fn, trainable=ctx.put(trainable),
@@ -64,7 +65,7 @@ def test_e2urec_step_updates_only_adapters(ctx):
   from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.train import mesh as mesh_lib
   from e2urec_jax.train import steps
-  params = ctx.pretrained_params
+  params = ctx.bundle.pretrained_params
   base_before = [np.array(x) for x in jax.tree.leaves(params)]
   zero = ctx.zero_adapters(params)
   aug = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 5))
@@ -86,13 +87,13 @@ def test_e2urec_step_updates_only_adapters(ctx):
 
 
 def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
-  """The step's batched passes (original on [retain; forget]) give DESIGN.md's loss as computed
+  """The step's batched passes (original on [retain; forget]) give the E2URec loss as computed
   from one forward per (model, set), for both kinds of augmented model (adapters, full weights)."""
   from e2urec_jax import losses
   from e2urec_jax.methods import common
   from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.models import answer_logits
-  params = ctx.pretrained_params
+  params = ctx.bundle.pretrained_params
   zero = ctx.zero_adapters(params)
   student = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 1))
   aug_adapters = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
@@ -101,10 +102,11 @@ def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
   batch = common.paired_batch(ctx.data, retain[:8], forget[:8])
   r, f = batch['retain'], batch['forget']
   hp = {'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}
-  run = lambda p, a, b: answer_logits(ctx.model, p, b, adapters=a)
+  run = jax.jit(lambda p, a, b: answer_logits(ctx.model, p, b, adapters=a))  # one compile for every pass
   for by_adapters, frozen in ((True, frozen_teachers(params, aug_adapters, zero)),
                               (False, frozen_teachers(params, aug_full, zero))):
-    loss, _ = e2urec_loss_fn(ctx.model, by_adapters, True, True)(student, frozen, batch, None, hp)
+    loss_fn = jax.jit(lambda t, fr, b: e2urec_loss_fn(ctx.model, by_adapters, True, True)(t, fr, b, None, hp))
+    loss, _ = loss_fn(student, frozen, batch)
     aug = run(params, aug_adapters, f) if by_adapters else run(aug_full, zero, f)
     expected, _ = losses.e2urec_loss(run(params, student, r), run(params, student, f), run(params, zero, r),
                                      run(params, zero, f), aug, r['answer_labels'], r['answer_mask'],
@@ -113,6 +115,7 @@ def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device():
   """8 CPU devices vs 1: same loss and gradients (rtol 1e-5), in a subprocess with 8 devices."""
   import tempfile

@@ -74,11 +74,12 @@ def test_predict_scores_pairs_and_rejects_unknown_ids(demo_run, tmp_path):
   import pandas as pd
   from e2urec_jax.errors import UserError
   from e2urec_jax.eval.predict import predict
-  from e2urec_jax.train.context import get_context
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
   config, workdir = demo_run
   test = pd.read_parquet(os.path.join(workdir, 'data', 'test.parquet'))
   pairs = pd.DataFrame({'user_id': test['user_key'][:5].astype(str), 'item_id': test['item_key'][:5].astype(str)})
-  ctx = get_context(config, workdir)
+  ctx = open_run(config, run_paths(workdir))
   p_yes = predict(ctx, 'e2urec', pairs)
   assert p_yes.shape == (5,) and np.all((p_yes > 0) & (p_yes < 1))
   with pytest.raises(UserError, match='not in the synthetic data'):
@@ -88,9 +89,10 @@ def test_predict_scores_pairs_and_rejects_unknown_ids(demo_run, tmp_path):
 def test_export_writes_a_transformers_loadable_folder(demo_run, tmp_path):
   from e2urec_jax.eval.export import export_model
   from e2urec_jax.models import load_pretrained
-  from e2urec_jax.train.context import get_context
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
   config, workdir = demo_run
-  out = export_model(get_context(config, workdir), 'e2urec', str(tmp_path / 'hf'))
+  out = export_model(open_run(config, run_paths(workdir)), 'e2urec', str(tmp_path / 'hf'))
   for name in ('config.json', 'model.safetensors', 'tokenizer.json'):
     assert os.path.exists(os.path.join(out, name))
   model, params, tokenizer = load_pretrained(out)

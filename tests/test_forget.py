@@ -24,7 +24,9 @@ TINY = ['--config=configs/demo.py:test', '--config.progress=False', f'--config.j
 
 
 def _cli(*args, env=None):
-  return subprocess.run([sys.executable, '-m', 'e2urec_jax', *args], cwd=REPO, capture_output=True, text=True,
+  """The CLI (tests/fault_cli.py: with the fault hooks of `env`, tests/fault_hooks.py)."""
+  return subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'fault_cli.py'), *args], cwd=REPO,
+                        capture_output=True, text=True,
                         timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
 
 
@@ -104,6 +106,7 @@ def _audit(work, n):
   return json.load(open(os.path.join(work, 'forget', f'audit_v{n}.json')))
 
 
+@pytest.mark.slow
 def test_requests_succeed_and_bad_ones_are_one_line_errors(run):
   cli = run['cli']
   for name in ('v1', 'v2', 'again'):
@@ -118,6 +121,7 @@ def test_requests_succeed_and_bad_ones_are_one_line_errors(run):
   assert 'already forgotten (request v1)' in cli['again'].stdout
 
 
+@pytest.mark.slow
 def test_no_record_of_the_forgotten_users_is_left_in_the_workdir(run):
   """Every file, binary included: parquet rows, token arrays, raw copy, manifest, caches, prompt text."""
   work, users, before = run['work'], run['users'], run['before']
@@ -152,6 +156,7 @@ def test_no_record_of_the_forgotten_users_is_left_in_the_workdir(run):
   assert manifest['counts']['train'] == counts['train'] and manifest['counts']['test'] == counts['test']
 
 
+@pytest.mark.slow
 def test_intermediate_models_trained_on_them_are_deleted(run):
   work = run['work']
   files = _walk(work)
@@ -161,6 +166,7 @@ def test_intermediate_models_trained_on_them_are_deleted(run):
   assert {'models/augmented', 'phases/augmented', 'phases/forget_v1/augmented'} <= set(audit['deleted'])
 
 
+@pytest.mark.slow
 def test_interaction_request_removes_the_pair_from_targets_and_histories(run):
   work = run['work']
   user, item = run['pair']
@@ -173,6 +179,7 @@ def test_interaction_request_removes_the_pair_from_targets_and_histories(run):
   assert not [ln for ln in lines if ln.split('\t')[:2] == [str(user), str(item)]]
 
 
+@pytest.mark.slow
 def test_versions_chain_and_audits_hold_salted_hashes_only(run):
   from e2urec_jax.train import artifacts
   work, users = run['work'], run['users']

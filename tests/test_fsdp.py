@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -26,6 +27,7 @@ def test_fsdp_spec_picks_the_largest_divisible_dimension():
   assert fsdp_spec((64, 256), 1) == P()
 
 
+@pytest.mark.slow
 def test_sharded_base_equals_unsharded_on_8_devices(tmp_path):
   out = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, timeout=300,
                        cwd=REPO, env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
@@ -63,10 +65,12 @@ def main(workdir):
   import jax
   from conftest import CACHE, load_config
   from e2urec_jax.methods import common
+  from e2urec_jax.train import inference
   from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
   from e2urec_jax.train import mesh as mesh_lib
   from e2urec_jax.train import steps
-  from e2urec_jax.train.context import Context
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
   jax.config.update('jax_compilation_cache_dir', CACHE)
   assert jax.device_count() == 8
 
@@ -75,10 +79,8 @@ def main(workdir):
     config.progress, config.jax_cache_dir = False, ''
     config.model.scratch.num_layers = 1  # compile time is most of this test
     config.mesh.model_axis = model_axis
-    ctx = Context(config, workdir)
-    if devices is not None:
-      ctx.mesh, ctx.num_devices = mesh_lib.make_mesh(model_axis, devices=devices), len(devices)
-    return ctx
+    mesh = None if devices is None else mesh_lib.make_mesh(model_axis, devices=devices)
+    return open_run(config, run_paths(workdir), mesh=mesh)
 
   hp = {'lr': np.float32(1e-3), 'weight_decay': np.float32(0.0), 'w': np.float32(0.6), 'alpha': np.float32(2.0),
         'forget_only': np.float32(0.0)}
@@ -87,7 +89,7 @@ def main(workdir):
                                      ('data=1 x model=8', 8, None)):
     ctx = context(model_axis, devices)
     assert dict(ctx.mesh.shape) == {'data': len(devices or jax.devices()) // model_axis, 'model': model_axis}
-    params = ctx.pretrained_params
+    params = ctx.bundle.pretrained_params
     zero = ctx.zero_adapters(params)
     aug = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
     frozen = ctx.put(frozen_teachers(ctx.base_dtype(params), ctx.put_frozen(aug), ctx.put_frozen(zero)))
@@ -106,8 +108,8 @@ def main(workdir):
     trainable, opt_state, _ = step(ctx.put(student), ctx.put(steps.init_opt_state(student)), frozen, batch,
                                    jax.random.key(0), hp)
     assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves((trainable, opt_state)))
-    eval_batch, real = next(common.iterate_eval(ctx, 'test', np.arange(13), batch_size=16))
-    logits = np.asarray(common.eval_logits_fn(ctx)(frozen['base'], trainable, eval_batch))[:real]
+    eval_batch, real = next(inference.iterate_eval(ctx, 'test', np.arange(13), batch_size=16))
+    logits = np.asarray(inference.eval_logits_fn(ctx)(frozen['base'], trainable, eval_batch))[:real]
     results[label] = (float(loss), jax.device_get(grads), jax.device_get(trainable), logits)
 
   (l1, g1, t1, e1) = results['1 device']

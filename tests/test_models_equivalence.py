@@ -1,12 +1,18 @@
-"""Our Flax models against transformers (PyTorch) on tiny random checkpoints, padded batches."""
+"""Our Flax models against transformers (PyTorch) on tiny random checkpoints, padded batches.
+
+PyTorch (models_testlib) is imported inside the tests, so collecting this file for the fast tier
+does not load it.
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
 
-import models_testlib as lib
+import model_configs as cfg
 from e2urec_jax.models import answer_logits, forward, load_pretrained, save_pretrained
+
+pytestmark = pytest.mark.slow  # compares with PyTorch
 
 TOL = 1e-4
 KINDS = ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa', 'llama:qwen2', 'llama:tied']
@@ -14,12 +20,13 @@ KINDS = ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa', 'llama:qwen2', 'llama:tied']
 
 def _config(kind):
   family, name = kind.split(':')
-  return lib.t5_config(name) if family == 't5' else lib.llama_config(name)
+  return cfg.t5_config(name) if family == 't5' else cfg.llama_config(name)
 
 
 @pytest.fixture(scope='module', params=KINDS)
 def case(request, tmp_path_factory):
   """(kind, torch model, our model, our params, batch) for one checkpoint kind."""
+  import models_testlib as lib
   hf_config = _config(request.param)
   torch_model = lib.torch_model(hf_config)
   path = lib.save_torch(torch_model, tmp_path_factory.mktemp(request.param.replace(':', '_')))
@@ -38,6 +45,7 @@ def _max_diff(model, ours, ref, mask):
 
 
 def test_logits_match_transformers(case):
+  import models_testlib as lib
   kind, torch_model, model, params, (ids, mask, dec) = case
   ref = lib.torch_logits(torch_model, ids, mask, dec)
   ours = forward(model, params, ids, mask, dec)
@@ -74,6 +82,7 @@ def test_answer_logits_equal_gathered_forward(case):
 
 
 def test_saved_by_us_loads_in_transformers_and_back(case, tmp_path):
+  import models_testlib as lib
   kind, torch_model, model, params, (ids, mask, dec) = case
   save_pretrained(model, params, tmp_path)
   family = kind.split(':')[0]

@@ -12,7 +12,7 @@ import pytest
 import transformers
 from safetensors.numpy import load_file, save_file
 
-import models_testlib as lib
+import model_configs as cfg
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import (answer_token_ids, forward, forward_flops, init_params, load_pretrained,
                                model_from_hf_config, save_pretrained, scratch_hf_config)
@@ -22,7 +22,12 @@ from e2urec_jax.models.t5 import relative_position_buckets
 
 @pytest.fixture(scope='module')
 def t5_dir(tmp_path_factory):
-  return lib.save_torch(lib.torch_model(lib.t5_config('v1.1')), tmp_path_factory.mktemp('t5'))
+  """A T5 v1.1 checkpoint in the Hugging Face layout, written by our save_pretrained (no PyTorch; the
+  PyTorch-written ones are test_models_equivalence.py's)."""
+  model = model_from_hf_config(cfg.t5_config('v1.1'))
+  path = str(tmp_path_factory.mktemp('t5'))
+  save_pretrained(model, init_params(model, jax.random.key(0)), path)
+  return path
 
 
 def _copy(src, dst, drop=(), config_update=None):
@@ -91,12 +96,15 @@ def _tiny_tokenizer():
                                               unk_token='<unk>')
 
 
+@pytest.mark.slow
 def test_bf16_storage_loads_and_saves(t5_dir, tmp_path):
+  """Saved bf16 weights load in PyTorch (transformers) as bf16."""
+  import torch
   model, params, _ = load_pretrained(t5_dir, dtype=jnp.bfloat16)
   assert model.dtype == 'bfloat16' and all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
   save_pretrained(model, params, tmp_path)
   back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path)
-  assert back.shared.weight.dtype == __import__('torch').bfloat16
+  assert back.shared.weight.dtype == torch.bfloat16
   model32, _, _ = load_pretrained(t5_dir, dtype=jnp.bfloat16, compute_dtype=jnp.float32)
   assert model32.dtype == 'float32' and model32.param_dtype == 'bfloat16'
 
@@ -108,8 +116,11 @@ def _scratch(family, **kw):
   return s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family,ffp', [('t5', 'relu'), ('t5', 'gated-gelu'), ('llama', 'relu')])
 def test_scratch_model_init_and_save_round_trip(family, ffp, tmp_path):
+  """Our scratch model, saved, gives the same logits in PyTorch (transformers)."""
+  import models_testlib as lib
   hf = scratch_hf_config(_scratch(family, feed_forward_proj=ffp), vocab_size=97, pad_id=0, eos_id=1, bos_id=2,
                          dropout=0.1)
   if family == 't5':
@@ -141,8 +152,8 @@ def test_scratch_llama_rejects_bad_heads():
 def test_model_dropout_only_with_rng(t5_dir):
   model, params, _ = load_pretrained(t5_dir)
   assert model.arch.dropout_rate == 0.1
-  ids, mask = lib.padded_batch(model.arch.vocab_size, length=10)
-  dec = lib.decoder_ids(model.arch.vocab_size)
+  ids, mask = cfg.padded_batch(model.arch.vocab_size, length=10)
+  dec = cfg.decoder_ids(model.arch.vocab_size)
   run = jax.jit(lambda p, rng: forward(model, p, ids, mask, dec, dropout_rng=rng))
   plain = forward(model, params, ids, mask, dec)
   again = forward(model, params, ids, mask, dec)
@@ -165,6 +176,7 @@ def test_attention_dropout_path_matches_fused_path():
   np.testing.assert_allclose(np.asarray(manual), np.asarray(fused), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_relative_position_buckets_match_transformers():
   import torch
   from transformers.models.t5.modeling_t5 import T5Attention

@@ -36,9 +36,9 @@ def run_e2urec(ctx) -> dict:
   import jax
   from e2urec_jax.methods import common
   from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
+  from e2urec_jax.train import inference, steps
   from e2urec_jax.train import mesh as mesh_lib
-  from e2urec_jax.train import steps
-  params = ctx.pretrained_params
+  params = ctx.bundle.pretrained_params
   zero = ctx.zero_adapters(params)
   aug = jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))
   frozen = ctx.put(frozen_teachers(ctx.base_dtype(params), ctx.put_frozen(aug), ctx.put_frozen(zero)))
@@ -54,9 +54,9 @@ def run_e2urec(ctx) -> dict:
     batch = mesh_lib.put_batch(common.paired_batch(ctx.data, retain[rows], forget[rows]), ctx.mesh)
     trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch, jax.random.key(s), hp)
     losses.append(float(metrics['loss']))
-  logits_fn = common.eval_logits_fn(ctx)
+  logits_fn = inference.eval_logits_fn(ctx)
   logits = [np.asarray(logits_fn(frozen['base'], trainable, batch))[:real]
-            for batch, real in common.iterate_eval(ctx, 'test', np.arange(EVAL_ROWS), batch_size=16)]
+            for batch, real in inference.iterate_eval(ctx, 'test', np.arange(EVAL_ROWS), batch_size=16)]
   out = {'loss': np.asarray(losses), 'logits': np.concatenate(logits)}
   for i, leaf in enumerate(jax.tree.leaves(jax.device_get(trainable))):
     out[f'adapter_{i}'] = np.asarray(leaf)
@@ -71,14 +71,15 @@ def worker(process_id: int, port: int, workdir: str, out_dir: str):
   distributed.add_xla_flag(distributed.CPU_MODEL_AXIS_FLAG)  # what the CLI adds for model_axis > 1
   import jax
   from conftest import CACHE  # the tests' persistent compilation cache
-  from e2urec_jax.train.context import Context
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
   from e2urec_jax.train import mesh as mesh_lib
   jax.config.update('jax_compilation_cache_dir', CACHE)
   assert distributed.initialize(f'localhost:{port}', num_processes=2, process_id=process_id)
   assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
   for model_axis in MODEL_AXES:
     t = time.perf_counter()
-    ctx = Context(_config(model_axis), workdir)  # process 0 prepares the data, then process 1 reads it
+    ctx = open_run(_config(model_axis), run_paths(workdir))  # process 0 prepares the data, then process 1 reads it
     assert dict(ctx.mesh.shape) == {'data': 4 // model_axis, 'model': model_axis}
     assert mesh_lib.process_rows(8, ctx.mesh) == slice(4 * process_id, 4 * process_id + 4)  # its own half
     out = run_e2urec(ctx)
@@ -104,6 +105,7 @@ def _assert_close(got: dict, want: dict, what: str):
     np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5, err_msg=f'{what}: {k}')
 
 
+@pytest.mark.slow
 def test_two_processes_agree_with_one(tmp_path):
   workdir, out_dir = str(tmp_path / 'work'), str(tmp_path / 'out')
   os.makedirs(out_dir)
@@ -128,10 +130,9 @@ def test_two_processes_agree_with_one(tmp_path):
   # The reference: this process, one device, the same data and start (the workers wrote them).
   import jax
   from e2urec_jax.train import mesh as mesh_lib
-  from e2urec_jax.train.context import Context
-  ctx = Context(_config(1), workdir)
-  ctx.mesh = mesh_lib.make_mesh(1, devices=jax.devices()[:1])
-  ctx.num_devices = 1
+  from e2urec_jax.train.context import open_run
+  from e2urec_jax.train.paths import run_paths
+  ctx = open_run(_config(1), run_paths(workdir), mesh=mesh_lib.make_mesh(1, devices=jax.devices()[:1]))
   want = run_e2urec(ctx)
   for model_axis in MODEL_AXES:
     for pid in range(2):

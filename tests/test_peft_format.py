@@ -1,5 +1,9 @@
 """PEFT adapter folders both ways: ours -> peft.PeftModel (PyTorch) and peft's -> ours, same logits;
-and the one-line refusals of folders that are not plain LoRA for this model."""
+and the one-line refusals of folders that are not plain LoRA for this model.
+
+The comparisons with peft (PyTorch) are slow-tier tests that import it themselves; the refusals
+and the round trip run in the fast tier without it.
+"""
 import json
 import os
 import shutil
@@ -7,14 +11,12 @@ import shutil
 import jax
 import numpy as np
 import optax
-import peft
 import pytest
-import torch
 import transformers
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-import models_testlib as lib
+import model_configs as cfg
 from e2urec_jax import losses
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import answer_logits, init_params, load_pretrained, lora, model_from_hf_config, save_pretrained
@@ -27,14 +29,14 @@ LLAMA_ALL = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'do
 
 def _hf_config(kind):
   family, name = kind.split(':')
-  return lib.t5_config(name) if family == 't5' else lib.llama_config(name)
+  return cfg.t5_config(name) if family == 't5' else cfg.llama_config(name)
 
 
 def _batch(hf_config, family):
   """Right-padded prompts; answer positions: 3 decoder steps (T5) or the last 3 prompt tokens."""
-  ids, mask = lib.padded_batch(hf_config.vocab_size, length=16)
+  ids, mask = cfg.padded_batch(hf_config.vocab_size, length=16)
   if family == 't5':
-    dec = lib.decoder_ids(hf_config.vocab_size, length=3)
+    dec = cfg.decoder_ids(hf_config.vocab_size, length=3)
     return {'input_ids': ids, 'attention_mask': mask, 'decoder_input_ids': dec,
             'answer_positions': np.tile(np.arange(3, dtype=np.int32), (ids.shape[0], 1))}
   positions = mask.sum(1)[:, None] - 3 + np.arange(3)[None]  # [batch, 3]
@@ -42,6 +44,7 @@ def _batch(hf_config, family):
 
 
 def _torch_answer_logits(torch_model, batch):
+  import torch
   kwargs = {k: torch.tensor(np.asarray(batch[k]), dtype=torch.long)
             for k in ('input_ids', 'attention_mask', 'decoder_input_ids') if k in batch}
   with torch.no_grad():
@@ -77,8 +80,11 @@ EXPORT_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,targets', EXPORT_CASES, ids=lambda x: x if isinstance(x, str) else ','.join(x or ()))
 def test_exported_adapters_load_in_peft_with_our_logits(kind, targets, tmp_path):
+  import models_testlib as lib
+  import peft
   hf_config = _hf_config(kind)
   model, params, _ = load_pretrained(lib.save_torch(lib.torch_model(hf_config), tmp_path / 'hf'))
   targets = targets or lora.default_targets(model.family)
@@ -120,8 +126,12 @@ REVERSE_CASES = [  # (kind, LoraConfig arguments, our run's targets, our run's a
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind,peft_args,targets,alpha', REVERSE_CASES, ids=[c[0] for c in REVERSE_CASES])
 def test_peft_adapters_load_here_with_peft_logits(kind, peft_args, targets, alpha, tmp_path):
+  import models_testlib as lib
+  import peft
+  import torch
   hf_config = _hf_config(kind)
   torch_base = lib.torch_model(hf_config)
   model, params, _ = load_pretrained(lib.save_torch(torch_base, tmp_path / 'hf'))
@@ -155,7 +165,7 @@ def test_peft_adapters_load_here_with_peft_logits(kind, peft_args, targets, alph
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
   """(model, params, adapters, folder): q,v adapters (r=4, alpha=8, B non-zero) of a tiny T5, exported."""
-  model = lora.configure(model_from_hf_config(lib.t5_config('v1.0')), r=4, alpha=8)
+  model = lora.configure(model_from_hf_config(cfg.t5_config('v1.0')), r=4, alpha=8)
   params = init_params(model, jax.random.key(0))
   adapters = lora.init_adapters(params, jax.random.key(1), 4, ('q', 'v'))
   adapters = jax.tree.map(lambda x: x + 0.1, adapters)

@@ -2,8 +2,9 @@
 same command again, ends with the weights of an uninterrupted run; two runs with the same config
 and seed give the same metrics and weights; a checkpoint of another base is refused at the CLI.
 
-`train` on demo:test for 12 steps with a checkpoint every 4, as subprocesses. The kills use the
-test hooks of e2urec_jax/train/checkpoint.py (E2UREC_TEST_KILL_AT_STEP, E2UREC_TEST_KILL_IN_SAVE).
+`train` on demo:test for 12 steps with a checkpoint every 4, as subprocesses. The kills are the
+callbacks of tests/fault_hooks.py, passed in by tests/fault_cli.py (E2UREC_TEST_KILL_AT_STEP,
+E2UREC_TEST_KILL_IN_SAVE).
 Processes that do not depend on each other run at the same time.
 """
 import json
@@ -18,12 +19,16 @@ import pytest
 
 from conftest import CACHE, REPO
 
+pytestmark = pytest.mark.slow  # end to end, in subprocesses
+
+FAULT_CLI = os.path.join(REPO, 'tests', 'fault_cli.py')  # the CLI with tests/fault_hooks.py's hooks
+
 ARGS = ['train', '--config=configs/demo.py:test', '--config.progress=False', f'--config.jax_cache_dir={CACHE}',
         '--config.train.max_steps=12', '--config.checkpoint.every_steps=4', '--config.data.num_samples=600']
 
 
 def _start(workdir, env=None):
-  return subprocess.Popen([sys.executable, '-m', 'e2urec_jax', *ARGS, f'--workdir={workdir}'], cwd=REPO, text=True,
+  return subprocess.Popen([sys.executable, FAULT_CLI, *ARGS, f'--workdir={workdir}'], cwd=REPO, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
 

@@ -28,7 +28,8 @@ TINY = ['--config=configs/demo.py:test', '--config.progress=False', f'--config.j
 
 
 def _start(args, env=None):
-  return subprocess.Popen([sys.executable, '-m', 'e2urec_jax', *args], cwd=REPO, text=True,
+  """The CLI (tests/fault_cli.py: with the fault hooks of `env`, tests/fault_hooks.py)."""
+  return subprocess.Popen([sys.executable, os.path.join(REPO, 'tests', 'fault_cli.py'), *args], cwd=REPO, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
 
@@ -94,6 +95,7 @@ def cli(tmp_path_factory):
   return results, paths
 
 
+@pytest.mark.slow
 def test_malformed_rating_line_keeps_earlier_data(cli):
   results, paths = cli
   _one_line_error(results['malformed'], 'u.data line 7', 'expected 4 fields', 'fix or remove that line')
@@ -102,6 +104,7 @@ def test_malformed_rating_line_keeps_earlier_data(cli):
   assert not [p for p in os.listdir(prepared) if p.startswith('.tmp')]
 
 
+@pytest.mark.slow
 def test_wrong_separator_names_both_separators(cli):
   results, paths = cli
   _one_line_error(results['separator'], 'u.data line 1', "','-separated", "write the file with '\\t'")
@@ -118,22 +121,26 @@ def test_wrong_separator_in_a_csv_table(tmp_path):
     tabular.read_tabular(c)
 
 
+@pytest.mark.slow
 def test_forget_fraction_outside_unit_interval_writes_nothing(cli):
   results, paths = cli
-  _one_line_error(results['fraction'], 'config.data.forget_fraction=1.5', 'strictly between 0 and 1')
+  _one_line_error(results['fraction'], 'config.data.forget_fraction=1.5', 'a finite number > 0 and < 1')
   assert _tree(paths['root'] / 'frac') == []
 
 
+@pytest.mark.slow
 def test_unknown_key_in_saved_config(cli):
   results, _ = cli
   _one_line_error(results['saved_config'], "unknown config key 'trian'", 'remove it or fix its name')
 
 
+@pytest.mark.slow
 def test_workdir_not_writable(cli):
   results, _ = cli
   _one_line_error(results['not_writable'], 'is not writable', 'pass a --workdir you can write to')
 
 
+@pytest.mark.slow
 def test_tokenizer_larger_than_model_vocab(cli):
   results, paths = cli
   _one_line_error(results['vocab'], 'vocab_size 50', 'use the tokenizer that belongs to the model')
@@ -141,6 +148,7 @@ def test_tokenizer_larger_than_model_vocab(cli):
   assert not os.path.exists(work / 'models') and not os.path.exists(work / 'phases')
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(cli):
   """A NaN learning rate at step 6 makes the weights NaN: step 7's loss is the first non-finite one."""
   results, paths = cli
@@ -156,7 +164,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(cli):
 
 
 # ------------------------------------------------------------------ in-process: a toy phase
-def _toy_phase(phase_dir, num_steps, *, lr=0.1, every=4, loss='square', start=0.5):
+def _toy_phase(phase_dir, num_steps, *, lr=0.1, every=4, loss='square', start=0.5, callbacks=()):
   """run_phase on a 3-parameter model: compiles in milliseconds, exercises the real loop and orbax."""
   from e2urec_jax.config import default_config
   from e2urec_jax.train import mesh as mesh_lib
@@ -177,7 +185,7 @@ def _toy_phase(phase_dir, num_steps, *, lr=0.1, every=4, loss='square', start=0.
       trainable={'w': jnp.full((3,), start)}, opt_state={'count': jnp.zeros(())}, frozen={},
       batch_for_step=lambda s: {'x': np.ones((jax.device_count(), 2), np.float32)},
       hparams_for_step=lambda s: {'lr': lr}, num_steps=num_steps, examples_per_step=1, mesh=mesh,
-      base_sha256='toy', seed=0)
+      base_sha256='toy', seed=0, callbacks=callbacks)
 
 
 def test_real_nan_stops_the_phase_and_no_nan_checkpoint_is_written(tmp_path):
@@ -188,23 +196,15 @@ def test_real_nan_stops_the_phase_and_no_nan_checkpoint_is_written(tmp_path):
   assert sorted(os.listdir(tmp_path / 'ckpt')) == ['4']
 
 
-def test_disk_full_on_checkpoint_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-  """ENOSPC inside orbax's save (the commit of the written folder) at step 8: step 4 stays, nothing partial."""
-  from orbax.checkpoint._src.path import atomicity
+def test_disk_full_on_checkpoint_save_keeps_previous_checkpoint(tmp_path):
+  """ENOSPC inside orbax's save (the commit of the written folder) at step 8: step 4 stays, nothing partial.
+  The failing commit is orbax's own through its public temporary_path_class option (tests/fault_hooks.py)."""
+  from fault_hooks import Faults
   from e2urec_jax.train.checkpoint import ResumeCheckpoints
-  real = atomicity.AtomicRenameTemporaryPath.finalize
-
-  async def full_disk(self, *args, **kwargs):
-    if os.path.basename(str(self.get_final())) == '8':  # the save of step 4 goes through
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return await real(self, *args, **kwargs)
-
-  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, 'finalize', full_disk)
   with pytest.raises(UserError, match=r'checkpoint save at step 8 failed .*No space left on device; free disk space '
                                       r'and rerun the same command \(the previous checkpoint, step 4, is intact\)'):
-    _toy_phase(tmp_path, 12)
+    _toy_phase(tmp_path, 12, callbacks=[Faults(disk_full_at='toy:8')])
   assert sorted(os.listdir(tmp_path / 'ckpt')) == ['4']  # no temp folder of step 8 left behind
-  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, 'finalize', real)
   ckpt = ResumeCheckpoints(str(tmp_path / 'ckpt'), max_to_keep=2, base_sha256='toy')
   state, meta = ckpt.restore({'trainable': {'w': np.zeros(3, np.float32)}, 'opt_state': {'count': np.zeros(())}})
   ckpt.close()

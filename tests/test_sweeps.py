@@ -5,31 +5,35 @@ from conftest import load_config
 
 
 def test_rows_expand_sweeps_ablations_and_seeds():
-  from e2urec_jax.methods import registry
+  from e2urec_jax.methods import runner
   config = load_config('configs/demo.py')
   config.unlearn.methods = 'e2urec,neggrad,sisa'
   config.sweep.alphas = '1,4'
   config.sweep.ws = '0.3'
   config.sweep.ablations = 'no_forget_teacher,no_remember_teacher'
   config.sweep.seeds = '7'
-  rows = registry.rows(config)
-  names = [r[0] for r in rows]
+  rows = runner.rows(config)
+  names = [r.name for r in rows]
   assert names == ['e2urec', 'neggrad', 'sisa', 'e2urec[alpha=1]', 'e2urec[alpha=4]', 'e2urec[w=0.3]',
                    'e2urec[no_forget_teacher]', 'e2urec[no_remember_teacher]', 'e2urec[seed=7]', 'neggrad[seed=7]']
-  assert dict((r[0], r[2]) for r in rows)['e2urec[no_forget_teacher]'] == {'use_forget_teacher': False}
+  by_name = {r.name: r for r in rows}
+  assert dict(by_name['e2urec[no_forget_teacher]'].overrides) == {'use_forget_teacher': False}
+  assert by_name['e2urec[seed=7]'].seed == 7 and by_name['e2urec[alpha=4]'].overrides == (('alpha', 4.0),)
+  section = runner.section_of(config, 'e2urec', by_name['e2urec[alpha=4]'].overrides)
+  assert section.alpha == 4.0 and config.unlearn.e2urec.alpha == 2.0  # a copy: the config is untouched
 
 
 def test_unknown_method_or_ablation_is_refused():
   from e2urec_jax.errors import UserError
-  from e2urec_jax.methods import registry
+  from e2urec_jax.methods import runner
   config = load_config('configs/demo.py')
   config.unlearn.methods = 'e2urec,forget_everything'
   with pytest.raises(UserError, match='unknown method'):
-    registry.rows(config)
+    runner.rows(config)
   config.unlearn.methods = 'e2urec'
   config.sweep.ablations = 'no_teachers'
   with pytest.raises(UserError, match='unknown'):
-    registry.rows(config)
+    runner.rows(config)
 
 
 def test_seed_rows_fold_into_mean_and_spread():

@@ -9,7 +9,6 @@ _EXPORTS = {
     'prepare': 'e2urec_jax.data.prepare',
     'load_tokenized': 'e2urec_jax.data.tokens',
     'make_batch': 'e2urec_jax.data.tokens',
-    'iterate_batches': 'e2urec_jax.data.tokens',
     'TokenizedData': 'e2urec_jax.data.tokens',
     'SplitArrays': 'e2urec_jax.data.tokens',
     'load_tokenizer': 'e2urec_jax.data.tokenizer',

@@ -17,27 +17,27 @@ from e2urec_jax.errors import UserError
 COLUMNS = ('profile', 'history_titles', 'history_ratings', 'target_title')
 
 
-def fit_prompts(batch: dict, tok, template, family: str, specials: dict, max_len: int) -> dict:
+def fit_prompts(batch: dict, tok, template, layout: str, specials: dict, max_len: int) -> dict:
   """One `datasets.map` batch: {'input_ids', 'prompt', 'history_shown'} with every prompt <= max_len tokens."""
   n = len(batch['target_title'])
   rows = [(batch['profile'][i], list(batch['history_titles'][i]), list(batch['history_ratings'][i]),
            batch['target_title'][i]) for i in range(n)]
   texts = [template.render(p, t, r, target) for p, t, r, target in rows]
-  ids = tokenizer_lib.encode_texts(tok, texts, family, specials)
+  ids = tokenizer_lib.encode_texts(tok, texts, layout, specials)
   shown = [len(r[1]) for r in rows]
   for i in (i for i in range(n) if len(ids[i]) > max_len):
-    texts[i], ids[i], shown[i] = _shorten(rows[i], tok, template, family, specials, max_len)
+    texts[i], ids[i], shown[i] = _shorten(rows[i], tok, template, layout, specials, max_len)
   return {'input_ids': ids, 'prompt': texts, 'history_shown': shown}
 
 
-def _shorten(row, tok, template, family, specials, max_len):
+def _shorten(row, tok, template, layout, specials, max_len):
   """(text, ids, history items shown) of the longest version of `row` that fits."""
   profile, titles, ratings, target = row
   # Keep the k most recent history items, for the largest k that fits (one batched tokenizer call).
   candidates = [template.render(profile, titles[len(titles) - k:], ratings[len(ratings) - k:], target)
                 for k in range(len(titles) - 1, -1, -1)]
   for k, text, ids in zip(range(len(titles) - 1, -1, -1), candidates,
-                          tokenizer_lib.encode_texts(tok, candidates, family, specials)):
+                          tokenizer_lib.encode_texts(tok, candidates, layout, specials)):
     if len(ids) <= max_len:
       return text, ids, k
   # No history fits: cut the profile to its longest word prefix that fits (binary search).
@@ -46,19 +46,19 @@ def _shorten(row, tok, template, family, specials, max_len):
   while lo <= hi:
     mid = (lo + hi) // 2
     text = template.render(' '.join(words[:mid]), [], [], target)
-    ids = tokenizer_lib.encode_texts(tok, [text], family, specials)[0]
+    ids = tokenizer_lib.encode_texts(tok, [text], layout, specials)[0]
     if len(ids) <= max_len:
       best, lo = (text, ids, 0), mid + 1
     else:
       hi = mid - 1
   if best is None:
-    need = len(tokenizer_lib.encode_texts(tok, [template.render('', [], [], target)], family, specials)[0])
+    need = len(tokenizer_lib.encode_texts(tok, [template.render('', [], [], target)], layout, specials)[0])
     raise UserError(f'the target item {target[:60]!r} and the question alone need {need} tokens, more than '
                     f'config.data.max_input_length={max_len}; raise --config.data.max_input_length')
   return best
 
 
-def encode_frame(frame, tok, template, *, family: str, specials: dict, max_len: int, cache_file: str,
+def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: int, cache_file: str,
                  progress: bool, desc: str) -> dict:
   """Tokenises a split's prompt pieces with `datasets.map` (cached at cache_file).
 
@@ -70,11 +70,11 @@ def encode_frame(frame, tok, template, *, family: str, specials: dict, max_len: 
   features = datasets.Features({'input_ids': datasets.Sequence(datasets.Value('int32')),
                                 'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32')})
   # The tokenizer is not hashed (slow for big vocabularies): the cache lives in this preparation's own folder.
-  fingerprint = hashlib.sha256(repr((desc, len(frame), max_len, family, template, specials)).encode()).hexdigest()[:16]
+  fingerprint = hashlib.sha256(repr((desc, len(frame), max_len, layout, template, specials)).encode()).hexdigest()[:16]
   ds = datasets.Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), preserve_index=False)
   ds = ds.map(fit_prompts, batched=True, batch_size=1000, remove_columns=list(COLUMNS), features=features,
               cache_file_name=cache_file, desc=desc, new_fingerprint=fingerprint,
-              fn_kwargs=dict(tok=tok, template=template, family=family, specials=specials, max_len=max_len))
+              fn_kwargs=dict(tok=tok, template=template, layout=layout, specials=specials, max_len=max_len))
   column = ds.data.column('input_ids').combine_chunks()  # pyarrow list<int32>, one row per prompt
   lengths = column.value_lengths().to_numpy().astype(np.int32)
   out = np.full((len(ds), max_len), specials['pad_id'], np.int32)  # [N, max_input_length]

@@ -16,6 +16,7 @@ import pandas as pd
 from e2urec_jax import runtime
 from e2urec_jax.data import encode, protocol, readers
 from e2urec_jax.data import tokenizer as tokenizer_lib
+from e2urec_jax.data.layouts import ENCODER_DECODER
 from e2urec_jax.data.prompts import NO, YES, Template
 from e2urec_jax.data.sources import sha256_file
 from e2urec_jax.data.tokens import SplitArrays, save_split
@@ -72,30 +73,30 @@ def prepare(config, workdir: str) -> dict:
 
 def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   d, progress = config.data, bool(config.progress)
-  family, decoder_start = tokenizer_lib.resolve_family(config.model)
+  layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
   raw = readers.read_source(config, out)
   splits = protocol.apply_protocol(raw.ratings, d, int(config.seed))
-  template = Template(family, raw.item_noun, raw.verb, raw.rating_scale)
+  template = Template(layout, raw.item_noun, raw.verb, raw.rating_scale)
   frames = {name: _with_text(df, raw) for name, df in splits.samples.items()}
 
   if tok_out is not None:
     texts = (template.render(*row) for f in frames.values()
              for row in zip(f['profile'], f['history_titles'], f['history_ratings'], f['target_title']))
-    tok = tokenizer_lib.train_tokenizer(_with_answers(texts, family), config.model.tokenizer_vocab_size,
-                                        family, progress)
+    tok = tokenizer_lib.train_tokenizer(_with_answers(texts, layout), config.model.tokenizer_vocab_size,
+                                        layout, progress)
     tok.save_pretrained(tok_out)
   else:
     tok = tokenizer_lib.load_tokenizer(config.model, workdir)
-  specials = tokenizer_lib.special_ids(tok, family, decoder_start)
+  specials = tokenizer_lib.special_ids(tok, layout, decoder_start)
   first = frames['train'].iloc[0]
   sample_prompt = template.render(first['profile'], first['history_titles'], first['history_ratings'],
                                   first['target_title'])
-  answers = tokenizer_lib.answer_ids(tok, family, specials, sample_prompt, YES, NO)
+  answers = tokenizer_lib.answer_ids(tok, layout, specials, sample_prompt, YES, NO)
 
   max_len = int(d.max_input_length)
   stats, shown_stats = {}, {}
   for name, frame in frames.items():
-    enc = encode.encode_frame(frame, tok, template, family=family, specials=specials, max_len=max_len,
+    enc = encode.encode_frame(frame, tok, template, layout=layout, specials=specials, max_len=max_len,
                               cache_file=os.path.join(out, 'hf_cache', f'{name}.arrow'), progress=progress,
                               desc=f'tokenising {name}')
     stats[name] = encode.length_stats(enc['prompt_len'])
@@ -107,7 +108,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   stats['all'] = encode.length_stats(all_lengths)
 
   answer_len = max(len(v) for v in answers['answers'].values())
-  longest = max_len if family == 't5' else max_len + answer_len - 1
+  longest = max_len if layout == ENCODER_DECODER else max_len + answer_len - 1
   buckets = sorted({int(x) for x in d.bucket_lengths})
   if not buckets or buckets[-1] < longest:  # every batch must fit some bucket
     buckets.append(-(-longest // 8) * 8)
@@ -136,9 +137,9 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
       'token_lengths': stats,
       'history_shown': shown_stats,
       'tokenizer_sha256': _tokenizer_sha256(tok_out) if tok_out else None,
-      'family': family,
+      'layout': layout,
       'yes_id': answers['yes_id'], 'no_id': answers['no_id'],
-      'tokens': {'family': family, **answers, **specials, 'bucket_lengths': buckets, 'vocab_size': len(tok),
+      'tokens': {'layout': layout, **answers, **specials, 'bucket_lengths': buckets, 'vocab_size': len(tok),
                  'max_input_length': max_len, 'forget_users': [int(u) for u in splits.forget_users]},
       'example_prompt': sample_prompt,
   }
@@ -159,11 +160,11 @@ def _with_text(samples: pd.DataFrame, raw) -> pd.DataFrame:
   return out
 
 
-def _with_answers(texts, family: str):
+def _with_answers(texts, layout: str):
   """The prompts, then the answers as the model reads them (so they are whole tokens)."""
   yield from texts
   for _ in range(50):
-    yield f'{YES} {NO}' if family == 't5' else f'Answer: {YES} Answer: {NO}'
+    yield f'{YES} {NO}' if layout == ENCODER_DECODER else f'Answer: {YES} Answer: {NO}'
 
 
 def _write_split(out: str, name: str, frame: pd.DataFrame, enc: dict, template: Template) -> None:
@@ -196,6 +197,6 @@ def _print_summary(m: dict, workdir: str) -> None:
   print(f"prompt tokens min/mean/p50/p95/max: {s['min']}/{s['mean']}/{s['p50']:g}/{s['p95']:g}/{s['max']} "
         f"(max_input_length {m['tokens']['max_input_length']}; history shortened in {truncated} prompts); "
         f"positive rate train {m['label_positive_rate']['train']:.3f}")
-  print(f"family {m['family']}, yes/no ids {m['yes_id']}/{m['no_id']}, vocab {m['tokens']['vocab_size']}, "
+  print(f"layout {m['layout']}, yes/no ids {m['yes_id']}/{m['no_id']}, vocab {m['tokens']['vocab_size']}, "
         f"bucket lengths {tuple(m['tokens']['bucket_lengths'])}; "
         f"wrote {workdir}/data in {m['elapsed_s']:.1f} s")

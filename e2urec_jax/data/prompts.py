@@ -7,6 +7,8 @@ first) and then profile words, and never touch the target or the question.
 """
 import dataclasses
 
+from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER
+
 YES, NO = 'Yes.', 'No.'
 ANSWER_CUE = '\nAnswer:'  # Decoder-only prompts end with it; the answer follows after a space.
 
@@ -33,8 +35,8 @@ def stars(rating: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Template:
-  """Renders prompts and answers for one data set and model family ('t5' or 'llama')."""
-  family: str = 't5'
+  """Renders prompts and answers for one data set and layout ('encoder-decoder' or 'decoder-only')."""
+  layout: str = ENCODER_DECODER
   item_noun: str = 'movie'
   verb: str = 'watched'
   rating_scale: int = 5
@@ -55,7 +57,7 @@ class Template:
     """The fixed tail: never truncated."""
     text = (f'Based on the {self.plural} the user has {self.verb}, deduce if the user will like the '
             f'{self.item_noun} ***{target_title}***. You should ONLY tell me yes or no.')
-    return text + ANSWER_CUE if self.family == 'llama' else text
+    return text + ANSWER_CUE if self.layout == DECODER_ONLY else text
 
   def render(self, profile: str, titles, ratings, target_title: str) -> str:
     parts = [profile.strip(), self.history_text(titles, ratings), self.question(target_title)]

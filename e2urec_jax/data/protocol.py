@@ -1,4 +1,4 @@
-"""The paper's sample protocol (ReLLa / E2URec original code), as DESIGN.md states it.
+"""The paper's sample protocol (ReLLa / E2URec original code): samples, splits, forget set, shards.
 
 1. label = rating > label_threshold;
 2. all ratings in global order by (timestamp, user, item); a sample's history is the

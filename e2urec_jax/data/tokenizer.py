@@ -1,4 +1,4 @@
-"""Which tokenizer, which model family, and the answer token ids both derive from.
+"""Which tokenizer, which layout (encoder-decoder or decoder-only), and the answer token ids.
 
 config.model.tokenizer == 'train' builds a small BPE tokenizer on the prompts (scratch
 models: a pretrained vocabulary would be mostly unused rows); otherwise the model's own
@@ -10,19 +10,20 @@ one vocabulary and two in another.
 import os
 import string
 
+from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
 PAD, EOS, UNK, BOS = '<pad>', '</s>', '<unk>', '<s>'
 T5_TYPES = ('t5', 'mt5', 'umt5')
 
 
-def resolve_family(model_cfg) -> tuple[str, int | None]:
-  """('t5' | 'llama', the model's decoder_start_token_id or None) for config.model."""
+def resolve_layout(model_cfg) -> tuple[str, int | None]:
+  """(layout, the model's decoder_start_token_id or None) for config.model."""
   if not model_cfg.name_or_path:
     family = model_cfg.scratch.family
     if family not in ('t5', 'llama'):
       raise UserError(f"config.model.scratch.family={family!r}: use 't5' or 'llama'")
-    return family, None
+    return of_family(family), None
   from transformers import AutoConfig
   try:
     hf = AutoConfig.from_pretrained(model_cfg.name_or_path)
@@ -30,14 +31,14 @@ def resolve_family(model_cfg) -> tuple[str, int | None]:
     raise UserError(f'cannot read the model config of {model_cfg.name_or_path!r} ({type(e).__name__}); pass '
                     '--config.model.name_or_path=<local folder with config.json>, or "" for a scratch model')
   if hf.model_type in T5_TYPES:
-    return 't5', getattr(hf, 'decoder_start_token_id', None)
+    return ENCODER_DECODER, getattr(hf, 'decoder_start_token_id', None)
   if getattr(hf, 'is_encoder_decoder', False):
     raise UserError(f'{model_cfg.name_or_path}: encoder-decoder model_type {hf.model_type!r} is not supported; '
                     f'use one of {", ".join(T5_TYPES)} or a decoder-only (Llama-style) model')
-  return 'llama', None
+  return DECODER_ONLY, None
 
 
-def train_tokenizer(texts, vocab_size: int, family: str, progress: bool = False):
+def train_tokenizer(texts, vocab_size: int, layout: str, progress: bool = False):
   """A BPE tokenizer (whitespace + punctuation pre-tokenizer) trained on `texts`, as a transformers tokenizer."""
   from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
   from transformers import PreTrainedTokenizerFast
@@ -48,7 +49,7 @@ def train_tokenizer(texts, vocab_size: int, family: str, progress: bool = False)
                                 initial_alphabet=alphabet, show_progress=progress)
   tok.train_from_iterator(texts, trainer)
   # Plain tokenizer(text) calls outside this package add the same ends as encode_prompt does.
-  if family == 't5':
+  if layout == ENCODER_DECODER:
     tok.post_processor = processors.TemplateProcessing(single=f'$A {EOS}', special_tokens=[(EOS, 1)])
   else:
     tok.post_processor = processors.TemplateProcessing(single=f'{BOS} $A', special_tokens=[(BOS, 3)])
@@ -76,38 +77,38 @@ def load_tokenizer(model_cfg, workdir: str):
                     'in --config.model.name_or_path (or --config.model.tokenizer)')
 
 
-def special_ids(tok, family: str, decoder_start: int | None = None) -> dict:
+def special_ids(tok, layout: str, decoder_start: int | None = None) -> dict:
   """pad/eos/bos/decoder-start ids. Decoder-only models without a pad token pad with eos."""
   eos = tok.eos_token_id
   if eos is None:
     raise UserError(f'tokenizer {tok.name_or_path!r} defines no end-of-sequence token; answers need one')
   pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-  bos = tok.bos_token_id if family == 'llama' else None  # T5 inputs never start with bos
+  bos = tok.bos_token_id if layout == DECODER_ONLY else None  # encoder inputs never start with bos
   start = pad if decoder_start is None else decoder_start  # T5 starts decoding from pad
   return {'pad_id': int(pad), 'eos_id': int(eos), 'bos_id': None if bos is None else int(bos),
-          'decoder_start_id': int(start) if family == 't5' else int(pad)}
+          'decoder_start_id': int(start) if layout == ENCODER_DECODER else int(pad)}
 
 
-def encode_texts(tok, texts, family: str, specials: dict) -> list[list[int]]:
-  """Token ids as the model reads them: T5 text + eos; decoder-only bos (if any) + text."""
+def encode_texts(tok, texts, layout: str, specials: dict) -> list[list[int]]:
+  """Token ids as the model reads them: encoder-decoder text + eos; decoder-only bos (if any) + text."""
   ids = tok(list(texts), add_special_tokens=False)['input_ids']
-  if family == 't5':
+  if layout == ENCODER_DECODER:
     return [x + [specials['eos_id']] for x in ids]
   if specials['bos_id'] is not None:
     return [[specials['bos_id']] + x for x in ids]
   return ids
 
 
-def answer_ids(tok, family: str, specials: dict, sample_prompt: str, yes: str, no: str) -> dict:
+def answer_ids(tok, layout: str, specials: dict, sample_prompt: str, yes: str, no: str) -> dict:
   """{'answers': {'yes': ids, 'no': ids}, 'yes_id', 'no_id'}: answer ids end with eos.
 
-  T5: the ids of the answer text alone. Decoder-only: the ids that follow the prompt in
+  Encoder-decoder: the ids of the answer text alone. Decoder-only: the ids that follow the prompt in
   tokenizer(prompt + ' ' + answer) (the leading space belongs to the answer's first token).
   """
   eos = specials['eos_id']
   out = {}
   for name, text in (('yes', yes), ('no', no)):
-    if family == 't5':
+    if layout == ENCODER_DECODER:
       ids = tok(text, add_special_tokens=False)['input_ids']
     else:
       prompt_ids = tok(sample_prompt, add_special_tokens=False)['input_ids']

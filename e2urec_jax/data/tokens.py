@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from e2urec_jax import runtime
+from e2urec_jax.data.layouts import ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
 TRAIN_ONLY = ('is_forget', 'sisa_shard', 'receraser_shard')
@@ -34,7 +35,7 @@ class SplitArrays:
 @dataclasses.dataclass
 class TokenizedData:
   """Everything a step needs from the data; the first rows are the contract, the rest are conveniences."""
-  family: str  # 't5' | 'llama': prompt template and batch layout
+  layout: str  # 'encoder-decoder' | 'decoder-only' (data/layouts.py): prompt template and batch layout
   splits: dict  # 'train' | 'valid' | 'test' -> SplitArrays
   answers: dict  # {'yes': [int], 'no': [int]}: answer text + end token
   yes_id: int  # first answer token
@@ -47,17 +48,6 @@ class TokenizedData:
   vocab_size: int = 0  # len(tokenizer): the embedding rows a scratch model needs
   max_input_length: int = 0
   forget_users: np.ndarray | None = None  # sorted user ids of the forget set
-
-  def subset(self, name: str) -> tuple[str, np.ndarray]:
-    """(split, row indices) of 'train' | 'valid' | 'test' | 'forget' | 'retain'."""
-    if name in self.splits:
-      return name, np.arange(len(self.splits[name]))
-    train = self.splits['train']
-    if name == 'forget':
-      return 'train', np.flatnonzero(train.is_forget)
-    if name == 'retain':
-      return 'train', np.flatnonzero(~train.is_forget)
-    raise KeyError(f'unknown subset {name!r}: train, valid, test, forget or retain')
 
 
 def save_split(directory: str, arrays: SplitArrays) -> None:
@@ -87,7 +77,8 @@ def load_tokenized(workdir: str) -> TokenizedData:
         raise UserError(f'{path} is missing; rerun `prepare` (delete {data_dir} to force it)')
     splits[split] = SplitArrays(**values)
   return TokenizedData(
-      family=meta['family'], splits=splits, answers={k: list(v) for k, v in meta['answers'].items()},
+      layout=meta['layout'] if 'layout' in meta else of_family(meta['family']),  # (older manifests: family)
+      splits=splits, answers={k: list(v) for k, v in meta['answers'].items()},
       yes_id=meta['yes_id'], no_id=meta['no_id'], pad_id=meta['pad_id'], decoder_start_id=meta['decoder_start_id'],
       bucket_lengths=tuple(meta['bucket_lengths']), eos_id=meta['eos_id'], bos_id=meta['bos_id'],
       vocab_size=meta['vocab_size'], max_input_length=meta['max_input_length'],
@@ -109,7 +100,7 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
   b = n if batch_size is None else int(batch_size)
   if b < n or b == 0:
     raise ValueError(f'batch_size {batch_size} must be >= len(indices) = {n} and > 0')
-  pad, t5 = data.pad_id, data.family == 't5'
+  pad, encoder_decoder = data.pad_id, data.layout == ENCODER_DECODER
   yes, no = data.answers['yes'], data.answers['no']
   a = max(len(yes), len(no))
   table = np.full((2, a), pad, np.int32)  # row 0 = No, row 1 = Yes
@@ -125,7 +116,7 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
   answer_len[:n] = table_len[choice]
   prompt_len = np.ones(b, np.int32)  # padding rows: one attended pad token
   prompt_len[:n] = arrays.prompt_len[idx]
-  total = prompt_len if t5 else prompt_len + np.maximum(answer_len - 1, 0)  # [B] tokens the input holds
+  total = prompt_len if encoder_decoder else prompt_len + np.maximum(answer_len - 1, 0)  # [B] tokens the input holds
 
   need = int(total.max())
   if length is None:
@@ -140,7 +131,7 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
   answer_mask = (steps < answer_len[:, None]).astype(np.float32)  # [B, A]
   batch = {'input_ids': input_ids, 'attention_mask': attention_mask, 'answer_labels': answer,
            'answer_mask': answer_mask, 'label': label}
-  if t5:
+  if encoder_decoder:
     batch['decoder_input_ids'] = np.concatenate(
         [np.full((b, 1), data.decoder_start_id, np.int32), answer[:, :-1]], axis=1)  # [B, A]
     batch['answer_positions'] = np.broadcast_to(steps, (b, a)).astype(np.int32)
@@ -150,23 +141,3 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
     input_ids[rows, prompt_len[rows] + cols] = answer[rows, cols]
     batch['answer_positions'] = np.minimum(prompt_len[:, None] - 1 + steps, length - 1).astype(np.int32)
   return batch
-
-
-def iterate_batches(data: TokenizedData, split: str, indices, batch_size: int, seed: int, *,
-                    pad_multiple: int = 1, shuffle: bool = True, drop_last: bool = False,
-                    length: int | None = None, flip: bool = False):
-  """One epoch of (batch, number of real rows) over `indices`; call again with seed + epoch for the next.
-
-  Shuffled with default_rng(seed) unless shuffle=False (evaluation keeps the given order).
-  The last, partial batch is dropped (drop_last) or kept; every batch is padded with
-  masked rows to a multiple of pad_multiple (the device count).
-  """
-  order = np.asarray(indices, np.int64).reshape(-1)
-  if shuffle:
-    order = np.random.default_rng(seed).permutation(order)
-  for start in range(0, len(order), batch_size):
-    rows = order[start:start + batch_size]
-    if drop_last and len(rows) < batch_size:
-      return
-    size = len(rows) + (-len(rows) % pad_multiple)
-    yield make_batch(data, split, rows, flip=flip, length=length, batch_size=size), len(rows)

@@ -10,11 +10,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from e2urec_jax import distributed, runtime
-from e2urec_jax.errors import UserError
 from e2urec_jax.eval import metrics
-from e2urec_jax.eval.predictors import load_predictor
-from e2urec_jax.methods import common
 from e2urec_jax.train import artifacts
+from e2urec_jax.train.inference import iterate_eval, load_predictor
 
 
 def _log_softmax(x):
@@ -32,7 +30,7 @@ def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = F
   """p_yes [N], loss [N] (and first-answer-position logits [N, V] if asked) of one model on a set."""
   p_yes, loss, first = [], [], []
   yes, no = ctx.data.yes_id, ctx.data.no_id
-  chunks = common.iterate_eval(ctx, split, indices, with_host=True)
+  chunks = iterate_eval(ctx, split, indices, with_host=True)
   for device, host, real in tqdm(chunks, desc=desc or split, leave=False, disable=not ctx.config.progress,
                                  total=-(-len(indices) // max(ctx.num_devices, ctx.config.eval.batch_size))):
     logits = predictor.logits(device)[:real]  # [batch, answer, vocab]
@@ -95,15 +93,11 @@ def evaluate_models(ctx, names: list[str]) -> dict:
 
 
 def available_models(ctx) -> list[str]:
+  """The finished models of a run's workdir worth reporting (not the augmented model or the noise floor)."""
   models_dir = os.path.join(ctx.workdir, 'models')
   found = sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []
   return [n for n in found if n not in ('augmented', 'retrain_seed2') and not n.startswith('.')
           and artifacts.read_done(ctx.phase_dir(n)) is not None]
-
-
-def order_names(names: list[str]) -> list[str]:
-  first = [n for n in ('original', 'retrain', 'e2urec') if n in names]
-  return first + [n for n in names if n not in first]
 
 
 def merge_seed_rows(methods: dict) -> dict:
@@ -119,25 +113,13 @@ def merge_seed_rows(methods: dict) -> dict:
   return merged
 
 
-def write_results(ctx, names: list[str]) -> dict:
+def write_results(ctx, names: list[str], order=()) -> dict:
+  """Scores `names` and writes the report (rows in `order` first, then the others as given)."""
   from e2urec_jax.eval import report
-  results = evaluate_models(ctx, order_names(names))
+  results = evaluate_models(ctx, report.ordered_methods(names, order))
   results['methods'] = merge_seed_rows(results['methods'])
   results['config'] = runtime.config_to_json(ctx.config)
   results['env'] = report.env_info()
   if distributed.is_primary():  # every process scores (the mesh spans them all); one writes
-    report.write_report(ctx.workdir, results)
+    report.write_report(ctx.workdir, results, order=order)
   return results
-
-
-def evaluate_command(config, workdir):
-  from absl import flags
-  from e2urec_jax.train.context import get_context
-  ctx = get_context(config, workdir)
-  if not os.path.isdir(ctx.model_dir('retrain')):
-    raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
-  wanted = flags.FLAGS.model
-  names = [wanted] if wanted else available_models(ctx)
-  write_results(ctx, names)
-  if distributed.is_primary():
-    print(open(os.path.join(ctx.workdir, 'results.md')).read())

@@ -5,13 +5,13 @@ import shutil
 import jax
 
 from e2urec_jax.errors import UserError
-from e2urec_jax.train import artifacts
+from e2urec_jax.train import artifacts, inference
 
 
 def export_model(ctx, name: str, out_dir: str) -> str:
   from e2urec_jax.models import lora
   path = ctx.model_dir(name)
-  if os.path.exists(os.path.join(path, 'ensemble.json')):
+  if inference.is_ensemble(path):
     raise UserError(f'{name} is an ensemble of shard models; export a shard (e.g. --model={name}/shard0)')
   if artifacts.is_adapter_dir(path):
     adapters, meta = artifacts.load_adapters(path)
@@ -23,19 +23,8 @@ def export_model(ctx, name: str, out_dir: str) -> str:
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
   artifacts.save_full(ctx.model, jax.device_get(params), out_dir)
   tokenizer_dir = os.path.join(ctx.workdir, 'tokenizer')
-  source = tokenizer_dir if os.path.isdir(tokenizer_dir) else ctx.pretrained_dir
+  source = tokenizer_dir if os.path.isdir(tokenizer_dir) else ctx.bundle.pretrained_dir
   for f in os.listdir(source):
     if 'token' in f or f.endswith('.model') or f == 'special_tokens_map.json':
       shutil.copy(os.path.join(source, f), os.path.join(out_dir, f))
   return out_dir
-
-
-def export_command(config, workdir):
-  from absl import flags
-  from e2urec_jax.train.context import get_context
-  name = flags.FLAGS.model or 'e2urec'
-  out = flags.FLAGS.output
-  if not out:
-    raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
-  export_model(get_context(config, workdir), name, out)
-  print(f'exported {name} to {out} (Hugging Face layout: config.json, model.safetensors, tokenizer)')

@@ -56,15 +56,15 @@ def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
   from e2urec_jax.data.prompts import Template
   from e2urec_jax.data.tokens import SplitArrays
   from e2urec_jax.eval.evaluate import score
-  from e2urec_jax.eval.predictors import load_predictor
+  from e2urec_jax.train.inference import load_predictor
   config = ctx.config
   with tempfile.TemporaryDirectory() as scratch:
     frame, raw = pair_prompts(config, pairs, scratch)
     tok = tokenizer_lib.load_tokenizer(config.model, ctx.workdir)
-    family, decoder_start = tokenizer_lib.resolve_family(config.model)
-    specials = tokenizer_lib.special_ids(tok, family, decoder_start)
-    template = Template(family, raw.item_noun, raw.verb, raw.rating_scale)
-    enc = encode.encode_frame(frame, tok, template, family=family, specials=specials,
+    layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
+    specials = tokenizer_lib.special_ids(tok, layout, decoder_start)
+    template = Template(layout, raw.item_noun, raw.verb, raw.rating_scale)
+    enc = encode.encode_frame(frame, tok, template, layout=layout, specials=specials,
                               max_len=int(config.data.max_input_length), cache_file=os.path.join(scratch, 'p.arrow'),
                               progress=False, desc='tokenising pairs')
   n = len(frame)
@@ -75,26 +75,4 @@ def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
 
 def _with_split(ctx, arrays):
   """The context with one more split of token arrays (the pairs), sharing everything else."""
-  import copy
-  view = copy.copy(ctx)
-  view.data = dataclasses.replace(ctx.data, splits={**ctx.data.splits, SPLIT: arrays})
-  return view
-
-
-def predict_command(config, workdir):
-  from absl import flags
-  from e2urec_jax.train.context import get_context
-  name = flags.FLAGS.model or 'e2urec'
-  pairs = read_pairs(flags.FLAGS.input)
-  ctx = get_context(config, workdir)
-  p_yes = predict(ctx, name, pairs)
-  out = pairs[['user_id', 'item_id']].copy()
-  out['p_yes'] = p_yes
-  target = flags.FLAGS.output
-  if target:
-    tmp = target + '.tmp'
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, target)
-    print(f'wrote {len(out)} predictions of {name} to {target}')
-  else:
-    print(out.to_csv(index=False), end='')
+  return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, splits={**ctx.data.splits, SPLIT: arrays}))

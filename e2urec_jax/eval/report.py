@@ -15,7 +15,6 @@ import numpy as np
 
 from e2urec_jax import runtime
 
-METHOD_ORDER = ('original', 'retrain', 'e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo')
 TEST_KEYS = ('auc', 'logloss', 'acc')
 FORGET_KEYS = ('auc', 'acc', 'logloss', 'jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno',
                'mia_auc', 'mia_ref_auc')
@@ -149,10 +148,11 @@ def _plain(obj):
 
 # The table. -------------------------------------------------------------------------
 
-def ordered_methods(methods):
-  """Paper order: original, retrain, e2urec, baselines, then every other row as given."""
-  known = [m for m in METHOD_ORDER if m in methods]
-  return known + [m for m in methods if m not in METHOD_ORDER]
+def ordered_methods(methods, order=()):
+  """The rows named in `order` first, in that order, then every other row as given. The
+  commands pass methods.spec.report_order(): original, retrain, then the registered methods."""
+  known = [m for m in order if m in methods]
+  return known + [m for m in methods if m not in order]
 
 
 def _lookup(entry, path):
@@ -212,10 +212,10 @@ DETAIL_COLUMNS = (
 )
 
 
-def _table(methods, columns, extra=()):
+def _table(methods, columns, extra=(), order=()):
   header = ['method'] + [c[0] for c in columns] + [e[0] for e in extra]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for name in ordered_methods(methods):
+  for name in ordered_methods(methods, order):
     entry = methods[name] if isinstance(methods[name], dict) else {}
     seeds = len(entry.get('seeds') or [])
     cells = [f'`{name}`' + (f' ({seeds} seeds)' if seeds > 1 else '')]
@@ -225,7 +225,7 @@ def _table(methods, columns, extra=()):
   return lines
 
 
-def markdown_report(results):
+def markdown_report(results, order=()):
   """results.md text: the paper-layout table, a details table, the noise floor, the env."""
   methods = results.get('methods', {})
   extra = (('trainable params (%)', _params_cell),
@@ -238,9 +238,9 @@ def markdown_report(results):
          'the paper\'s code reports as "JSD". MIA AUC: loss attack telling forget samples from '
          'non-members (0.5 = forgotten). Time: the whole cost to unlearn. Mean ± std over seeds '
          'where a method has several.', '']
-  out += _table(methods, MAIN_COLUMNS, extra)
+  out += _table(methods, MAIN_COLUMNS, extra, order)
   out += ['', '## Details', '']
-  out += _table(methods, DETAIL_COLUMNS)
+  out += _table(methods, DETAIL_COLUMNS, order=order)
   floor = results.get('noise_floor') or {}
   parts = [f'{k} {_G4(floor[k])}' for k in NOISE_FLOOR_KEYS if _is_number(floor.get(k))]
   out += ['', '**Noise floor** (retrain vs retrain, different seeds): '
@@ -259,13 +259,13 @@ def _new_figure():
   return Figure(figsize=(7, 4.5), dpi=110, layout='constrained')
 
 
-def plot_distance_vs_time(results):
+def plot_distance_vs_time(results, order=()):
   """Forget-set JSD to the retrained model against unlearning time (log x)."""
   fig = _new_figure()
   ax = fig.add_subplot()
   methods = results.get('methods', {})
   xs = []
-  for name in ordered_methods(methods):
+  for name in ordered_methods(methods, order):
     entry = methods[name] if isinstance(methods[name], dict) else {}
     t, d = _values(entry, ('time_s',)), _values(entry, ('forget', 'jsd'))
     if name == 'original' and d:  # No unlearning at all: the level to get below.
@@ -295,13 +295,13 @@ def plot_distance_vs_time(results):
   return fig
 
 
-def plot_test_auc(results):
+def plot_test_auc(results, order=()):
   """Test AUC per method, with the seed std as error bars and the original as a line."""
   fig = _new_figure()
   ax = fig.add_subplot()
   methods = results.get('methods', {})
   names, means, errs = [], [], []
-  for name in ordered_methods(methods):
+  for name in ordered_methods(methods, order):
     values = _values(methods[name] if isinstance(methods[name], dict) else {}, ('test', 'auc'))
     if values:
       names.append(name)
@@ -340,7 +340,7 @@ def _atomic_file(path, mode):
     raise
 
 
-def write_report(workdir, results):
+def write_report(workdir, results, order=()):
   """Writes results.json, results.md, distance_vs_time.png, test_auc.png; returns their paths.
 
   Every file is written to a temporary name and renamed, so a crash never leaves a
@@ -353,9 +353,9 @@ def write_report(workdir, results):
            ('results.json', 'results.md', 'distance_vs_time.png', 'test_auc.png')}
   runtime.write_json(paths['results.json'], clean)
   with _atomic_file(paths['results.md'], 'w') as f:
-    f.write(markdown_report(clean))
+    f.write(markdown_report(clean, order))
   for name, plot in (('distance_vs_time.png', plot_distance_vs_time), ('test_auc.png', plot_test_auc)):
-    fig = plot(clean)
+    fig = plot(clean, order)
     with _atomic_file(paths[name], 'wb') as f:
       fig.savefig(f, format='png')
   return paths

@@ -1,54 +1,44 @@
-"""E2URec: the augmented model, the two teachers and the LoRA student (DESIGN.md, "The problem").
+"""E2URec: the augmented model, the two teachers and the LoRA student.
 
 Per step the student runs once on [retain; forget] (with dropout), the original runs once on
 [retain; forget] (the remembering teacher on retain, the base of the forgetting teacher on
 forget) and the augmented model once on forget: three passes where the original code runs six.
+No teacher is stacked or duplicated: the original is the frozen base with zero adapters.
 """
-import jax
-
-from e2urec_jax import losses
+from e2urec_jax import rules, seeds
 from e2urec_jax.methods import common
-from e2urec_jax.methods.original import ensure_original
-from e2urec_jax.train import artifacts, sampling, steps
-from e2urec_jax.train.context import get_context
-from e2urec_jax.train.loop import run_phase
+from e2urec_jax.methods.spec import MethodSpec, register
+from e2urec_jax.train.paths import ORIGINAL
 
 AUGMENTED = 'augmented'
 
 
-def ensure_augmented(ctx) -> dict:
-  """theta_a: the original fine-tuned on the forget set until it knows D_f "too well"."""
+def ensure_augmented(ctx, callbacks=()) -> dict:
+  """theta_a: the original fine-tuned on the forget set (config.augment) until it knows D_f "too well"."""
   from e2urec_jax.data import make_batch
-  from e2urec_jax.models import lora
-  ensure_original(ctx)
-  stats = common.done(ctx, AUGMENTED)
+  from e2urec_jax.methods import llmrec
+  from e2urec_jax.train import runner, sampling
+  llmrec.ensure_original(ctx, callbacks)
+  stats = runner.done(ctx, AUGMENTED)
   if stats is not None:
     return stats
   cfg = ctx.config.augment
-  original = ctx.load_params('original')
+  original = ctx.load_params(ORIGINAL)
   _, forget = common.split_indices(ctx.data)
-  seed = ctx.config.seed + 2
-  if cfg.mode == 'lora':
-    trainable, frozen = ctx.new_adapters(original, seed), {'base': ctx.put(ctx.base_dtype(original))}
-  elif cfg.mode == 'full':
-    trainable, frozen = original, {}
-  else:
-    raise ValueError(f'config.augment.mode must be lora or full, not {cfg.mode!r}')
-  step_fn = ctx.compiled(('ce', cfg.mode), lambda: steps.make_train_step(common.ce_loss_fn(ctx.model, cfg.mode), ctx.mesh))
-  result = run_phase(
-      name=AUGMENTED, phase_dir=ctx.phase_dir(AUGMENTED), config=ctx.config, step_fn=step_fn,
-      trainable=ctx.put(trainable), opt_state=ctx.put(steps.init_opt_state(trainable)), frozen=frozen,
-      batch_for_step=lambda s: make_batch(ctx.data, 'train', sampling.batch_indices(forget, cfg.batch_size, seed, s)),
-      hparams_for_step=common.hparams(cfg.learning_rate), num_steps=cfg.steps,
-      examples_per_step=cfg.batch_size, mesh=ctx.mesh, base_sha256=ctx.base_sha256(ctx.model_dir('original')),
-      seed=seed)
-  final = jax.device_get(result.trainable)
-  if cfg.mode == 'lora':
-    size = artifacts.save_adapters(final, ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir('original'), lora=ctx.lora_meta)
-    count = lora.count_params(final)
-  else:
-    size, count = artifacts.save_full(ctx.model, final, ctx.model_dir(AUGMENTED)), ctx.num_base_params
-  return common.finish(ctx, AUGMENTED, result, trainable_params=count, checkpoint_bytes=size)
+  seed_of = lambda phase: seeds.derive(ctx.config.seed, AUGMENTED, phase)  # noqa: E731
+  trainable, frozen = common.trainable_start(ctx, cfg.mode, original, seed_of('init'))
+  batch_seed = seed_of('batches')
+
+  def batch_for_step(step):
+    return make_batch(ctx.data, 'train', sampling.batch_indices(forget, cfg.batch_size, batch_seed, step))
+
+  plan = runner.PhasePlan(
+      name=AUGMENTED, kind=cfg.mode, step=ctx.train_step(common.ce_loss_fn, kind=cfg.mode), start=original,
+      trainable=trainable, frozen=frozen,
+      batch_for_step=batch_for_step,
+      hparams_for_step=common.hparams(cfg.learning_rate), num_steps=cfg.steps, examples_per_step=cfg.batch_size,
+      base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'), save='adapters' if cfg.mode == 'lora' else 'full')
+  return runner.run_plan(ctx, plan, callbacks)
 
 
 def frozen_teachers(base, augmented, zero_adapters) -> dict:
@@ -59,6 +49,9 @@ def frozen_teachers(base, augmented, zero_adapters) -> dict:
 
 
 def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool):
+  """The E2URec step's loss (losses.e2urec_loss) over the student and the teachers' passes."""
+  import jax
+  from e2urec_jax import losses
   from e2urec_jax.models import answer_logits
 
   def loss_fn(adapters, frozen, batch, rng, hp):
@@ -81,61 +74,61 @@ def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool,
   return loss_fn
 
 
-def unlearn_e2urec(ctx, name: str = 'e2urec', *, alpha=None, w=None, use_forget_teacher=None,
-                   use_remember_teacher=None, seed=None) -> dict:
-  """Trains the LoRA student; `alpha`, `w`, the ablation switches and `seed` override the config (sweeps)."""
-  from e2urec_jax.models import lora
-  aug_stats = ensure_augmented(ctx)
-  stats = common.done(ctx, name)
-  if stats is not None:
-    return stats
-  cfg = ctx.config.unlearn.e2urec
-  alpha = cfg.alpha if alpha is None else alpha
-  w = cfg.w if w is None else w
-  use_ft = cfg.use_forget_teacher if use_forget_teacher is None else use_forget_teacher
-  use_rt = cfg.use_remember_teacher if use_remember_teacher is None else use_remember_teacher
-  seed = ctx.config.seed if seed is None else seed
-  original = ctx.load_params('original')
-  retain, forget = common.split_indices(ctx.data)
+# ------------------------------------------------------------------ the spec's pieces
+def _prepare(ctx, section, callbacks):
+  return {'augment': ensure_augmented(ctx, callbacks)}  # its time is part of E2URec's cost
+
+
+def _teachers(ctx, section, original) -> dict:
+  from e2urec_jax.train import artifacts
   base = ctx.put(ctx.base_dtype(original))
   zero = ctx.zero_adapters(original)
-  by_adapters = ctx.config.augment.mode == 'lora'
-  if by_adapters:
-    aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir('original'),
-                                    expect=ctx.lora_meta)
+  if ctx.config.augment.mode == 'lora':
+    aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir(ORIGINAL),
+                                     expect=ctx.bundle.lora_meta)
   else:
     aug = ctx.base_dtype(ctx.load_params(AUGMENTED))
-  frozen = frozen_teachers(base, ctx.put(aug), ctx.put(zero))
-  trainable = ctx.new_adapters(original, seed + 3)
-  batch_size = cfg.batch_size
-  warmup_steps = cfg.forget_epochs * sampling.steps_per_epoch(len(forget), batch_size)
-
-  def batch_for_step(step):
-    return common.paired_batch(ctx.data, sampling.batch_indices(retain, batch_size, seed, step),
-                               sampling.batch_indices(forget, batch_size, seed + 1, step))
-
-  base_hp = common.hparams(cfg.learning_rate, w=w, alpha=alpha)
-  hp = lambda step: dict(base_hp(step), forget_only=1.0 if step < warmup_steps else 0.0)
-  key = ('e2urec', by_adapters, bool(use_ft), bool(use_rt))
-  step_fn = ctx.compiled(key, lambda: steps.make_train_step(
-      e2urec_loss_fn(ctx.model, by_adapters, bool(use_ft), bool(use_rt)), ctx.mesh))
-  result = run_phase(
-      name=name, phase_dir=ctx.phase_dir(name), config=ctx.config, step_fn=step_fn,
-      trainable=ctx.put(trainable), opt_state=ctx.put(steps.init_opt_state(trainable)), frozen=frozen,
-      batch_for_step=batch_for_step, hparams_for_step=hp, num_steps=cfg.steps,
-      examples_per_step=2 * batch_size, mesh=ctx.mesh, base_sha256=ctx.base_sha256(ctx.model_dir('original')),
-      seed=seed)
-  adapters = jax.device_get(result.trainable)
-  size = artifacts.save_adapters(adapters, ctx.model_dir(name), base_dir=ctx.model_dir('original'), lora=ctx.lora_meta)
-  unlearn_time = result.time_s
-  result.time_s = unlearn_time + aug_stats['time_s']  # the method's whole cost includes theta_a
-  result.compile_s += aug_stats['compile_s']
-  return common.finish(ctx, name, result, trainable_params=lora.count_params(adapters), checkpoint_bytes=size,
-                       extra={'unlearn_time_s': unlearn_time, 'augment_time_s': aug_stats['time_s'],
-                              'alpha': alpha, 'w': w, 'use_forget_teacher': bool(use_ft),
-                              'use_remember_teacher': bool(use_rt), 'seed': seed})
+  return frozen_teachers(base, ctx.put(aug), ctx.put(zero))
 
 
-def train_augmented(config, workdir):
-  stats = ensure_augmented(get_context(config, workdir))
-  print(f'augmented: {stats["steps"]} steps in {stats["time_s"]:.1f}s')
+def _static(ctx, section) -> dict:
+  return {'augmented_is_adapters': ctx.config.augment.mode == 'lora',
+          'use_forget_teacher': bool(section.use_forget_teacher),
+          'use_remember_teacher': bool(section.use_remember_teacher)}
+
+
+def _hparams(ctx, section):
+  """w and alpha, and forget_only = 1 during the forget-only warm-up epochs."""
+  from e2urec_jax.train import sampling
+  _, forget = common.split_indices(ctx.data)
+  warmup_steps = section.forget_epochs * sampling.steps_per_epoch(len(forget), section.batch_size)
+  w, alpha = section.w, section.alpha
+  return lambda step: {'w': w, 'alpha': alpha, 'forget_only': 1.0 if step < warmup_steps else 0.0}
+
+
+def _batches(ctx, section, seed_of):
+  return common.paired_batches(ctx, section.batch_size, seed_of)
+
+
+def _record(section) -> dict:
+  return {'alpha': section.alpha, 'w': section.w, 'use_forget_teacher': bool(section.use_forget_teacher),
+          'use_remember_teacher': bool(section.use_remember_teacher)}
+
+
+SPEC = register(MethodSpec(
+    name='e2urec',
+    summary='LoRA student distilled from the remembering (original) and forgetting teachers',
+    defaults={
+        'learning_rate': 1e-3,  # AdamW rate.
+        'batch_size': 16,  # Retain and forget samples per step, each.
+        'w': 0.6,  # Weight of the remembering part; 1 - w on forgetting.
+        'alpha': 2.0,  # Forgetting-teacher strength: orig - alpha * relu(aug - orig).
+        'steps': 1000,  # Steps in all (the original code's chosen checkpoint).
+        'forget_epochs': 1,  # Forget-only warm-up epochs (an epoch = |D_f| / batch steps).
+        'use_forget_teacher': True,  # Ablation switch: False distils the forget set from the original.
+        'use_remember_teacher': True,  # Ablation switch: False drops the retain KD term.
+    },
+    rules={'w': rules.number(0, 1), 'alpha': rules.NON_NEGATIVE, 'forget_epochs': rules.NON_NEGATIVE_INT,
+           'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN},
+    trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
+    frozen=_teachers, prepare=_prepare, record=_record))

@@ -2,13 +2,10 @@
 learned on retained data (mean as an option); unlearning retrains the shards of forgotten users."""
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from e2urec_jax.eval.predictors import attention_weights, single_from_dir
-from e2urec_jax.methods import common, sharded
+from e2urec_jax import rules, seeds
+from e2urec_jax.methods.spec import MethodSpec, register
 
 HIDDEN = 8
 MAX_ATTENTION_SAMPLES = 2000
@@ -16,10 +13,11 @@ MAX_ATTENTION_SAMPLES = 2000
 
 def _shard_features(ctx, shard_names, rows) -> np.ndarray:
   """[N, K, 2]: each shard model's Yes/No logits at the first answer position."""
+  from e2urec_jax.train import inference
   yes_no = [ctx.data.yes_id, ctx.data.no_id]
-  members = [single_from_dir(ctx, ctx.model_dir(s)) for s in shard_names]
+  members = [inference.single_from_dir(ctx, ctx.model_dir(s)) for s in shard_names]
   feats = []
-  for batch, real in common.iterate_eval(ctx, 'train', rows):
+  for batch, real in inference.iterate_eval(ctx, 'train', rows):
     per_shard = [m.logits(batch)[:real, 0][:, yes_no] for m in members]
     feats.append(np.stack(per_shard, axis=1))
   return np.concatenate(feats)
@@ -27,6 +25,9 @@ def _shard_features(ctx, shard_names, rows) -> np.ndarray:
 
 def train_attention(features: np.ndarray, labels: np.ndarray, steps: int, seed: int) -> dict:
   """Fits W, b, v so that sum_k a_k * logits_k predicts the label (binary CE over Yes vs No)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
   k1, k2 = jax.random.split(jax.random.key(seed))
   params = {'W': 0.1 * jax.random.normal(k1, (2, HIDDEN)), 'b': jnp.zeros(HIDDEN),
             'v': 0.1 * jax.random.normal(k2, (HIDDEN,))}
@@ -53,24 +54,29 @@ def train_attention(features: np.ndarray, labels: np.ndarray, steps: int, seed: 
   return {k: np.asarray(v).tolist() for k, v in params.items()}
 
 
-def unlearn_receraser(ctx, name='receraser', seed=None):
-  stats = common.done(ctx, name)
-  if stats is not None:
-    return stats
-  cfg = ctx.config.unlearn.receraser
-  totals, shard_names = sharded.train_shards(ctx, name, ctx.data.splits['train'].receraser_shard)
+def unlearn_receraser(ctx, name, section, seed, callbacks=()) -> dict:
+  from e2urec_jax.methods import common, sharded
+  from e2urec_jax.train import inference
+  totals, shard_names = sharded.train_shards(ctx, name, ctx.data.splits['train'].receraser_shard, seed, callbacks)
   start = time.perf_counter()
   aggregator = None
-  if cfg.aggregate == 'attention':
+  if section.aggregate == 'attention':
+    attention_seed = seeds.derive(seed, 'receraser', 'attention')
     retain, _ = common.split_indices(ctx.data)
-    rows = np.random.default_rng(ctx.config.seed).permutation(retain)[:MAX_ATTENTION_SAMPLES]
-    features = _shard_features(ctx, shard_names, np.sort(rows))
-    labels = ctx.data.splits['train'].label[np.sort(rows)]
-    aggregator = train_attention(features, labels, cfg.attention_steps, ctx.config.seed)
-  elif cfg.aggregate != 'mean':
-    raise ValueError(f'config.unlearn.receraser.aggregate must be attention or mean, not {cfg.aggregate!r}')
-  sharded.write_ensemble(ctx, name, shard_names, cfg.aggregate, aggregator)
+    rows = np.sort(np.random.default_rng(attention_seed).permutation(retain)[:MAX_ATTENTION_SAMPLES])
+    features = _shard_features(ctx, shard_names, rows)
+    labels = ctx.data.splits['train'].label[rows]
+    aggregator = train_attention(features, labels, section.attention_steps, attention_seed)
+  inference.write_ensemble(ctx, name, shard_names, section.aggregate, aggregator)
   return sharded.finish_sharded(ctx, name, totals, extra_time_s=time.perf_counter() - start)
 
 
-__all__ = ['unlearn_receraser', 'attention_weights']
+SPEC = register(MethodSpec(
+    name='receraser',
+    summary='balanced user-disjoint shards; shard models use the train recipe (config.train)',
+    defaults={
+        'aggregate': 'attention',  # 'attention' (learned on retained data) or 'mean'.
+        'attention_steps': 200,  # Steps training the aggregation weights.
+    },
+    rules={'aggregate': rules.one_of('attention', 'mean'), 'attention_steps': rules.POSITIVE_INT},
+    trainable='shards', run=unlearn_receraser, seeded=False, chainable=False))

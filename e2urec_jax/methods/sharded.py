@@ -1,19 +1,17 @@
 """SISA and RecEraser: one model per shard; unlearning retrains the shards that hold forget data.
 
 The cost of unlearning is the retraining of the affected shards (summed); shards without
-forget data keep the model they had, trained before the request (not counted).
+forget data keep the model they had, trained before the request (not counted). The method's
+model is an ensemble file naming the shard models (train/inference.py reads it).
 """
 import numpy as np
 
-from e2urec_jax import runtime
-from e2urec_jax.methods import common
+from e2urec_jax.methods import llmrec
 from e2urec_jax.train import artifacts
+from e2urec_jax.train.context import peak_memory_bytes
 
-ENSEMBLE_FILE = 'ensemble.json'
-
-
-def train_shards(ctx, name: str, shard_of: np.ndarray) -> tuple[dict, list[str]]:
-  """Trains shard k on its samples minus the forget set where it holds forget data."""
+def train_shards(ctx, name: str, shard_of: np.ndarray, seed: int, callbacks=()) -> tuple[dict, list[str]]:
+  """Trains shard k (the model '<name>/shard<k>') on its samples minus the forget set where it holds forget data."""
   is_forget = ctx.data.splits['train'].is_forget
   num_shards = int(shard_of.max()) + 1
   time_s = compile_s = 0.0
@@ -24,7 +22,7 @@ def train_shards(ctx, name: str, shard_of: np.ndarray) -> tuple[dict, list[str]]
     hit = bool((in_shard & is_forget).any())
     rows = np.flatnonzero(in_shard & ~is_forget) if hit else np.flatnonzero(in_shard)
     shard = f'{name}/shard{k}'
-    stats = common.train_ce(ctx, shard, indices=rows, mode=ctx.config.train.mode, seed=ctx.config.seed + 10 + k)
+    stats = llmrec.train_ce(ctx, shard, indices=rows, seed=seed, callbacks=callbacks)
     if hit:
       time_s += stats['time_s']
       compile_s += stats['compile_s']
@@ -36,18 +34,16 @@ def train_shards(ctx, name: str, shard_of: np.ndarray) -> tuple[dict, list[str]]
   return totals, shard_names
 
 
-def write_ensemble(ctx, name: str, shard_names: list[str], aggregate: str, aggregator=None) -> None:
-  runtime.write_json(f'{ctx.model_dir(name)}/{ENSEMBLE_FILE}',
-                     {'shards': shard_names, 'aggregate': aggregate, 'aggregator': aggregator})
-
-
 def finish_sharded(ctx, name: str, totals: dict, extra_time_s: float = 0.0) -> dict:
+  """Writes the shard method's stats: the retraining of its affected shards is its cost."""
+  num_base = ctx.bundle.num_base_params
   stats = {
       'time_s': totals['time_s'] + extra_time_s, 'compile_s': totals['compile_s'], 'steps': None,
-      'trainable_params': ctx.num_base_params * len(totals['affected_shards']),
+      'trainable_params': num_base * len(totals['affected_shards']),
       'trainable_fraction': float(len(totals['affected_shards'])),
       'checkpoint_bytes': totals['checkpoint_bytes'],
-      'peak_memory_bytes': common.peak_memory_bytes(),
+      'peak_memory_bytes': peak_memory_bytes(),
       'affected_shards': totals['affected_shards'], 'num_shards': totals['num_shards']}
   artifacts.write_done(ctx.phase_dir(name), stats)
   return stats
+

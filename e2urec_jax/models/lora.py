@@ -6,9 +6,9 @@ mirrors the param paths of the targeted dense kernels, with leaves
 student is exactly the base). It is handed to the model as the linen variable
 collection 'lora': `model.apply({'params': params, 'lora': adapters}, ...)` (or
 `forward(..., adapters=adapters)`), and a targeted dense computes
-`x @ W + scale * (dropout(x) @ A) @ B`. Only the adapters are differentiated;
-teachers that differ only in adapters stack them on a leading axis and run one
-forward under `jax.vmap(..., in_axes=(None, 0))`, sharing the base.
+`x @ W + scale * (dropout(x) @ A) @ B`. Only the adapters are differentiated.
+Models that differ only in adapters share one base tree: the original is the base with
+zero adapters, an augmented LoRA model the base with its own adapters.
 """
 import math
 from typing import Callable, Sequence
@@ -125,11 +125,6 @@ def count_params(tree) -> int:
 
 def trainable_fraction(adapters, params) -> float:
   return count_params(adapters) / max(count_params(params), 1)
-
-
-def stack(trees):
-  """k adapter trees -> one tree with a leading axis k (for `jax.vmap` over teachers)."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def _dense_paths_of_adapters(tree, prefix=()):

@@ -1,1 +1,2 @@
-"""Training machinery shared by every method: mesh, steps, loop, checkpoints, artifacts."""
+"""What every method and the evaluation build on: the run context, mesh, jitted steps, the phase
+loop and runner, inference, resume checkpoints and published artifacts."""

@@ -5,18 +5,15 @@ killed at any moment resumes from the last finished save; a save that fails (ful
 removes its temp folder and leaves the earlier checkpoints as they were. The frozen base
 is never saved here: the metadata holds its content hash, checked on restore.
 
-Test hooks (fault-injection, read from the environment; unset in normal use):
-  E2UREC_TEST_KILL_AT_STEP=[phase:]N   SIGKILL right after step N (after its checkpoint, if one is due)
-  E2UREC_TEST_KILL_IN_SAVE=[phase:]N   SIGKILL inside the save of step N: data written, not yet committed
-  E2UREC_TEST_NAN_LR_AT_STEP=[phase:]N step N runs with a NaN learning rate (the weights turn NaN)
-`phase` (optional) restricts a hook to the phase of that name (e.g. `original`).
+Tests fail or interrupt a save through orbax's public `temporary_path_class` option: a
+subclass of `ocp.path.atomicity.AtomicRenameTemporaryPath` whose `finalize` (the commit)
+raises or kills (see train/callbacks.py).
 """
 import contextlib
 import errno
 import glob
 import os
 import shutil
-import signal
 
 import jax
 import orbax.checkpoint as ocp
@@ -26,45 +23,15 @@ from e2urec_jax.errors import UserError
 TMP_MARK = '.orbax-checkpoint-tmp'
 
 
-def test_hook(variable: str, phase: str, step: int) -> bool:
-  """Whether the fault-injection hook `variable` (see the module docstring) fires at (phase, step)."""
-  spec = os.environ.get(variable, '')
-  if not spec:
-    return False
-  want_phase, _, want_step = spec.rpartition(':')
-  return int(want_step) == int(step) and (not want_phase or want_phase == phase)
-
-
-def kill_self() -> None:
-  """What kill -9 does to this process (the test hooks' fault)."""
-  os.kill(os.getpid(), signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _killed_before_commit():
-  """Makes orbax's commit (the rename of the written temp folder) SIGKILL the process instead."""
-  from orbax.checkpoint._src.path import atomicity
-  cls = atomicity.AtomicRenameTemporaryPath
-  original = cls.finalize
-
-  async def finalize(self, *args, **kwargs):
-    kill_self()
-
-  cls.finalize = finalize
-  try:
-    yield
-  finally:
-    cls.finalize = original
-
-
 class ResumeCheckpoints:
 
-  def __init__(self, directory: str, *, max_to_keep: int, base_sha256: str | None, phase: str = ''):
+  def __init__(self, directory: str, *, max_to_keep: int, base_sha256: str | None, temporary_path_class=None):
+    """temporary_path_class: orbax's own when None (tests pass one that fails inside the commit)."""
     self.directory = os.path.abspath(directory)
     self.base_sha256 = base_sha256
-    self.phase = phase
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True,
+        temporary_path_class=temporary_path_class)
     try:
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     except OSError as e:
@@ -78,12 +45,9 @@ class ResumeCheckpoints:
     """Saves step `step`; on failure the earlier checkpoints are intact and a UserError says why."""
     meta = dict(meta, step=int(step), base_sha256=self.base_sha256)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    hook = _killed_before_commit() if test_hook('E2UREC_TEST_KILL_IN_SAVE', self.phase, step) \
-        else contextlib.nullcontext()
     try:
-      with hook:
-        self._manager.save(step, args=args, force=True)
-        self._manager.wait_until_finished()
+      self._manager.save(step, args=args, force=True)
+      self._manager.wait_until_finished()
     except Exception as e:  # orbax may wrap the OSError of a worker thread
       cause = _os_error(e)
       if cause is None:

@@ -1,15 +1,21 @@
-"""Everything a phase needs, built once per process: data, model, mesh, compiled steps.
+"""The run context, made explicit: where things live (`Paths`), the model (`ModelBundle`), the data,
+the mesh and the compiled steps, built by plain functions and passed to every phase.
 
-Compiled steps are cached here by what they compute, so methods that share a step
-(retrain and the original; NegGrad, Bad-T and GA) compile it once per process, and the
-persistent XLA cache makes the next process start warm.
+`open_run` composes the pieces for a workdir: prepare the data if needed, make the common
+start (a scratch model is built and saved once), load the model. `forget` builds the same
+context with other `Paths` (its request's folders and the model it starts from) and its own
+forget set. Compiled steps are cached in the context by what they close over, so methods
+that share a step compile it once per `run`, and the persistent XLA cache makes the next
+process start warm.
 
 Placement: `put` replicates (trainable trees, optimizer state, small things); `put_frozen`
 shards frozen weights over the mesh's 'model' axis (FSDP-style, c.mesh.model_axis), and
 `base_dtype` already returns the frozen base placed that way when that axis is > 1.
 """
+import dataclasses
 import os
 import resource
+from typing import Any
 
 import jax
 import numpy as np
@@ -18,7 +24,7 @@ from e2urec_jax import distributed, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train import mesh as mesh_lib
-
+from e2urec_jax.train.paths import Paths
 
 def peak_memory_bytes() -> int:
   """Peak device memory where the backend reports it (GPU/TPU), else the process's peak RSS (CPU)."""
@@ -28,112 +34,68 @@ def peak_memory_bytes() -> int:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-class Context:
+# ------------------------------------------------------------------ the model
+@dataclasses.dataclass(frozen=True)
+class ModelBundle:
+  """The model every phase of a run trains and evaluates, and its common start."""
+  model: Any  # the linen module, LoRA scale and dropout configured
+  pretrained_dir: str  # Hugging Face folder of the common start
+  pretrained_params: Any  # its parameters
+  num_base_params: int
+  lora_targets: tuple  # module names that get adapters
+  lora_meta: dict  # r, alpha, dropout, targets: recorded with every adapter artifact
+  base_dtype: str  # storage dtype of frozen weights (config.model.base_dtype)
+  lora_r: int
 
-  def __init__(self, config, workdir: str):
-    from e2urec_jax.data import load_tokenized
-    from e2urec_jax.models import lora
-    self.config = config
-    self.workdir = runtime.ensure_writable_dir(os.path.abspath(workdir))
-    manifest = os.path.join(self.workdir, 'data', 'manifest.json')
 
-    def prepare():
-      from e2urec_jax.data.prepare import prepare
-      prepare(config, self.workdir)
-    distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
-    self.data = load_tokenized(self.workdir)
-    mesh_cfg = config.get('mesh') or {}
-    self.mesh = mesh_lib.make_mesh(model_axis=mesh_cfg.get('model_axis', 1))
-    self.num_devices = mesh_lib.num_data_shards(self.mesh)  # rows of a batch must be a multiple of this
-    self.pretrained_dir = self._ensure_pretrained()
-    from e2urec_jax.models import load_pretrained
-    model, params, _ = load_pretrained(self.pretrained_dir, compute_dtype=config.model.dtype,
-                                       remat=config.model.remat)
-    self._check_vocab(model)
-    targets = tuple(t for t in config.lora.targets.split(',') if t) or lora.default_targets(model.family)
-    self.lora_targets = targets
-    self.lora_meta = {'r': int(config.lora.r), 'alpha': float(config.lora.alpha),
-                      'dropout': float(config.lora.dropout), 'targets': list(targets)}
-    self.model = lora.configure(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout)
-    self.pretrained_params = params
-    self.num_base_params = lora.count_params(params)
-    self._compiled = {}
+def prepared_data(config, paths: Paths):
+  """The run's token arrays, prepared first when the workdir has none (process 0 first)."""
+  from e2urec_jax.data import load_tokenized
+  workdir = runtime.ensure_writable_dir(paths.workdir)
+  manifest = os.path.join(workdir, 'data', 'manifest.json')
 
-  # -------------------------------------------------------------- models
-  def _ensure_pretrained(self) -> str:
-    """The common start of original and retrain: a hub/local model, or a scratch one saved once."""
-    cfg = self.config.model
-    if cfg.name_or_path:
-      if os.path.isdir(cfg.name_or_path):
-        return os.path.abspath(cfg.name_or_path)
-      return _snapshot(cfg.name_or_path)
-    path = os.path.join(self.workdir, 'pretrained')
+  def prepare():
+    from e2urec_jax.data.prepare import prepare
+    prepare(config, workdir)
+  distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
+  return load_tokenized(workdir)
 
-    def make():
-      from e2urec_jax.models import init_params, model_from_hf_config, scratch_hf_config
-      d = self.data
-      hf_config = scratch_hf_config(cfg.scratch, vocab_size=d.vocab_size, pad_id=d.pad_id, eos_id=d.eos_id,
-                                    bos_id=d.bos_id, dropout=cfg.dropout)
-      model = model_from_hf_config(hf_config)
-      params = init_params(model, jax.random.key(self.config.seed))
-      artifacts.save_full(model, params, path)
-    distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
-    return path
 
-  def _check_vocab(self, model):
-    vocab = model.arch.vocab_size
-    if self.data.vocab_size > vocab:
-      raise UserError(f'tokenizer has {self.data.vocab_size} tokens but model {self.pretrained_dir} has '
-                      f'vocab_size {vocab}; use the tokenizer that belongs to the model (config.model.tokenizer)')
+def ensure_pretrained(config, paths: Paths, data) -> str:
+  """The common start of original and retrain: a hub/local model, or a scratch one saved once."""
+  from e2urec_jax import seeds
+  cfg = config.model
+  if cfg.name_or_path:
+    if os.path.isdir(cfg.name_or_path):
+      return os.path.abspath(cfg.name_or_path)
+    return _snapshot(cfg.name_or_path)
+  path = paths.pretrained
 
-  def model_dir(self, name: str) -> str:
-    return os.path.join(self.workdir, 'models', name)
+  def make():
+    from e2urec_jax.models import init_params, model_from_hf_config, scratch_hf_config
+    hf_config = scratch_hf_config(cfg.scratch, vocab_size=data.vocab_size, pad_id=data.pad_id, eos_id=data.eos_id,
+                                  bos_id=data.bos_id, dropout=cfg.dropout)
+    model = model_from_hf_config(hf_config)
+    params = init_params(model, jax.random.key(seeds.derive(config.seed, 'pretrained', 'init')))
+    artifacts.save_full(model, params, path)
+  distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
+  return path
 
-  def phase_dir(self, name: str) -> str:
-    return os.path.join(self.workdir, 'phases', name)
 
-  def base_sha256(self, base_dir: str) -> str:
-    return artifacts.content_hash(base_dir)
-
-  def load_params(self, name: str):
-    """Full weights of a saved model (cast to the configured base dtype)."""
-    path = self.model_dir(name)
-    if not os.path.exists(os.path.join(path, 'config.json')):
-      raise UserError(f'no model {name!r} in {self.workdir}/models; run its phase first')
-    _, params = artifacts.load_full(path)
-    return params
-
-  def zero_adapters(self, params):
-    from e2urec_jax.models import lora
-    adapters = lora.init_adapters(params, jax.random.key(0), self.config.lora.r, self.lora_targets)
-    return jax.tree.map(np.zeros_like, adapters)
-
-  def new_adapters(self, params, seed: int):
-    from e2urec_jax.models import lora
-    return lora.init_adapters(params, jax.random.key(seed), self.config.lora.r, self.lora_targets)
-
-  def base_dtype(self, params):
-    """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
-    'model' mesh axis (c.mesh.model_axis > 1) already FSDP-sharded on the mesh (`put_frozen`),
-    so no device ever holds the whole model, and `put` keeps that placement."""
-    import jax.numpy as jnp
-    dtype = jnp.dtype(self.config.model.base_dtype)
-    cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
-    return self.put_frozen(cast) if mesh_lib.model_axis_size(self.mesh) > 1 else cast
-
-  # -------------------------------------------------------------- steps
-  def compiled(self, key, build):
-    if key not in self._compiled:
-      self._compiled[key] = build()
-    return self._compiled[key]
-
-  def put(self, tree):
-    """Host values replicated on the mesh; arrays already placed on it (`put_frozen`) stay as they are."""
-    return mesh_lib.put_on_mesh(tree, self.mesh)
-
-  def put_frozen(self, tree):
-    """Frozen weights (base, teachers, a reference model), FSDP-sharded over 'model' (c.mesh.model_axis)."""
-    return mesh_lib.put_frozen(tree, self.mesh)
+def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
+  """Loads the common start and configures LoRA on it."""
+  from e2urec_jax.models import load_pretrained, lora
+  model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, remat=config.model.remat)
+  if data.vocab_size > model.arch.vocab_size:
+    raise UserError(f'tokenizer has {data.vocab_size} tokens but model {pretrained_dir} has vocab_size '
+                    f'{model.arch.vocab_size}; use the tokenizer that belongs to the model (config.model.tokenizer)')
+  targets = lora.parse_targets(config.lora.targets, model.family)
+  meta = {'r': int(config.lora.r), 'alpha': float(config.lora.alpha), 'dropout': float(config.lora.dropout),
+          'targets': list(targets)}
+  return ModelBundle(
+      model=lora.configure(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout),
+      pretrained_dir=pretrained_dir, pretrained_params=params, num_base_params=lora.count_params(params),
+      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r))
 
 
 def _snapshot(repo_id: str) -> str:
@@ -145,13 +107,92 @@ def _snapshot(repo_id: str) -> str:
                     'pass --config.model.name_or_path=<local folder> with config.json and *.safetensors')
 
 
-_CONTEXTS = {}
+# ------------------------------------------------------------------ the context
+@dataclasses.dataclass
+class RunContext:
+  """What a phase needs. Build one with `open_run` (or the functions above) and pass it on."""
+  config: Any
+  paths: Paths
+  data: Any  # data.TokenizedData
+  bundle: ModelBundle
+  mesh: Any
+  _compiled: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def model(self):
+    return self.bundle.model
+
+  @property
+  def num_devices(self) -> int:
+    """Rows of a batch must be a multiple of this (the mesh's 'data' axis)."""
+    return mesh_lib.num_data_shards(self.mesh)
+
+  @property
+  def workdir(self) -> str:
+    return self.paths.workdir
+
+  def model_dir(self, name: str) -> str:
+    return self.paths.model_dir(name)
+
+  def phase_dir(self, name: str) -> str:
+    return self.paths.phase_dir(name)
+
+  # ------------------------------------------------------------ weights
+  def load_params(self, name: str):
+    """Full weights of a saved model (as stored; `base_dtype` casts a frozen copy)."""
+    path = self.model_dir(name)
+    if not os.path.exists(os.path.join(path, 'config.json')):
+      raise UserError(f'no model {name!r} in {os.path.dirname(path)}; run its phase first')
+    _, params = artifacts.load_full(path)
+    return params
+
+  def zero_adapters(self, params):
+    from e2urec_jax.models import lora
+    adapters = lora.init_adapters(params, jax.random.key(0), self.bundle.lora_r, self.bundle.lora_targets)
+    return jax.tree.map(np.zeros_like, adapters)
+
+  def new_adapters(self, params, seed: int):
+    from e2urec_jax.models import lora
+    return lora.init_adapters(params, jax.random.key(seed), self.bundle.lora_r, self.bundle.lora_targets)
+
+  def base_dtype(self, params):
+    """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
+    'model' mesh axis (c.mesh.model_axis > 1) already FSDP-sharded on the mesh (`put_frozen`),
+    so no device ever holds the whole model, and `put` keeps that placement."""
+    import jax.numpy as jnp
+    dtype = jnp.dtype(self.bundle.base_dtype)
+    cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    return self.put_frozen(cast) if mesh_lib.model_axis_size(self.mesh) > 1 else cast
+
+  def put(self, tree):
+    """Host values replicated on the mesh; arrays already placed on it (`put_frozen`) stay as they are."""
+    return mesh_lib.put_on_mesh(tree, self.mesh)
+
+  def put_frozen(self, tree):
+    """Frozen weights (base, teachers, a reference model), FSDP-sharded over 'model' (c.mesh.model_axis)."""
+    return mesh_lib.put_frozen(tree, self.mesh)
+
+  # ------------------------------------------------------------ steps
+  def train_step(self, loss_builder, **static):
+    """The compiled train step of loss_builder(model, **static), built once per context.
+
+    The cache key is what the step closes over: the builder and its keyword arguments (the
+    compile-time switches), so a new switch can never silently reuse an old step."""
+    from e2urec_jax.train import steps
+    key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())))
+    return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh))
+
+  def compiled(self, key, build):
+    """build() once per key (evaluation functions, train steps)."""
+    if key not in self._compiled:
+      self._compiled[key] = build()
+    return self._compiled[key]
 
 
-def get_context(config, workdir: str) -> Context:
-  """One context per (workdir, config) in a process, so `run` shares compiled steps across phases."""
-  key = (os.path.abspath(workdir), config.to_json_best_effort())
-  if key not in _CONTEXTS:
-    _CONTEXTS.clear()
-    _CONTEXTS[key] = Context(config, workdir)
-  return _CONTEXTS[key]
+def open_run(config, paths: Paths, *, data=None, mesh=None) -> RunContext:
+  """The context of a run: its data (prepared if missing, or the given one), model and mesh
+  (default: every device, config.mesh.model_axis of them per model group)."""
+  data = prepared_data(config, paths) if data is None else data
+  pretrained = ensure_pretrained(config, paths, data)
+  mesh = mesh_lib.make_mesh(model_axis=config.mesh.model_axis) if mesh is None else mesh
+  return RunContext(config=config, paths=paths, data=data, bundle=model_bundle(config, pretrained, data), mesh=mesh)

@@ -12,17 +12,17 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from e2urec_jax import runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import mesh as mesh_lib
-from e2urec_jax.train.checkpoint import ResumeCheckpoints, kill_self, test_hook
+from e2urec_jax.train.callbacks import Callback, StepEvent, checkpoint_path_class
+from e2urec_jax.train.checkpoint import ResumeCheckpoints
 
 LOG_EVERY = 10
 
@@ -152,8 +152,12 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
               batch_for_step: Callable[[int], Any], hparams_for_step: Callable[[int], dict],
               num_steps: int, examples_per_step: int, mesh, base_sha256: str | None,
               validate: Callable[[Any], float] | None = None, eval_every: int = 0,
-              patience: int = 0, seed: int = 0) -> PhaseResult:
+              patience: int = 0, seed: int = 0, callbacks: Sequence[Callback] = (),
+              model: Callable[[Any], tuple] | None = None, ctx=None) -> PhaseResult:
   """Runs (or resumes) `num_steps` steps; returns the final (or best-valid) trainable tree.
+
+  `callbacks` see every step (train/callbacks.py); `model(trainable) -> (params, adapters)`
+  tells them how to evaluate the trainable tree, `ctx` (the RunContext) what with.
 
   A non-finite loss, gradient norm or validation loss stops the phase with a UserError that
   names the step; checkpoints are only written after the metrics before them were checked,
@@ -162,7 +166,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   """
   os.makedirs(phase_dir, exist_ok=True)
   ckpt = ResumeCheckpoints(os.path.join(phase_dir, 'ckpt'), max_to_keep=config.checkpoint.max_to_keep,
-                           base_sha256=base_sha256, phase=name)
+                           base_sha256=base_sha256,
+                           temporary_path_class=checkpoint_path_class(callbacks, name))
   # Steps donate their inputs: work on copies so the caller's trees stay valid.
   state = {'trainable': _copy(trainable), 'opt_state': opt_state}
   if validate is not None:
@@ -223,9 +228,10 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       got_step, host_batch = prefetch.get()
       assert got_step == step
       batch = mesh_lib.put_batch(host_batch, mesh)
-      hp = {k: jnp.asarray(v, jnp.float32) for k, v in hparams_for_step(step).items()}
-      if test_hook('E2UREC_TEST_NAN_LR_AT_STEP', name, step + 1):
-        hp['lr'] = jnp.asarray(math.nan, jnp.float32)
+      hp = hparams_for_step(step)
+      for cb in callbacks:
+        hp = cb.hparams(name, step + 1, hp)
+      hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
       rng = jax.random.fold_in(base_key, step)
       trainable, opt_state, metrics = step_fn(trainable, opt_state, frozen, batch, rng, hp)
       pending.append((step, metrics))
@@ -249,8 +255,11 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
             stop = meta['stopped'] = True
       if step % every == 0 or step == num_steps or stop:
         save(step)
-      if test_hook('E2UREC_TEST_KILL_AT_STEP', name, step):
-        kill_self()
+      if callbacks:
+        event = StepEvent(phase=name, step=step, num_steps=num_steps, trainable=trainable,
+                          model=None if model is None else (lambda t=trainable: model(t)), ctx=ctx)
+        for cb in callbacks:
+          cb.after_step(event)
     flush(step)
   finally:
     bar.close()

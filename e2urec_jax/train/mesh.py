@@ -59,20 +59,12 @@ def model_axis_size(mesh: Mesh) -> int:
   return mesh.shape.get(MODEL_AXIS, 1)
 
 
-def local_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Rows of a global batch that this process feeds."""
-  per_device = global_batch // num_data_shards(mesh)
-  rows = {(idx[0].start, idx[0].stop)
-          for idx in batch_sharding(mesh).addressable_devices_indices_map((global_batch,)).values()}
-  return per_device * len(rows)
-
-
 # ------------------------------------------------------------------ batches
 @functools.lru_cache(maxsize=256)
 def _process_rows(global_rows: int, mesh: Mesh):
   data = num_data_shards(mesh)
   if global_rows % data:
-    raise ValueError(f'a batch of {global_rows} rows does not split over the {data} data-parallel devices; '
+    raise UserError(f'a batch of {global_rows} rows does not split over the {data} data-parallel devices; '
                      f'use a batch size that is a multiple of {data}')
   spans = sorted({(idx[0].start or 0, global_rows if idx[0].stop is None else idx[0].stop)
                   for idx in batch_sharding(mesh).addressable_devices_indices_map((global_rows,)).values()})

@@ -1,6 +1,8 @@
 """Which samples each step sees: a pure function of (seed, step), so resuming needs only the step."""
 import numpy as np
 
+from e2urec_jax.errors import UserError
+
 
 def steps_per_epoch(num_items: int, batch_size: int) -> int:
   return max(1, num_items // batch_size)
@@ -13,7 +15,8 @@ def batch_indices(indices: np.ndarray, batch_size: int, seed: int, step: int) ->
   """
   indices = np.asarray(indices)
   if len(indices) == 0:
-    raise ValueError('cannot draw batches from an empty set')
+    raise UserError('a training phase has no samples to draw batches from (an empty retain set, forget set or '
+                    'shard); change config.data.forget_fraction or config.data.num_shards')
   per_epoch = steps_per_epoch(len(indices), batch_size)
   epoch, within = divmod(step, per_epoch)
   order = np.random.default_rng([seed, epoch]).permutation(indices)

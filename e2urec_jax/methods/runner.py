@@ -1,0 +1,105 @@
+"""Runs a registered method: a `MethodSpec` -> one `PhasePlan` -> train/runner.run_plan.
+
+Also the rows of `run`'s report: every method of config.unlearn.methods, then the sweep,
+ablation and seed rows (config.sweep), each a (row name, method, section overrides, seed).
+"""
+import dataclasses
+
+from e2urec_jax import rules, seeds
+from e2urec_jax.errors import UserError
+from e2urec_jax.methods import common, llmrec, spec as spec_lib
+from e2urec_jax.train import runner
+from e2urec_jax.train.paths import ORIGINAL
+
+ABLATIONS = {'no_forget_teacher': {'use_forget_teacher': False},
+             'no_remember_teacher': {'use_remember_teacher': False}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One row of the report: `method` run under the name `name`."""
+  name: str
+  method: str
+  overrides: tuple = ()  # (field, value) pairs applied to config.unlearn.<method>
+  seed: int | None = None  # None: config.seed
+
+
+def section_of(config, method: str, overrides=()):
+  """config.unlearn.<method> with a row's overrides applied (a copy: the config is not touched)."""
+  section = config.unlearn[method].copy_and_resolve_references()
+  for key, value in dict(overrides).items():
+    section[key] = value
+  return section
+
+
+def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed: int | None = None,
+               callbacks=()) -> dict:
+  """Trains (or finds trained) `method` under `name` (default: the method's); returns its stats."""
+  spec = spec_lib.get(method)
+  name = name or method
+  seed = ctx.config.seed if seed is None else int(seed)
+  section = section_of(ctx.config, method, overrides)
+  stats = runner.done(ctx, name)
+  if stats is not None:
+    return stats
+  if spec.run is not None:
+    return spec.run(ctx, name, section, seed, callbacks)
+  llmrec.ensure_original(ctx, callbacks)
+  prior = spec.prepare(ctx, section, callbacks) if spec.prepare is not None else {}
+  seed_of = lambda phase: seeds.derive(seed, method, phase)  # noqa: E731
+  original = ctx.load_params(ORIGINAL)
+  frozen = spec.frozen(ctx, section, original) if spec.frozen is not None else {}
+  if spec.trainable == 'full':
+    trainable = original
+  else:
+    trainable = ctx.new_adapters(original, seed_of('init'))
+  extra_hp = spec.hparams(ctx, section) if spec.hparams is not None else (lambda step: {})
+  base_hp = common.hparams(section.learning_rate)
+  static = spec.static(ctx, section) if spec.static is not None else {}
+  examples = spec.examples_per_step(section) if spec.examples_per_step else 2 * section.batch_size
+  plan = runner.PhasePlan(
+      name=name, kind=spec.trainable, step=ctx.train_step(spec.loss, **static), start=original,
+      trainable=trainable, frozen=frozen, batch_for_step=spec.batches(ctx, section, seed_of),
+      hparams_for_step=lambda step: {**base_hp(step), **extra_hp(step)}, num_steps=section.steps,
+      examples_per_step=examples, base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'),
+      save='full' if spec.trainable == 'full' else 'adapters', prior=prior,
+      extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed})
+  return runner.run_plan(ctx, plan, callbacks)
+
+
+# ------------------------------------------------------------------ the rows of `run`
+def parse_list(text: str, key: str, kind=str) -> list:
+  items = rules.split_list(text)
+  try:
+    return [kind(t) for t in items]
+  except ValueError:
+    raise UserError(f'config.{key}={text!r}: cannot read it as a comma-separated list of {kind.__name__}')
+
+
+def check_methods(names: list[str], key: str) -> list[str]:
+  known = spec_lib.names()
+  for name in names:
+    if name not in known:
+      raise UserError(f'config.{key}={name!r}: unknown method; choose from {", ".join(known)}')
+  return names
+
+
+def rows(config) -> list[Row]:
+  """Every row `run` reports: the methods, then config.sweep's E2URec rows and seed repeats."""
+  methods = check_methods(parse_list(config.unlearn.methods, 'unlearn.methods'), 'unlearn.methods')
+  out = [Row(m, m) for m in methods]
+  for a in parse_list(config.sweep.alphas, 'sweep.alphas', float):
+    out.append(Row(f'e2urec[alpha={a:g}]', 'e2urec', (('alpha', a),)))
+  for w in parse_list(config.sweep.ws, 'sweep.ws', float):
+    out.append(Row(f'e2urec[w={w:g}]', 'e2urec', (('w', w),)))
+  for ablation in parse_list(config.sweep.ablations, 'sweep.ablations'):
+    if ablation not in ABLATIONS:
+      raise UserError(f'config.sweep.ablations={ablation!r}: unknown ablation; use {", ".join(ABLATIONS)}')
+    out.append(Row(f'e2urec[{ablation}]', 'e2urec', tuple(ABLATIONS[ablation].items())))
+  for seed in parse_list(config.sweep.seeds, 'sweep.seeds', int):
+    out += [Row(f'{m}[seed={seed}]', m, seed=seed) for m in methods if spec_lib.get(m).seeded]
+  return out
+
+
+def run_row(ctx, row: Row, callbacks=()) -> dict:
+  return run_method(ctx, row.method, name=row.name, overrides=row.overrides, seed=row.seed, callbacks=callbacks)

@@ -1,0 +1,115 @@
+"""The one runner: a training phase declared as a `PhasePlan` -> steps, the published model, stats.
+
+Every model of a run goes through `run_plan`: the original, the retrained ones, the shard
+models, the augmented model and every unlearning method. A phase whose result is in place
+(done.json and its model) is not run again, so rerunning a command resumes.
+"""
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+
+from e2urec_jax.train import artifacts, steps
+from e2urec_jax.train.context import peak_memory_bytes
+from e2urec_jax.train.loop import PhaseResult, run_phase
+
+SAVES = ('full', 'merged', 'adapters', 'none')
+
+
+@dataclasses.dataclass
+class PhasePlan:
+  """One training phase, declared.
+
+  kind 'full': `start` is trained as it is (`frozen` holds what else the loss reads);
+  kind 'lora': adapters (`trainable`) are trained on the base in `frozen['base']`.
+  save: 'full' (the trained weights), 'merged' (base + adapters folded, as full weights),
+  'adapters' (the adapters alone, naming `base_dir` as their base) or 'none'.
+  """
+  name: str  # phase name: its folders, its model
+  kind: str  # 'full' | 'lora'
+  step: Any  # a compiled train step (RunContext.train_step)
+  start: Any  # host params the phase starts from (the base of the adapters for 'lora')
+  trainable: Any  # the initial trainable tree: `start` itself ('full') or fresh adapters ('lora')
+  frozen: dict
+  batch_for_step: Callable[[int], dict]
+  hparams_for_step: Callable[[int], dict]
+  num_steps: int
+  examples_per_step: int
+  base_dir: str  # the model folder `start` came from: checkpoints and adapters record its hash
+  seed: int  # the dropout key's seed
+  save: str
+  validate: Callable[[Any], float] | None = None  # trainable -> valid loss (early stopping)
+  eval_every: int = 0
+  patience: int = 0
+  prior: dict = dataclasses.field(default_factory=dict)  # {name: stats} of models trained for this one
+  extra: dict = dataclasses.field(default_factory=dict)  # more stats to record (a method's settings)
+
+
+def done(ctx, name: str):
+  """The stats of a finished phase whose model is still in place, else None."""
+  stats = artifacts.read_done(ctx.phase_dir(name))
+  if stats is not None and os.path.exists(ctx.model_dir(name)):
+    return stats
+  return None
+
+
+def phase_stats(ctx, result: PhaseResult, *, trainable_params: int, checkpoint_bytes: int, extra=None) -> dict:
+  """done.json of a phase: costs, size, outcome."""
+  return {
+      'time_s': result.time_s, 'compile_s': result.compile_s, 'steps': result.steps,
+      'examples_per_s': result.examples_per_s, 'trainable_params': int(trainable_params),
+      'trainable_fraction': trainable_params / max(ctx.bundle.num_base_params, 1),
+      'checkpoint_bytes': int(checkpoint_bytes), 'peak_memory_bytes': peak_memory_bytes(),
+      'best_valid': result.best_valid, 'stopped_early': result.stopped_early, 'final_loss': result.final_loss,
+      **(extra or {})}
+
+
+def evaluation_weights(ctx, plan: PhasePlan) -> Callable[[Any], tuple]:
+  """trainable -> (params, adapters) as evaluation runs the model being trained."""
+  if plan.kind == 'lora':
+    return lambda trainable: (plan.frozen['base'], trainable)
+  zeros = ctx.put(ctx.zero_adapters(plan.start))
+  return lambda trainable: (trainable, zeros)
+
+
+def run_plan(ctx, plan: PhasePlan, callbacks=()) -> dict:
+  """Runs `plan` (or resumes it), publishes its model and writes its stats; returns them.
+
+  A method's cost includes the models trained for it (`plan.prior`): its time and compile
+  time are the sums, and each prior's own time is recorded as '<prior>_time_s' beside the
+  method's own 'unlearn_time_s'."""
+  from e2urec_jax.models import lora
+  if plan.save not in SAVES:
+    raise ValueError(f'{plan.name}: save must be one of {SAVES}, not {plan.save!r}')
+  trainable = plan.trainable
+  result = run_phase(
+      name=plan.name, phase_dir=ctx.phase_dir(plan.name), config=ctx.config, step_fn=plan.step,
+      trainable=ctx.put(trainable), opt_state=ctx.put(steps.init_opt_state(trainable)), frozen=plan.frozen,
+      batch_for_step=plan.batch_for_step, hparams_for_step=plan.hparams_for_step, num_steps=plan.num_steps,
+      examples_per_step=plan.examples_per_step, mesh=ctx.mesh, base_sha256=artifacts.content_hash(plan.base_dir),
+      validate=plan.validate, eval_every=plan.eval_every, patience=plan.patience, seed=plan.seed,
+      callbacks=callbacks, model=evaluation_weights(ctx, plan) if callbacks else None, ctx=ctx)
+  final = jax.device_get(result.trainable)
+  trainable_params = lora.count_params(final) if plan.kind == 'lora' else ctx.bundle.num_base_params
+  path = ctx.model_dir(plan.name)
+  if plan.save == 'full':
+    size = artifacts.save_full(ctx.model, final, path)
+  elif plan.save == 'merged':
+    merged = lora.merge(plan.start, final, ctx.config.lora.alpha / ctx.config.lora.r)
+    size = artifacts.save_full(ctx.model, jax.device_get(merged), path)
+  elif plan.save == 'adapters':
+    size = artifacts.save_adapters(final, path, base_dir=plan.base_dir, lora=ctx.bundle.lora_meta)
+  else:
+    size = 0
+  extra = {}
+  if plan.prior:
+    extra['unlearn_time_s'] = result.time_s
+    for name, stats in plan.prior.items():
+      result.time_s += stats['time_s']
+      result.compile_s += stats['compile_s']
+      extra[f'{name}_time_s'] = stats['time_s']
+  stats = phase_stats(ctx, result, trainable_params=trainable_params, checkpoint_bytes=size,
+                      extra={**extra, **plan.extra})
+  artifacts.write_done(ctx.phase_dir(plan.name), stats)
+  return stats

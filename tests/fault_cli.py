@@ -1,0 +1,14 @@
+"""`python tests/fault_cli.py <command> ...`: the CLI with the fault hooks of the E2UREC_TEST_*
+variables (tests/fault_hooks.py) passed in as a callback."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from fault_hooks import Faults  # noqa: E402
+
+from e2urec_jax.main import run_cli  # noqa: E402
+
+if __name__ == '__main__':
+  run_cli(callbacks=[Faults.from_env()])

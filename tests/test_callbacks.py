@@ -1,0 +1,88 @@
+"""Callbacks see every step of a phase, and the one orbax mechanism the fault tests rely on.
+
+checkpoint.py passes `temporary_path_class` (a public CheckpointManagerOptions field) to orbax;
+the fault tests subclass orbax's AtomicRenameTemporaryPath and fail inside `finalize`, the
+commit of a save. If orbax drops the option or stops committing through that class, the
+first test below fails, loudly, before the fault tests start passing for the wrong reason.
+"""
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from e2urec_jax.errors import UserError
+from e2urec_jax.train.callbacks import Callback
+
+
+def test_orbax_commits_every_save_through_the_temporary_path_class(tmp_path):
+  from e2urec_jax.train.checkpoint import ResumeCheckpoints
+  assert 'temporary_path_class' in ocp.CheckpointManagerOptions.__dataclass_fields__, 'orbax dropped the option'
+  committed = []
+
+  class Recording(ocp.path.atomicity.AtomicRenameTemporaryPath):
+    async def finalize(self, *args, **kwargs):
+      committed.append(os.path.basename(str(self.get_final())))
+      return await super().finalize(*args, **kwargs)
+
+  ckpt = ResumeCheckpoints(str(tmp_path), max_to_keep=2, base_sha256='x', temporary_path_class=Recording)
+  ckpt.save(3, {'w': np.zeros(2, np.float32)}, {})
+  ckpt.close()
+  assert '3' in committed, f'orbax no longer commits a step through temporary_path_class.finalize: {committed}'
+  assert sorted(os.listdir(tmp_path)) == ['3']
+
+
+def _toy_phase(phase_dir, num_steps, callbacks, every=4):
+  """run_phase on a 3-parameter model (compiles in milliseconds)."""
+  from e2urec_jax.config import default_config
+  from e2urec_jax.train import mesh as mesh_lib
+  from e2urec_jax.train.loop import TimedJit, run_phase
+  config = default_config()
+  config.progress, config.checkpoint.every_steps = False, every
+
+  def step(trainable, opt_state, frozen, batch, rng, hp):
+    w = trainable['w'] - hp['lr']
+    return {'w': w}, opt_state, {'loss': jnp.sum(w) + 0.0 * batch['x'].sum()}
+
+  return run_phase(
+      name='toy', phase_dir=str(phase_dir), config=config, step_fn=TimedJit(jax.jit(step)),
+      trainable={'w': jnp.zeros(3)}, opt_state={}, frozen={},
+      batch_for_step=lambda s: {'x': np.ones((jax.device_count(), 2), np.float32)},
+      hparams_for_step=lambda s: {'lr': 0.1}, num_steps=num_steps, examples_per_step=1,
+      mesh=mesh_lib.make_mesh(), base_sha256='toy', seed=0, callbacks=callbacks,
+      model=lambda t: (t, None))
+
+
+class Recorder(Callback):
+  def __init__(self):
+    self.events, self.hps = [], []
+
+  def hparams(self, phase, step, hp):
+    self.hps.append((phase, step))
+    return hp
+
+  def after_step(self, event):
+    params, _ = event.model()
+    self.events.append((event.phase, event.step, event.num_steps, float(np.asarray(params['w'])[0])))
+
+
+def test_callbacks_see_every_step_and_the_model_being_trained(tmp_path):
+  recorder = Recorder()
+  _toy_phase(tmp_path, 5, [recorder])
+  assert recorder.hps == [('toy', s) for s in range(1, 6)]
+  assert [(p, s, n) for p, s, n, _ in recorder.events] == [('toy', s, 5) for s in range(1, 6)]
+  np.testing.assert_allclose([w for *_, w in recorder.events], [-0.1 * s for s in range(1, 6)], rtol=1e-6)
+
+
+def test_a_callback_can_change_a_steps_hyperparameters(tmp_path):
+  """What the fault tests' NaN learning rate does: the step runs with the callback's values."""
+  class NanAt3(Callback):
+    def hparams(self, phase, step, hp):
+      return dict(hp, lr=math.nan) if step == 3 else hp
+
+  with pytest.raises(UserError, match=r'toy: loss became non-finite \(nan\) at step 3 of 6'):
+    _toy_phase(tmp_path, 6, [NanAt3()], every=2)
+  assert sorted(os.listdir(tmp_path / 'ckpt')) == ['2']

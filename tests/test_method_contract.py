@@ -1,0 +1,103 @@
+"""Adding a method touches its own module only: a test-only method, declared and registered here,
+gets its config section, its rules, a report row, `forget`'s support and a run, with no edit to
+config.py, the registry, the report or forget.py.
+
+The method: NegGrad with its forget-set ascent scaled by a factor of its own.
+"""
+import os
+
+import pytest
+
+from conftest import CACHE, load_config
+from e2urec_jax import rules
+from e2urec_jax.errors import UserError
+from e2urec_jax.methods import full_param, spec
+
+NAME = 'scaled_neggrad'
+
+
+def scaled_neggrad_loss_fn(model):
+  from e2urec_jax import losses
+
+  def loss_fn(params, frozen, batch, rng, hp):
+    _, ce_r, ce_f = full_param.retain_forget_ce(model, params, batch, rng)
+    return losses.neggrad_loss(ce_r, ce_f, hp['weight'] * hp['scale']), {'retain_ce': ce_r, 'forget_ce': ce_f}
+  return loss_fn
+
+
+SCALED_NEGGRAD = spec.MethodSpec(
+    name=NAME,
+    summary='NegGrad with a scaled ascent (a test-only method)',
+    defaults={
+        'learning_rate': 5e-5,  # AdamW rate.
+        'steps': 3,  # Steps in all.
+        'batch_size': 8,  # Retain and forget samples per step, each.
+        'weight': 0.2,  # NegGrad's weight of the forget-set ascent ...
+        'scale': 2.0,  # ... times this.
+    },
+    rules={'weight': rules.FINITE, 'scale': rules.POSITIVE}, trainable='full', loss=scaled_neggrad_loss_fn,
+    batches=full_param.paired_batches, hparams=full_param.constant_hparams('weight', 'scale'))
+
+
+@pytest.fixture
+def registered():
+  spec.register(SCALED_NEGGRAD)
+  yield SCALED_NEGGRAD
+  spec.unregister(NAME)
+
+
+def test_registering_adds_config_section_rules_report_row_and_forget_support(registered):
+  from e2urec_jax import config as config_lib
+  from e2urec_jax.methods import runner
+  config = load_config('configs/demo.py')  # built after registration: it has the new section
+  assert config.unlearn[NAME].to_dict() == SCALED_NEGGRAD.defaults
+  assert NAME in config_lib.ALL_METHODS and config.unlearn.methods.endswith(f',{NAME}')
+  assert spec.report_order()[-1] == NAME and NAME in spec.chainable()
+  config_lib.validate(config)
+  config.unlearn[NAME].scale = -1.0
+  with pytest.raises(UserError, match=rf"config.unlearn.{NAME}.scale=-1.0: must be a finite number > 0"):
+    config_lib.validate(config)
+  config.unlearn[NAME].scale = 2.0
+  config.unlearn.methods = f'neggrad,{NAME}'
+  config.sweep.seeds = '5'
+  assert [r.name for r in runner.rows(config)] == ['neggrad', NAME, 'neggrad[seed=5]', f'{NAME}[seed=5]']
+
+
+def test_unregistered_the_method_is_unknown():
+  from e2urec_jax import config as config_lib
+  config = load_config('configs/demo.py')
+  assert NAME not in config.unlearn and NAME not in spec.names()
+  config.unlearn.methods = NAME
+  with pytest.raises(UserError, match=rf"config.unlearn.methods='{NAME}': must be"):
+    config_lib.validate(config)
+
+
+def test_a_spec_must_give_every_field_a_rule():
+  import dataclasses
+  unchecked = dataclasses.replace(SCALED_NEGGRAD, name='unchecked', defaults={**SCALED_NEGGRAD.defaults, 'temp': 1})
+  with pytest.raises(ValueError, match="no rule for config field"):
+    spec.register(unchecked)
+  assert 'unchecked' not in spec.names()
+
+
+@pytest.mark.slow
+def test_run_executes_and_reports_the_registered_method(registered, tmp_path):
+  """`run` trains it like a built-in (one runner: phase, model, stats) and reports it in registration order."""
+  from e2urec_jax import runtime
+  from e2urec_jax.eval import report
+  from e2urec_jax.experiment import run_experiment
+  config = load_config('configs/demo.py:test')
+  config.jax_cache_dir, config.progress = CACHE, False
+  config.data.num_samples = 600
+  config.train.max_steps = 4
+  config.unlearn.methods = f'{NAME},neggrad'
+  config.unlearn.neggrad.steps = 3
+  run_experiment(config, str(tmp_path))
+  results = runtime.read_json(os.path.join(tmp_path, 'results.json'))
+  assert report.validate_results(results, required_methods=('original', 'retrain', 'neggrad', NAME)) == []
+  assert list(results['methods']) == ['original', 'retrain', 'neggrad', NAME]  # registration order
+  row = results['methods'][NAME]
+  assert row['phase']['steps'] == 3 and row['phase']['seed'] == config.seed
+  assert row['trainable_params'] == results['methods']['neggrad']['trainable_params']
+  assert os.path.exists(os.path.join(tmp_path, 'models', NAME, 'model.safetensors'))
+  assert f'`{NAME}`' in open(os.path.join(tmp_path, 'results.md')).read()
