@@ -1,29 +1,26 @@
 """Seeds: one function derives every training seed from (seed, method, phase)."""
+import itertools
+
 import pytest
 
 from e2urec_jax import seeds
 
+RUN = ('pretrained', 'original', 'retrain', 'retrain_seed2', 'augmented', 'e2urec', 'neggrad', 'badt', 'ga', 'npo',
+       'receraser', *(f'{m}/shard{k}' for m in ('sisa', 'receraser') for k in range(4)))
+
 
 def test_derive_is_a_pure_function_of_seed_method_and_phase():
   assert seeds.derive(42, 'e2urec', 'init') == seeds.derive(42, 'e2urec', 'init')
-  assert isinstance(seeds.derive(42, 'e2urec', 'dropout'), int)
   with pytest.raises(ValueError, match='unknown seed phase'):
     seeds.derive(42, 'e2urec', 'initialisation')
 
 
-def test_other_seeds_give_other_streams():
-  for method in ('original', 'augmented', 'e2urec', 'sisa/shard1'):
-    for phase in seeds.PHASES:
-      assert seeds.derive(1, method, phase) != seeds.derive(2, method, phase), (method, phase)
+def test_values_are_fixed():
+  """A changed derivation changes every number of every run: it must be a decision, not an accident."""
+  assert [seeds.derive(42, 'e2urec', p) for p in ('init', 'dropout')] == [260568593, 492651387]
 
 
-def test_the_training_seeds_of_a_run_are_what_its_phases_used_before_derivation():
-  """Kept until the seeds are hashed: the offsets the phases used before they were derived here."""
-  s = 42
-  assert [seeds.derive(s, 'original', p) for p in ('init', 'batches', 'dropout')] == [s, s, s]
-  assert seeds.derive(s, 'retrain_seed2', 'batches') == s + 1
-  assert seeds.derive(s, 'augmented', 'init') == seeds.derive(s, 'augmented', 'batches') == s + 2
-  assert seeds.derive(s, 'e2urec', 'init') == s + 3
-  assert seeds.derive(s, 'neggrad', 'retain_batches') == seeds.derive(s, 'neggrad', 'dropout') == s
-  assert seeds.derive(s, 'npo', 'forget_batches') == s + 1
-  assert seeds.derive(s, 'receraser/shard3', 'batches') == seeds.derive(s, 'sisa/shard3', 'batches') == s + 13
+def test_no_two_streams_of_a_run_collide_and_every_seed_fits_31_bits():
+  values = [seeds.derive(s, m, p) for s, m, p in itertools.product((42, 43), RUN, seeds.PHASES)]
+  assert len(set(values)) == len(values)
+  assert all(0 <= v < 2 ** 31 for v in values)
