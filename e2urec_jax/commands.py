@@ -1,78 +1,122 @@
 """The commands, as functions of explicit arguments: `main` turns flags into these keyword arguments.
 
 Each takes a validated config (config.validate) and the workdir; commands that train also take
-`callbacks` (train/callbacks.py), which every training phase they run sees.
+`callbacks` (train/callbacks.py), which every training phase they run sees, and `restart`
+(--restart: 'changed', 'all' or phase names; resume.py). Commands that write hold the
+workdir's lock (workdir_lock.py); evaluate, predict and export never create or prepare a
+workdir (they refuse one that has no trained run).
 """
 import os
 
-from e2urec_jax import distributed
+from e2urec_jax import distributed, runtime, workdir_lock
 from e2urec_jax.errors import UserError
 
 
 def _open(config, workdir):
+  """The run context of an existing run, read-only: nothing is created, prepared or built."""
   from e2urec_jax.train import context, paths
-  return context.open_run(config, paths.run_paths(workdir))
+  return context.open_run(config, paths.run_paths(workdir), read_only=True)
 
 
-def prepare(config, workdir: str) -> None:
+def _existing(workdir: str, command: str) -> str:
+  """`workdir`, which must hold a prepared run (read-only commands create nothing)."""
+  if not os.path.isdir(workdir):
+    raise UserError(f'no workdir {workdir}: {command} reads a trained run and creates nothing; check --workdir')
+  if not os.path.exists(os.path.join(workdir, 'data', 'manifest.json')):
+    raise UserError(f'{workdir} holds no prepared run (no data/manifest.json): {command} reads a trained run; '
+                    'run `run` on it first, or check --workdir')
+  return workdir
+
+
+def _writable(workdir: str) -> str:
+  return runtime.ensure_writable_dir(os.path.abspath(workdir))
+
+
+def _trained(config, workdir, command, restart, callbacks):
+  from e2urec_jax import resume
+  return resume.prepare_run(config, workdir, command, restart)
+
+
+def prepare(config, workdir: str, *, restart: str | None = None) -> None:
   """raw files -> splits, prompts, tokens under <workdir>/data."""
-  from e2urec_jax.data.prepare import prepare as prepare_data
-  prepare_data(config, workdir)
+  from e2urec_jax import resume
+  with workdir_lock.hold(_writable(workdir), 'prepare'):
+    resume.ensure_data(config, os.path.abspath(workdir), resume.parse_restart(restart))
+    if distributed.is_primary():
+      runtime.save_config(workdir, config)
 
 
-def train(config, workdir: str, *, callbacks=()) -> None:
+def train(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The original LLMRec (config.train on the whole train split)."""
   from e2urec_jax.methods import llmrec
-  stats = llmrec.ensure_original(_open(config, workdir), callbacks)
+  with workdir_lock.hold(_writable(workdir), 'train'):
+    stats = llmrec.ensure_original(_trained(config, workdir, 'train', restart, callbacks), callbacks)
   print(f'original: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
 
 
-def retrain(config, workdir: str, *, callbacks=()) -> None:
+def retrain(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The same recipe on the retain split: the reference every method is measured against."""
   from e2urec_jax.methods import llmrec
-  stats = llmrec.ensure_retrain(_open(config, workdir), callbacks=callbacks)
+  with workdir_lock.hold(_writable(workdir), 'retrain'):
+    stats = llmrec.ensure_retrain(_trained(config, workdir, 'retrain', restart, callbacks), callbacks=callbacks)
   print(f'retrain: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
 
 
-def augment(config, workdir: str, *, callbacks=()) -> None:
+def augment(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """E2URec's augmented model: the original fine-tuned on the forget set (config.augment)."""
   from e2urec_jax.methods import e2urec
-  stats = e2urec.ensure_augmented(_open(config, workdir), callbacks)
+  with workdir_lock.hold(_writable(workdir), 'augment'):
+    stats = e2urec.ensure_augmented(_trained(config, workdir, 'augment', restart, callbacks), callbacks)
   print(f'augmented: {stats["steps"]} steps in {stats["time_s"]:.1f}s')
 
 
-def unlearn(config, workdir: str, *, callbacks=()) -> None:
+def unlearn(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """config.unlearn.method on the run's forget set."""
   from e2urec_jax.methods import runner
   method = config.unlearn.method
-  stats = runner.run_method(_open(config, workdir), method, callbacks=callbacks)
+  with workdir_lock.hold(_writable(workdir), 'unlearn'):
+    stats = runner.run_method(_trained(config, workdir, 'unlearn', restart, callbacks), method, callbacks=callbacks)
   print(f'{method}: unlearned in {stats["time_s"]:.1f}s; model in {workdir}/models/{method}')
 
 
-def run(config, workdir: str, *, callbacks=()) -> None:
+def run(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The whole experiment (experiment.py), resuming finished phases."""
+  from e2urec_jax import resume
   from e2urec_jax.experiment import run_experiment
-  run_experiment(config, workdir, callbacks=callbacks)
+  with workdir_lock.hold(_writable(workdir), 'run'):
+    run_experiment(config, workdir, callbacks=callbacks, restart=resume.parse_restart(restart))
 
 
 def evaluate(config, workdir: str, *, model: str | None = None) -> None:
-  """Scores `model` (default: every finished model of the workdir) against the retrained one."""
+  """Scores `model` (default: every finished model of the workdir) against the retrained one.
+  The models must have been trained with this config (their fingerprints): results.json says so."""
+  from e2urec_jax import resume
   from e2urec_jax.eval.evaluate import available_models, write_results
   from e2urec_jax.methods import spec
   from e2urec_jax.train.paths import run_paths
+  _existing(workdir, 'evaluate')
   if not os.path.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
-  ctx = _open(config, workdir)
-  write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
+  with workdir_lock.hold(os.path.abspath(workdir), 'evaluate'):
+    ctx = _open(config, workdir)
+    names = [model] if model else available_models(ctx)
+    resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
+    write_results(ctx, names, order=spec.report_order())
   if distributed.is_primary():
     print(open(os.path.join(ctx.workdir, 'results.md')).read())
 
 
-def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None) -> None:
-  """P(Yes) of `model` (default e2urec) for the (user_id, item_id) pairs of the CSV `input`."""
+def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None,
+            forget_key: str | None = None, allow_forgotten: bool = False) -> None:
+  """P(Yes) of `model` (default e2urec) for the (user_id, item_id) pairs of the CSV `input`. Users
+  (and interactions) forgotten by `forget` requests are refused unless `allow_forgotten`: the check
+  needs the operator's key (`forget_key`), as the workdir keeps only keyed hashes of them."""
+  from e2urec_jax import forget as forget_lib
   from e2urec_jax.eval.predict import predict as predict_pairs, read_pairs
   name = model or 'e2urec'
   pairs = read_pairs(input)
+  _existing(workdir, 'predict')
+  forget_lib.refuse_forgotten(workdir, pairs, key_file=forget_key, allow=allow_forgotten)
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
   out['p_yes'] = p_yes
@@ -91,6 +135,7 @@ def export(config, workdir: str, *, output: str | None, model: str | None = None
   if not output:
     raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
   name = model or 'e2urec'
+  _existing(workdir, 'export')
   export_model(_open(config, workdir), name, output)
   print(f'exported {name} to {output} (Hugging Face layout: config.json, model.safetensors, tokenizer)')
 
@@ -102,9 +147,23 @@ def bench(config, workdir: str) -> None:
 
 
 def forget(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
-           callbacks=()) -> None:
-  """Serves a forget request on a trained run (forget.py)."""
+           forget_key: str | None = None, callbacks=()) -> None:
+  """Serves a forget request on a trained run (forget.py); `forget_key` is the operator's key file,
+  outside the workdir (the audit holds keyed hashes of the ids under it)."""
   from e2urec_jax import forget as forget_lib
-  audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, callbacks=callbacks)
+  _existing(workdir, 'forget')
+  with workdir_lock.hold(os.path.abspath(workdir), 'forget'):
+    audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
+                             callbacks=callbacks)
   if audit:
     forget_lib.report(audit, workdir)
+
+
+def audit(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
+          forget_key: str | None = None) -> None:
+  """Checks the workdir's forget audits with the operator's key: each audit's MAC, and which
+  request forgot the given users or interactions (forget.py)."""
+  from e2urec_jax import forget as forget_lib
+  _existing(workdir, 'audit')
+  for line in forget_lib.verify_audits(workdir, key_file=forget_key, users=users, interactions=interactions):
+    print(line)

@@ -36,6 +36,8 @@ def default_config() -> ConfigDict:
   d.raw_dir = ''  # Local copy of the raw files; '' = download (checksummed) into download_dir.
   d.download_dir = '~/.cache/e2urec_jax/raw'  # Where downloads land (never inside the repo).
   d.label_threshold = 3.0  # label = rating > threshold (MovieLens: > 3 is "liked").
+  d.rating_scale = ()  # (lowest, highest) rating; () = the source's: 1-5 (MovieLens, GoodReads, synthetic, csv).
+  d.duplicates = 'latest'  # One rating per (user, item): 'latest' keeps the latest (a count is printed); 'error' refuses.
   d.history_k = 10  # Most recent rated items shown in the prompt.
   d.min_history = 5  # Samples with fewer earlier ratings of the same user are dropped.
   d.num_samples = 100_000  # Keep the last N samples in global time order.
@@ -43,6 +45,7 @@ def default_config() -> ConfigDict:
   d.forget_fraction = 0.2  # Fraction of train users whose train samples form the forget set.
   d.num_shards = 4  # SISA random shards and RecEraser user shards.
   d.max_input_length = 256  # Prompt tokens at most; history is truncated first, never target/question.
+  d.max_shortened = 0.05  # Share of prompts whose history may be shortened to fit; more is refused by prepare.
   d.bucket_lengths = (128, 256)  # Prompts are padded to the smallest bucket that fits (few compiles).
   d.goodreads_genre = 'poetry'  # UCSD Book Graph subset: goodreads_interactions_<genre>.json.gz.
   d.synthetic = s = ConfigDict()  # The embedded default data set (MovieLens layout, planted structure).
@@ -153,6 +156,11 @@ RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
     'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
     'data.raw_dir': rules.TEXT, 'data.download_dir': rules.TEXT, 'data.label_threshold': rules.FINITE,
+    'data.rating_scale': rules.Rule(lambda x: isinstance(x, (tuple, list)) and (
+        len(x) == 0 or (len(x) == 2 and all(rules.FINITE(v) is None for v in x) and x[0] < x[1])),
+        'empty (the source\'s scale) or two finite numbers, lowest < highest: (1, 10)'),
+    'data.duplicates': rules.one_of('latest', 'error'),
+    'data.max_shortened': rules.PROBABILITY,
     'data.history_k': rules.NON_NEGATIVE_INT, 'data.min_history': rules.NON_NEGATIVE_INT,
     'data.num_samples': rules.integer(3),
     'data.split': rules.sequence(rules.number(0, 1, low_open=True), length=3),

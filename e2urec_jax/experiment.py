@@ -1,23 +1,24 @@
 """`run`: prepare -> original -> retrain -> augment -> every unlearning method -> evaluate -> report.
 
 Each phase is skipped when its result is already in the workdir, so rerunning the same
-command after an interruption resumes where it stopped.
+command after an interruption resumes where it stopped; a phase trained with other settings
+is refused before any work unless `restart` asks to train it again (resume.py).
 """
 import os
 import time
 
-from e2urec_jax import distributed
+from e2urec_jax import distributed, resume
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.methods import llmrec, runner, spec
-from e2urec_jax.train import context, paths
 from e2urec_jax.train.paths import ORIGINAL
 
 
-def run_experiment(config, workdir, *, callbacks=()):
-  """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py)."""
+def run_experiment(config, workdir, *, callbacks=(), restart=()):
+  """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py);
+  `restart` (--restart: 'changed', 'all' or phase names) trains those phases again (resume.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
-  ctx = context.open_run(config, paths.run_paths(workdir))
+  ctx = resume.prepare_run(config, workdir, 'run', restart)
   llmrec.ensure_original(ctx, callbacks)
   llmrec.ensure_retrain(ctx, callbacks=callbacks)
   if config.eval.noise_floor:

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, stamps
 from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
@@ -84,6 +84,7 @@ def scrub_data(workdir: str, users, pairs) -> dict:
     if os.path.isdir(raw_dir):
       removed.update(_scrub_raw(os.path.join(tmp, 'synthetic'), users, pairs))
     _update_manifest(os.path.join(tmp, 'manifest.json'), kept, users, os.path.join(tmp, 'synthetic'))
+    stamps.write(tmp, exclude=SKIPPED)  # the scrubbed files are the data now (its prepared digest stays)
   return removed
 
 
@@ -96,6 +97,23 @@ def _filter_tokens(folder: str, frame: pd.DataFrame, keep: np.ndarray) -> None:
     if name.endswith('.npy'):
       path = os.path.join(folder, name)
       np.save(path, np.load(path)[keep])
+
+
+def raw_records(workdir: str) -> tuple[set, set]:
+  """(user ids, (user, item) pairs) of the source copy in the workdir (data/synthetic: u.data, u.user),
+  records that formed no sample included; empty sets when the workdir holds no copy."""
+  raw_dir = os.path.join(workdir, 'data', 'synthetic')
+  users, pairs = set(), set()
+  path = os.path.join(raw_dir, 'u.data')
+  if os.path.exists(path):
+    table = np.loadtxt(path, dtype=np.int64, usecols=(0, 1), ndmin=2)
+    pairs = {(int(u), int(i)) for u, i in table}
+    users = {u for u, _ in pairs}
+  path = os.path.join(raw_dir, 'u.user')
+  if os.path.exists(path):
+    with open(path, encoding='latin-1') as f:
+      users |= {int(line.split('|')[0]) for line in f if line.strip()}
+  return users, pairs
 
 
 def _raw_holds(raw_dir: str, users, pairs) -> bool:

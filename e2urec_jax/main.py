@@ -14,23 +14,29 @@ from ml_collections import config_flags
 from e2urec_jax.errors import UserError
 
 # command -> (function in commands.py, one-line help, {flag: keyword argument}).
+_RESTART = {'restart': 'restart'}
 COMMANDS = {
-    'prepare': ('prepare', 'raw files -> splits, prompts, tokens', {}),
-    'train': ('train', 'train the original LLMRec', {}),
-    'retrain': ('retrain', 'train from scratch on the retain split', {}),
-    'augment': ('augment', 'fine-tune the original on the forget set', {}),
-    'unlearn': ('unlearn', 'run config.unlearn.method', {}),
+    'prepare': ('prepare', 'raw files -> splits, prompts, tokens', _RESTART),
+    'train': ('train', 'train the original LLMRec', _RESTART),
+    'retrain': ('retrain', 'train from scratch on the retain split', _RESTART),
+    'augment': ('augment', 'fine-tune the original on the forget set', _RESTART),
+    'unlearn': ('unlearn', 'run config.unlearn.method', _RESTART),
     'evaluate': ('evaluate', 'score every model in the workdir', {'model': 'model'}),
     'predict': ('predict', 'score (user, item) pairs from a CSV', {'input': 'input', 'output': 'output',
-                                                                   'model': 'model'}),
+                                                                   'model': 'model', 'forget_key': 'forget_key',
+                                                                   'allow_forgotten': 'allow_forgotten'}),
     'export': ('export', 'write a merged Hugging Face folder', {'output': 'output', 'model': 'model'}),
-    'run': ('run', 'the whole experiment, resuming finished phases', {}),
+    'run': ('run', 'the whole experiment, resuming finished phases', _RESTART),
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
-                                                                     'interactions': 'interactions'}),
+                                                                     'interactions': 'interactions',
+                                                                     'forget_key': 'forget_key'}),
+    'audit': ('audit', 'check forget audits with the key', {'users': 'users', 'interactions': 'interactions',
+                                                            'forget_key': 'forget_key'}),
 }
 TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
-COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model')
+COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'restart', 'forget_key', 'allow_forgotten')
+FORGET_KEY_ENV = 'E2UREC_FORGET_KEY'  # the key file's path when --forget_key is not given
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file: configs/<name>.py[:arg].', lock_config=True)
@@ -40,6 +46,11 @@ flags.DEFINE_string('interactions', None, 'forget: CSV of user_id,item_id pairs 
 flags.DEFINE_string('input', None, 'predict: CSV with user_id,item_id columns.')
 flags.DEFINE_string('output', None, 'predict/export: where to write.')
 flags.DEFINE_string('model', None, 'evaluate/predict/export: model name in the workdir (original, e2urec, ...).')
+flags.DEFINE_string('restart', None, 'run/train/...: train phases again whose config changed (changed), '
+                    'all of the command (all), or the named ones (PHASE,...), with the phases built on them.')
+flags.DEFINE_string('forget_key', None, f'forget/predict/audit: the key file (outside the workdir; default '
+                    f'${FORGET_KEY_ENV}) under which audits hold keyed hashes of forgotten ids.')
+flags.DEFINE_bool('allow_forgotten', False, 'predict: score users (and interactions) that forget requests removed.')
 
 
 def _usage() -> str:
@@ -48,6 +59,7 @@ def _usage() -> str:
 
 
 def _parse(argv):
+  argv = [_underscored(a) for a in argv]  # --allow-forgotten is --allow_forgotten
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:  # unknown flag or config key, wrong type: one line, exit 2
@@ -57,6 +69,15 @@ def _parse(argv):
   except (KeyError, AttributeError, ValueError, TypeError) as e:
     print(f'error: bad config override: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+def _underscored(arg: str) -> str:
+  name, eq, value = arg.partition('=')
+  if name.startswith('--') and not name.startswith('--config') and name[2:].replace('-', '_') in COMMAND_FLAGS:
+    return '--' + name[2:].replace('-', '_') + eq + value
+  if name.startswith('--no') and name[4:].replace('-', '_') in COMMAND_FLAGS:
+    return '--no' + name[4:].replace('-', '_') + eq + value
+  return arg
 
 
 def _default_config_path() -> str:
@@ -77,7 +98,7 @@ def main(argv, callbacks=()):
     print(f'error: unexpected arguments {argv[2:]}; options go as --flag=value', file=sys.stderr)
     sys.exit(2)
   fn_name, _, takes = COMMANDS[command]
-  stray = [f'--{f}' for f in COMMAND_FLAGS if f not in takes and flags.FLAGS[f].value is not None]
+  stray = [f'--{f}' for f in COMMAND_FLAGS if f not in takes and flags.FLAGS[f].present]
   if stray:
     print(f'error: {", ".join(stray)} is not an option of {command}', file=sys.stderr)
     sys.exit(2)
@@ -90,6 +111,8 @@ def main(argv, callbacks=()):
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)
   kwargs = {arg: flags.FLAGS[flag].value for flag, arg in takes.items()}
+  if 'forget_key' in kwargs and not kwargs['forget_key']:
+    kwargs['forget_key'] = os.environ.get(FORGET_KEY_ENV) or None
   if command in TRAINS:
     kwargs['callbacks'] = tuple(callbacks)
   try:
@@ -106,8 +129,15 @@ def main(argv, callbacks=()):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
-    print('interrupted: the last checkpoint is kept; rerun the same command to resume', file=sys.stderr)
-    sys.exit(130)
+    _interrupted()
+
+
+def _interrupted():
+  """Ctrl-C or SIGTERM (interrupts.py): the message, and 130 (143 for SIGTERM)."""
+  from e2urec_jax import interrupts
+  interrupts.handled()
+  print(interrupts.MESSAGE, file=sys.stderr, flush=True)
+  sys.exit(interrupts.exit_code())
 
 
 def _load_workdir_config(workdir):
@@ -124,8 +154,13 @@ def _load_workdir_config(workdir):
 
 
 def run_cli(callbacks=()):
+  from e2urec_jax import interrupts
+  interrupts.install()  # (again: python -m e2urec_jax installs it before importing this module)
   logging.set_verbosity(logging.WARNING)
-  app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
+  try:
+    app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
+  except KeyboardInterrupt:  # during flag parsing or start-up
+    _interrupted()
 
 
 if __name__ == '__main__':

@@ -80,9 +80,24 @@ os.umask(_UMASK)
 def publish(tmp: str, final: str) -> None:
   """Renames a finished temp file or folder into place, with the permissions a plain open() or
   makedirs would have given it: mkstemp and mkdtemp make theirs owner-only, which would hide
-  results and models from the rest of a team sharing a workdir."""
-  os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~_UMASK)
+  results and models from the rest of a team sharing a workdir. A folder's files and
+  subfolders get them too (libraries such as safetensors write their files owner-only).
+  Secrets are never published here (a forget key lives outside the workdir, 0600)."""
+  follow_umask(tmp)
   os.replace(tmp, final)
+
+
+def follow_umask(path: str) -> None:
+  """`path` (and, for a folder, everything under it) with the permissions the umask gives new files."""
+  os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+  if os.path.isdir(path):
+    for root, dirs, files in os.walk(path):
+      for d in dirs:
+        os.chmod(os.path.join(root, d), 0o777 & ~_UMASK)
+      for f in files:
+        full = os.path.join(root, f)
+        if not os.path.islink(full):
+          os.chmod(full, 0o666 & ~_UMASK)
 
 
 def write_json(path: str, obj) -> None:

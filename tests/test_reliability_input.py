@@ -262,5 +262,9 @@ def test_adapter_rank_mismatch_is_a_clear_error(tmp_path):
   artifacts.load_adapters(str(path), expect=dict(run, r=8))  # the matching run loads them
   meta = runtime.read_json(str(path / artifacts.ADAPTER_META))
   runtime.write_json(str(path / artifacts.ADAPTER_META), dict(meta, r=16))  # folder says 16, tensors are 8
+  with pytest.raises(UserError, match=r'adapter_config.json is corrupt: 254 bytes where 253 were written'):
+    artifacts.load_adapters(str(path))  # edited after it was stamped: named as corrupt
+  from e2urec_jax import stamps
+  stamps.write(str(path))  # a folder stamped as it is (written so): the contents disagree
   with pytest.raises(UserError, match=r'holds rank \[8\] adapters but adapter_config.json says r=16'):
     artifacts.load_adapters(str(path))

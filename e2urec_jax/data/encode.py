@@ -18,16 +18,18 @@ COLUMNS = ('profile', 'history_titles', 'history_ratings', 'target_title')
 
 
 def fit_prompts(batch: dict, tok, template, layout: str, specials: dict, max_len: int) -> dict:
-  """One `datasets.map` batch: {'input_ids', 'prompt', 'history_shown'} with every prompt <= max_len tokens."""
+  """One `datasets.map` batch: {'input_ids', 'prompt', 'history_shown', 'full_len'} with every prompt
+  <= max_len tokens (full_len: the tokens of the prompt with its whole configured history)."""
   n = len(batch['target_title'])
   rows = [(batch['profile'][i], list(batch['history_titles'][i]), list(batch['history_ratings'][i]),
            batch['target_title'][i]) for i in range(n)]
   texts = [template.render(p, t, r, target) for p, t, r, target in rows]
   ids = tokenizer_lib.encode_texts(tok, texts, layout, specials)
   shown = [len(r[1]) for r in rows]
+  full = [len(x) for x in ids]
   for i in (i for i in range(n) if len(ids[i]) > max_len):
     texts[i], ids[i], shown[i] = _shorten(rows[i], tok, template, layout, specials, max_len)
-  return {'input_ids': ids, 'prompt': texts, 'history_shown': shown}
+  return {'input_ids': ids, 'prompt': texts, 'history_shown': shown, 'full_len': full}
 
 
 def _shorten(row, tok, template, layout, specials, max_len):
@@ -63,12 +65,14 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
   """Tokenises a split's prompt pieces with `datasets.map` (cached at cache_file).
 
   Returns {'prompt_ids': int32 [N, max_len] right-padded, 'prompt_len': int32 [N],
-  'prompt': list[str] (the final text), 'history_shown': int32 [N]}.
+  'prompt': list[str] (the final text), 'history_shown': int32 [N], 'full_len': int32 [N] (the
+  tokens of the prompt with its whole history, before any shortening)}.
   """
   import datasets
   (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
   features = datasets.Features({'input_ids': datasets.Sequence(datasets.Value('int32')),
-                                'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32')})
+                                'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32'),
+                                'full_len': datasets.Value('int32')})
   # The tokenizer is not hashed (slow for big vocabularies): the cache lives in this preparation's own folder.
   fingerprint = hashlib.sha256(repr((desc, len(frame), max_len, layout, template, specials)).encode()).hexdigest()[:16]
   ds = datasets.Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), preserve_index=False)
@@ -80,7 +84,30 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
   out = np.full((len(ds), max_len), specials['pad_id'], np.int32)  # [N, max_input_length]
   out[np.arange(max_len)[None, :] < lengths[:, None]] = column.flatten().to_numpy()
   return {'prompt_ids': out, 'prompt_len': lengths, 'prompt': ds.data.column('prompt').to_pylist(),
-          'history_shown': ds.data.column('history_shown').to_numpy().astype(np.int32)}
+          'history_shown': ds.data.column('history_shown').to_numpy().astype(np.int32),
+          'full_len': ds.data.column('full_len').to_numpy().astype(np.int32)}
+
+
+def check_budget(shown, available, full_len, *, max_len: int, history_k: int, max_share: float) -> dict:
+  """The prompt budget: a UserError when more than `max_share` of the prompts lose history items to
+  fit `max_len` tokens, with the numbers, the max_input_length that would fit and the history_k
+  that would. Arrays over every sample: items shown, items available (min(history, history_k)),
+  tokens of the prompt with its whole history. Returns {'shortened', 'samples', 'share'}."""
+  shown, available, full_len = (np.asarray(x) for x in (shown, available, full_len))
+  n = len(shown)
+  short = int((shown < available).sum())
+  out = {'shortened': short, 'samples': n, 'share': round(short / max(n, 1), 4)}
+  if n == 0 or short / n <= max_share:
+    return out
+  fits = int(np.quantile(full_len, 1.0 - max_share, method='higher'))
+  k_fits = next((k for k in range(history_k, -1, -1)
+                 if (shown < np.minimum(available, k)).sum() / n <= max_share), 0)
+  raise UserError(
+      f'the prompt budget: history_k={history_k} does not fit config.data.max_input_length={max_len} in {short} '
+      f'of {n} prompts ({100 * short / n:.0f}%, above config.data.max_shortened={max_share:g}): they lose history '
+      f'items (mean shown {shown.mean():.2f} of {available.mean():.2f}); prompts with their whole history need up '
+      f'to {int(full_len.max())} tokens: --config.data.max_input_length={fits} fits all but {max_share:.0%}, or '
+      f'--config.data.history_k={k_fits} fits this length')
 
 
 def length_stats(lengths) -> dict:

@@ -71,7 +71,8 @@ def read_goodreads(raw_dir: str, genre: str, *, progress: bool = False) -> RawDa
   user_keys = pd.unique(pd.Series(users))
   users_df = pd.DataFrame({'user': user_of(user_keys), 'profile': '', 'key': user_keys})
   data = RawData(f'goodreads-{genre}', ratings_df, items_df, users_df, item_noun='book', verb='read',
-                 source_sha256=file_hashes(raw_dir, (inter_name, books_name)))
+                 source_sha256=file_hashes(raw_dir, (inter_name, books_name)), ratings_file=inter_path,
+                 lines=np.asarray(lines, np.int64))
   data.check()
   return data
 

@@ -124,7 +124,8 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   items = pd.DataFrame({'item': it['item'].astype(np.int64), 'title': it['title'].str.strip(),
                         'genres': genres, 'key': it['item'].astype(np.int64).astype(str)})
   data = RawData(name, ratings, require_unique(items, 'item', paths['u.item']),
-                 require_unique(users, 'user', paths['u.user']), source_sha256=hashes)
+                 require_unique(users, 'user', paths['u.user']), source_sha256=hashes,
+                 ratings_file=paths['u.data'], lines=r['_line'].to_numpy())
   data.check()
   return data
 
@@ -149,7 +150,8 @@ def read_ml1m(directory: str) -> RawData:
   items = pd.DataFrame({'item': m['item'].astype(np.int64), 'title': m['title'].str.strip(),
                         'genres': m['genres'].str.strip(), 'key': m['item'].astype(np.int64).astype(str)})
   data = RawData('ml-1m', ratings, require_unique(items, 'item', paths['movies.dat']),
-                 require_unique(users, 'user', paths['users.dat']), source_sha256=hashes)
+                 require_unique(users, 'user', paths['users.dat']), source_sha256=hashes,
+                 ratings_file=paths['ratings.dat'], lines=r['_line'].to_numpy())
   data.check()
   return data
 

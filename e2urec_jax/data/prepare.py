@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, stamps
 from e2urec_jax.data import encode, protocol, readers
 from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
@@ -22,6 +22,12 @@ from e2urec_jax.data.sources import sha256_file
 from e2urec_jax.data.tokens import SplitArrays, save_split
 
 FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are then prepared again.
+STAMP_EXCLUDE = ('hf_cache',)  # a cache `prepare` needs no more: not part of the data's stamp
+
+
+def tokens_digest(data_dir: str, manifest: dict) -> str:
+  from e2urec_jax.data.tokens import digest
+  return digest(data_dir, manifest)
 
 
 def config_key(config) -> dict:
@@ -65,7 +71,9 @@ def prepare(config, workdir: str) -> dict:
     with runtime.atomic_dir(os.path.join(workdir, 'data')) as tmp:
       manifest = _build(config, workdir, tmp, tok_tmp)
       manifest['elapsed_s'] = round(time.time() - start, 2)
+      manifest['digest'] = tokens_digest(tmp, manifest)
       runtime.write_json(os.path.join(tmp, 'manifest.json'), manifest)
+      stamps.write(tmp, exclude=STAMP_EXCLUDE)
   runtime.save_config(workdir, config)
   _print_summary(manifest, workdir)
   return manifest
@@ -94,7 +102,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   answers = tokenizer_lib.answer_ids(tok, layout, specials, sample_prompt, YES, NO)
 
   max_len = int(d.max_input_length)
-  stats, shown_stats = {}, {}
+  stats, shown_stats, budget = {}, {}, {'shown': [], 'available': [], 'full_len': []}
   for name, frame in frames.items():
     enc = encode.encode_frame(frame, tok, template, layout=layout, specials=specials, max_len=max_len,
                               cache_file=os.path.join(out, 'hf_cache', f'{name}.arrow'), progress=progress,
@@ -103,7 +111,12 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
     available = np.minimum(frame['history_len'].to_numpy(), int(d.history_k))
     shown_stats[name] = {'mean': round(float(enc['history_shown'].mean()), 3),
                          'truncated': int((enc['history_shown'] < available).sum())}
+    for key, value in (('shown', enc['history_shown']), ('available', available), ('full_len', enc['full_len'])):
+      budget[key].append(value)
     _write_split(out, name, frame, enc, template)
+  prompt_budget = encode.check_budget(
+      *(np.concatenate(budget[k]) for k in ('shown', 'available', 'full_len')), max_len=max_len,
+      history_k=int(d.history_k), max_share=float(d.max_shortened))
   all_lengths = np.concatenate([np.load(os.path.join(out, 'tokens', s, 'prompt_len.npy')) for s in frames])
   stats['all'] = encode.length_stats(all_lengths)
 
@@ -136,6 +149,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
       'source_sha256': raw.source_sha256,
       'token_lengths': stats,
       'history_shown': shown_stats,
+      'prompt_budget': {**prompt_budget, 'max_shortened': float(d.max_shortened)},
       'tokenizer_sha256': _tokenizer_sha256(tok_out) if tok_out else None,
       'layout': layout,
       'yes_id': answers['yes_id'], 'no_id': answers['no_id'],

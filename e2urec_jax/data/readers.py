@@ -1,15 +1,47 @@
-"""config.data.source -> RawData: the one place that knows which reader serves which source."""
+"""config.data.source -> RawData: the one place that knows which reader serves which source.
+
+Every source then passes the same data rules (sources.check_ratings): ratings inside the rating
+scale, one rating per (user, item) pair."""
 import os
 
 from e2urec_jax.data import goodreads, movielens, synthetic, tabular
-from e2urec_jax.data.sources import RawData
+from e2urec_jax.data.sources import RawData, check_ratings
 from e2urec_jax.errors import UserError
 
 SOURCES = ('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv')
 
 
 def read_source(config, scratch_dir: str) -> RawData:
-  """Reads (or generates, downloads) the configured data set.
+  """Reads (or generates, downloads) the configured data set and applies the data rules."""
+  return check_ratings(_read(config, scratch_dir), config.data)
+
+
+def source_files(config) -> dict:
+  """{file name: path} of the configured source's files outside the workdir, where they exist
+  already (nothing is downloaded): what a prepared workdir's data was read from."""
+  d = config.data
+  out = {}
+  if d.source in ('ml-100k', 'ml-1m'):
+    names = movielens.ML100K_FILES if d.source == 'ml-100k' else movielens.ML1M_FILES
+    if d.raw_dir:
+      folder = os.path.expanduser(d.raw_dir)
+      if not os.path.exists(os.path.join(folder, names[0])) and os.path.isdir(os.path.join(folder, d.source)):
+        folder = os.path.join(folder, d.source)
+    else:
+      folder = os.path.join(os.path.expanduser(d.download_dir), d.source)
+    out = {n: os.path.join(folder, n) for n in names}
+  elif d.source == 'goodreads' and d.raw_dir:
+    out = {n: os.path.join(os.path.expanduser(d.raw_dir), n) for n in goodreads.file_names(d.goodreads_genre)}
+  elif d.source == 'csv':
+    for name in (d.csv.ratings, d.csv.item_table or d.csv['items'], d.csv.users):
+      if name:
+        path = tabular.resolve(name, d.raw_dir)
+        out[os.path.basename(path)] = path
+  return {k: v for k, v in out.items() if os.path.isfile(v)}
+
+
+def _read(config, scratch_dir: str) -> RawData:
+  """The configured data set as read (or generated, downloaded).
 
   scratch_dir: a folder inside the preparation's temporary output, where the synthetic
   generator writes its MovieLens-format files (they end up in <workdir>/data/synthetic).

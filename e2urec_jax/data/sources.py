@@ -36,8 +36,10 @@ class RawData:
   users: pd.DataFrame
   item_noun: str = 'movie'  # "the following movies"
   verb: str = 'watched'  # "the user watched ..." / "has watched" (same form for both).
-  rating_scale: int = 5  # "(out of 5 stars)"
+  rating_scale: int = 5  # "(out of 5 stars)": the highest rating of the scale (check_ratings sets it)
   source_sha256: dict = dataclasses.field(default_factory=dict)  # file name -> sha256 of what was read
+  ratings_file: str = ''  # the file the ratings came from, and each rating's line in it (row for Parquet):
+  lines: np.ndarray | None = None  # for the messages of check_ratings
 
   def check(self) -> None:
     """Fails on ids that the prompts could not render (an item or user with no row)."""
@@ -51,6 +53,75 @@ class RawData:
                       f'(e.g. {missing[:5].tolist()}); use the user file that belongs to these ratings')
     if not len(self.ratings):
       raise UserError(f'{self.name}: no ratings were read; check the ratings file')
+
+
+# The rating scale of each source (lowest, highest), unless config.data.rating_scale declares one.
+SCALES = {'synthetic': (1, 5), 'ml-100k': (1, 5), 'ml-1m': (1, 5), 'goodreads': (1, 5), 'csv': (1, 5)}
+DUPLICATES = ('latest', 'error')
+
+
+def rating_range(d) -> tuple[float, float]:
+  """(lowest, highest) rating: config.data.rating_scale, or the source's own (SCALES)."""
+  declared = tuple(d.rating_scale)
+  return (float(declared[0]), float(declared[1])) if declared else tuple(float(x) for x in SCALES[d.source])
+
+
+def _where(raw: RawData, i: int) -> str:
+  if raw.lines is None:
+    return f'{raw.name} rating {i + 1}'
+  unit = 'row' if raw.ratings_file.endswith(('.parquet', '.pq')) else 'line'
+  return f'{raw.ratings_file or raw.name} {unit} {int(raw.lines[i])}'
+
+
+def check_ratings(raw: RawData, d) -> RawData:
+  """The data rules every source passes (config.data): ratings inside the rating scale, the label
+  threshold inside it too, and one rating per (user, item) pair: 'latest' keeps the latest (by
+  timestamp, then by line) and says how many it dropped, 'error' refuses the file. Sets
+  raw.rating_scale (the prompt's "out of N stars") to the scale's top."""
+  low, high = rating_range(d)
+  scale = f'{low:g}-{high:g}'
+  source = 'config.data.rating_scale' if tuple(d.rating_scale) else f"the {d.source} source's scale"
+  r = raw.ratings['rating'].to_numpy(np.float64)
+  outside = np.flatnonzero(~((r >= low) & (r <= high)))
+  if len(outside):
+    i = int(outside[0])
+    raise UserError(f'{_where(raw, i)}: rating {r[i]:g} is outside the rating scale {scale} ({source}; '
+                    f'{len(outside)} rating(s) in all); fix or remove that line, or declare the scale with '
+                    f'--config.data.rating_scale="({low:g}, {high:g})" set to the real lowest and highest rating')
+  if not low <= float(d.label_threshold) < high:
+    raise UserError(f'config.data.label_threshold={d.label_threshold:g} is outside the rating scale {scale} '
+                    f'({source}): every label would be {"Yes" if d.label_threshold < low else "No"}; '
+                    f'pick a threshold from {low:g} up to (not including) {high:g}')
+  raw = _one_rating_per_pair(raw, d.duplicates)
+  raw.rating_scale = int(high) if float(high).is_integer() else high
+  return raw
+
+
+def _one_rating_per_pair(raw: RawData, rule: str) -> RawData:
+  ratings = raw.ratings
+  lines = raw.lines if raw.lines is not None else np.arange(len(ratings)) + 1
+  order = np.lexsort((lines, ratings['timestamp'].to_numpy()))  # oldest first; ties: the later line is later
+  later = ratings.iloc[order].duplicated(['user', 'item'], keep='last').to_numpy()
+  drop = order[later]
+  if not len(drop):
+    return raw
+  if rule == 'error':
+    i = int(drop[0])
+    u, it = ratings['user'].iloc[i], ratings['item'].iloc[i]
+    same = np.flatnonzero((ratings['user'].to_numpy() == u) & (ratings['item'].to_numpy() == it))
+    ukey = dict(zip(raw.users['user'], raw.users['key'])).get(u, u)
+    ikey = dict(zip(raw.items['item'], raw.items['key'])).get(it, it)
+    shown = ' and '.join(str(int(lines[j])) for j in same[:3])
+    raise UserError(f'{raw.ratings_file or raw.name} lines {shown}: user {ukey!r} rated item {ikey!r} more than once '
+                    f'({len(drop)} repeated (user, item) ratings in all); config.data.duplicates=\'error\' refuses '
+                    "them: remove the repeats, or set --config.data.duplicates=latest to keep each pair's latest")
+  keep = np.ones(len(ratings), bool)
+  keep[drop] = False
+  print(f'note: {len(drop)} rating(s) repeated a (user, item) pair of {raw.ratings_file or raw.name}; kept the '
+        "latest of each (config.data.duplicates='latest'; 'error' refuses such a file)")
+  raw.ratings = ratings[keep].reset_index(drop=True)
+  raw.lines = lines[keep]
+  return raw
 
 
 def sha256_file(path: str) -> str:
@@ -126,13 +197,15 @@ def require_unique(table: pd.DataFrame, col: str, path: str) -> pd.DataFrame:
 
 
 def id_mapper(keys: pd.Series):
-  """key -> int64 id: the key itself when every key is an integer, else 1..n in sorted key order.
+  """key -> int64 id: the key itself when every key is an integer written plainly ('13', not '13.0'
+  or '013': two spellings of one number must stay two ids), else 1..n in sorted key order.
 
   Build it over every table's keys (ratings + items) so the tables agree.
   """
-  as_int = pd.to_numeric(keys, errors='coerce')
-  if not as_int.isna().any() and (as_int == as_int.round()).all() and as_int.abs().max() < 2**62:
-    return lambda k: pd.to_numeric(pd.Series(k)).astype(np.int64).to_numpy()
+  text = keys.astype(str)
+  plain = text.str.fullmatch(r'-?(0|[1-9][0-9]{0,17})').all() if len(text) else False
+  if plain:
+    return lambda k: pd.Series(k).astype(str).astype(np.int64).to_numpy()
   uniques = np.sort(keys.astype(str).unique())
   return lambda k: np.searchsorted(uniques, pd.Series(k).astype(str).to_numpy()).astype(np.int64) + 1
 

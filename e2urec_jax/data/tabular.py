@@ -56,29 +56,56 @@ def read_tabular(csv_cfg, raw_dir: str = '') -> RawData:
     profiles = pd.DataFrame({'user': user_of(users_table[u]), 'profile': _profiles(users_table, u)})
     require_unique(profiles, 'user', upath)
     users = users[['user', 'key']].merge(profiles, on='user', how='left').fillna({'profile': ''})
-  scale = max(1, int(np.ceil(rating.max())))
   data = RawData('csv', ratings, items, users, item_noun=csv_cfg.item_noun, verb='interacted with',
-                 rating_scale=scale, source_sha256=hashes)
+                 source_sha256=hashes, ratings_file=path, lines=np.asarray(lines, np.int64))
   data.check()
   return data
 
 
+def resolve(name: str, raw_dir: str) -> str:
+  """A table's path: absolute, or relative to config.data.raw_dir."""
+  path = name if os.path.isabs(name) or not raw_dir else os.path.join(os.path.expanduser(raw_dir), name)
+  return os.path.expanduser(path)
+
+
+def _ids_as_spelled(column: pd.Series) -> pd.Series:
+  """A Parquet id column as text the way a person writes the id: integers stored as floats (a
+  column with gaps, or written by a tool that had no integer type) lose their '.0'."""
+  if pd.api.types.is_float_dtype(column):
+    whole = column.dropna()
+    if len(whole) and (whole == whole.round()).all():
+      return column.astype('Int64').astype(str).where(column.notna(), None)
+  if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+    return column.astype(str).where(column.notna(), None)
+  return column
+
+
 def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
   """(path, table with `id_columns` as str, 1-based line numbers for messages)."""
-  path = name if os.path.isabs(name) or not raw_dir else os.path.join(os.path.expanduser(raw_dir), name)
-  path = os.path.expanduser(path)
+  path = resolve(name, raw_dir)
   if not os.path.isfile(path):
     raise UserError(f'{key}: no file {path}; pass the path of your table (relative paths start at data.raw_dir)')
+  sep = '\t' if path.endswith(('.tsv', '.tsv.gz')) else ','
+  if os.path.getsize(path) == 0:
+    raise UserError(f'{path} is empty; {key} needs a table with a header ({", ".join(columns)}) and one row '
+                    'per entry')
   try:
     if path.endswith(('.parquet', '.pq')):
       table = pd.read_parquet(path)
+      for c in id_columns:
+        if c in table.columns:
+          table[c] = _ids_as_spelled(table[c])
       lines = np.arange(len(table)) + 1  # Parquet has rows, not lines: "row N".
     else:
-      sep = '\t' if path.endswith(('.tsv', '.tsv.gz')) else ','
       table = pd.read_csv(path, sep=sep, dtype={c: str for c in id_columns}, keep_default_na=False,
                           na_values=[''])
-      lines = np.arange(len(table)) + 2  # header is line 1
-  except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+      lines = _csv_lines(path, len(table))
+  except pd.errors.EmptyDataError:
+    raise UserError(f'{path} holds no table (only blank lines); {key} needs a header ({", ".join(columns)}) '
+                    'and one row per entry')
+  except pd.errors.ParserError as e:
+    raise UserError(f'{path}: cannot parse ({_parser_line(str(e))}); fix that line or the file format')
+  except (UnicodeDecodeError, ValueError, OSError) as e:
     raise UserError(f'{path}: cannot parse ({str(e).strip().splitlines()[-1]}); fix that line or the file format')
   missing = [c for c in columns if c not in table.columns]
   if missing and len(table.columns) == 1 and not path.endswith(('.parquet', '.pq')):
@@ -91,6 +118,8 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
   if missing:
     raise UserError(f'{path}: no column {missing[0]!r} (has {list(table.columns)[:8]}); set the matching '
                     f'config.data.csv.*_col or rename the column')
+  if not len(table):
+    raise UserError(f'{path} has a header but no rows; {key} needs one row per entry below the header')
   for c in id_columns:
     empty = np.flatnonzero(table[c].isna().to_numpy())
     if len(empty):
@@ -98,6 +127,27 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
     table[c] = table[c].astype(str).str.strip()
   hashes[os.path.basename(path)] = sha256_file(path)
   return path, table, lines
+
+
+def _csv_lines(path: str, rows: int) -> np.ndarray:
+  """The file line of each row pandas read (blank lines are skipped, so they shift the numbers)."""
+  import gzip
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rt', encoding='utf-8', errors='replace', newline='') as f:
+    text = f.read()
+  if '"' in text:  # quoted fields may span lines: count rows as pandas does
+    return np.arange(rows) + 2
+  numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()][1:]  # the header is the first
+  return np.asarray(numbers[:rows] if len(numbers) >= rows else np.arange(rows) + 2, np.int64)
+
+
+def _parser_line(message: str) -> str:
+  """pandas' 'Expected 2 fields in line 3, saw 3' as 'line 3: expected 2 fields, found 3'."""
+  import re
+  m = re.search(r'Expected (\d+) fields in line (\d+), saw (\d+)', message)
+  if m:
+    return f'line {m.group(2)}: expected {m.group(1)} fields, found {m.group(3)}'
+  return message.strip().splitlines()[-1]
 
 
 def _timestamps(values: pd.Series, path: str, lines, column: str) -> np.ndarray:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, stamps
 from e2urec_jax.data.layouts import ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
@@ -48,6 +48,7 @@ class TokenizedData:
   vocab_size: int = 0  # len(tokenizer): the embedding rows a scratch model needs
   max_input_length: int = 0
   forget_users: np.ndarray | None = None  # sorted user ids of the forget set
+  digest: str = ''  # sha256 of the token arrays and ids as prepared (phases record it: train/fingerprint.py)
 
 
 def save_split(directory: str, arrays: SplitArrays) -> None:
@@ -58,13 +59,37 @@ def save_split(directory: str, arrays: SplitArrays) -> None:
       np.save(os.path.join(directory, field.name + '.npy'), value)
 
 
+REPAIR = 'rerun `run` (or `prepare`) on this workdir: it prepares the data again'
+
+
+def digest(data_dir: str, manifest: dict) -> str:
+  """The prepared data's identity: sha256 over its token arrays' hashes and the ids that describe them."""
+  import hashlib
+  import json
+  arrays = []
+  for root, _, files in os.walk(os.path.join(data_dir, 'tokens')):
+    for f in sorted(files):
+      if f.endswith('.npy'):
+        path = os.path.join(root, f)
+        arrays.append((os.path.relpath(path, data_dir), stamps.file_sha256(path)))
+  body = json.dumps([sorted(arrays), manifest.get('tokens')], sort_keys=True, default=runtime._json_default)
+  return hashlib.sha256(body.encode()).hexdigest()
+
+
 def load_tokenized(workdir: str) -> TokenizedData:
-  """The token arrays and ids `prepare` wrote under <workdir>/data."""
+  """The token arrays and ids `prepare` wrote under <workdir>/data, checked against their stamps."""
   data_dir = os.path.join(workdir, 'data')
   manifest_path = os.path.join(data_dir, 'manifest.json')
   if not os.path.exists(manifest_path):
     raise UserError(f'no prepared data in {data_dir}; run `python -m e2urec_jax prepare --workdir={workdir}` first')
-  meta = runtime.read_json(manifest_path)['tokens']
+  files = ['manifest.json'] + [os.path.join('tokens', s, f.name + '.npy') for s in ('train', 'valid', 'test')
+                               for f in dataclasses.fields(SplitArrays)]
+  stamps.verify(data_dir, REPAIR, files)
+  try:
+    manifest = runtime.read_json(manifest_path)
+  except ValueError:
+    raise stamps.Corrupt(f'{manifest_path} is not readable JSON; {REPAIR}', path=manifest_path, folder=data_dir)
+  meta = manifest['tokens']
   splits = {}
   for split in ('train', 'valid', 'test'):
     folder = os.path.join(data_dir, 'tokens', split)
@@ -72,7 +97,11 @@ def load_tokenized(workdir: str) -> TokenizedData:
     for field in dataclasses.fields(SplitArrays):
       path = os.path.join(folder, field.name + '.npy')
       if os.path.exists(path):
-        values[field.name] = np.load(path)
+        try:
+          values[field.name] = np.load(path)
+        except (ValueError, OSError, EOFError) as e:  # no stamp to name it (written before stamps)
+          raise stamps.Corrupt(f'{path} is not a readable array ({str(e).splitlines()[0][:80]}); {REPAIR}',
+                               path=path, folder=data_dir)
       elif split == 'train' or field.name not in TRAIN_ONLY:
         raise UserError(f'{path} is missing; rerun `prepare` (delete {data_dir} to force it)')
     splits[split] = SplitArrays(**values)
@@ -82,7 +111,8 @@ def load_tokenized(workdir: str) -> TokenizedData:
       yes_id=meta['yes_id'], no_id=meta['no_id'], pad_id=meta['pad_id'], decoder_start_id=meta['decoder_start_id'],
       bucket_lengths=tuple(meta['bucket_lengths']), eos_id=meta['eos_id'], bos_id=meta['bos_id'],
       vocab_size=meta['vocab_size'], max_input_length=meta['max_input_length'],
-      forget_users=np.asarray(meta['forget_users'], np.int64))
+      forget_users=np.asarray(meta['forget_users'], np.int64),
+      digest=manifest.get('digest') or digest(data_dir, manifest))
 
 
 def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, length: int | None = None,

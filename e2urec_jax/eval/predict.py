@@ -17,25 +17,38 @@ SPLIT = 'predict'
 
 
 def read_pairs(path: str) -> pd.DataFrame:
-  if not path or not os.path.exists(path):
-    raise UserError(f'predict needs --input=CSV with user_id,item_id columns; {path!r} does not exist')
-  pairs = pd.read_csv(path, dtype=str)
-  missing = [c for c in ('user_id', 'item_id') if c not in pairs.columns]
-  if missing:
-    raise UserError(f'{path}: missing column(s) {", ".join(missing)}; the header must name user_id,item_id')
-  return pairs
+  """user_id, item_id (as the file spells them) and line (for messages) of the pairs file `path`
+  (data/idfiles.py: an optional header, one pair a line; a bad line is a one-line error naming it)."""
+  from e2urec_jax.data import idfiles
+  if not path:
+    raise UserError('predict needs --input=CSV with user_id,item_id lines')
+  rows = idfiles.read_pairs(path, '--input')
+  return pd.DataFrame({'user_id': [u for u, _, _ in rows], 'item_id': [i for _, i, _ in rows],
+                       'line': [n for _, _, n in rows]})
 
 
-def pair_prompts(config, pairs: pd.DataFrame, scratch: str) -> pd.DataFrame:
+def _raw(config, workdir: str, scratch: str):
+  """The source data; for synthetic data the workdir's own copy (which forget requests scrub), not a
+  new draw (which would bring forgotten users' records back)."""
+  from e2urec_jax.data import movielens, read_source
+  copy = os.path.join(workdir, 'data', 'synthetic')
+  if config.data.source == 'synthetic' and workdir and os.path.isdir(copy):
+    return movielens.read_ml100k(copy, name='synthetic', pinned={})
+  return read_source(config, scratch)
+
+
+def pair_prompts(config, pairs: pd.DataFrame, scratch: str, workdir: str = '') -> pd.DataFrame:
   """Prompt pieces (profile, history titles/ratings, target title) of each pair, from the raw data."""
-  from e2urec_jax.data import read_source
-  raw = read_source(config, scratch)
+  raw = _raw(config, workdir, scratch)
   users = raw.users.set_index('key')
   items = raw.items.set_index('key')
   for col, table, what in (('user_id', users, 'user'), ('item_id', items, 'item')):
-    unknown = sorted(set(pairs[col]) - set(table.index.astype(str)))
+    known = set(table.index.astype(str))
+    unknown = [i for i, v in enumerate(pairs[col]) if v not in known]
     if unknown:
-      raise UserError(f'{col} {unknown[0]!r} (and {len(unknown) - 1} more) not in the {raw.name} data; '
+      where = f'line {pairs["line"].iloc[unknown[0]]}: ' if 'line' in pairs else ''
+      more = f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''
+      raise UserError(f'{where}{col} {pairs[col].iloc[unknown[0]]!r}{more} not in the {raw.name} data; '
                       f'use the {what} ids of the raw files')
   users.index, items.index = users.index.astype(str), items.index.astype(str)
   order = np.lexsort((raw.ratings['item'].to_numpy(), raw.ratings['timestamp'].to_numpy()))
@@ -59,7 +72,7 @@ def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
   from e2urec_jax.train.inference import load_predictor
   config = ctx.config
   with tempfile.TemporaryDirectory() as scratch:
-    frame, raw = pair_prompts(config, pairs, scratch)
+    frame, raw = pair_prompts(config, pairs, scratch, ctx.workdir)
     tok = tokenizer_lib.load_tokenizer(config.model, ctx.workdir)
     layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
     specials = tokenizer_lib.special_ids(tok, layout, decoder_start)

@@ -17,9 +17,9 @@ def ensure_augmented(ctx, callbacks=()) -> dict:
   """theta_a: the original fine-tuned on the forget set (config.augment) until it knows D_f "too well"."""
   from e2urec_jax.data import make_batch
   from e2urec_jax.methods import llmrec
-  from e2urec_jax.train import runner, sampling
+  from e2urec_jax.train import fingerprint, runner, sampling
   llmrec.ensure_original(ctx, callbacks)
-  stats = runner.done(ctx, AUGMENTED)
+  stats = runner.done(ctx, AUGMENTED, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.AUGMENTED))
   if stats is not None:
     return stats
   cfg = ctx.config.augment
@@ -131,4 +131,4 @@ SPEC = register(MethodSpec(
     rules={'w': rules.number(0, 1), 'alpha': rules.NON_NEGATIVE, 'forget_epochs': rules.NON_NEGATIVE_INT,
            'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
-    frozen=_teachers, prepare=_prepare, record=_record))
+    frozen=_teachers, prepare=_prepare, record=_record, reads=('augment',)))

@@ -20,8 +20,8 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) ->
   model. Used by the original model, retrain, the noise-floor retrain and the shard models
   (`name` is also the seeds' method name); every one starts from the common pretrained model.
   """
-  from e2urec_jax.train import inference, runner
-  stats = runner.done(ctx, name)
+  from e2urec_jax.train import fingerprint, inference, runner
+  stats = runner.done(ctx, name, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.RECIPE, seed=seed))
   if stats is not None:
     return stats
   cfg = ctx.config.train

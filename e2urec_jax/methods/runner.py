@@ -39,7 +39,9 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   name = name or method
   seed = ctx.config.seed if seed is None else int(seed)
   section = section_of(ctx.config, method, overrides)
-  stats = runner.done(ctx, name)
+  from e2urec_jax.train import fingerprint
+  stats = runner.done(ctx, name, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.METHOD, method=method,
+                                                    section=section, reads=spec.reads, seed=seed))
   if stats is not None:
     return stats
   if spec.run is not None:

@@ -52,6 +52,9 @@ class MethodSpec:
   seeded: bool = True  # repeated per sweep seed (config.sweep.seeds); shard methods are not
   chainable: bool = True  # `forget` can serve it: its result is one model, built on the one it started from
   examples_per_step: Callable | None = None  # (section) -> samples per step; default 2 x batch (retain + forget)
+  # Other config sections the method's phase reads (E2URec: 'augment', its augmented model's
+  # recipe): part of its fingerprint (train/fingerprint.py), so changing them retrains it.
+  reads: tuple = ()
 
   def __post_init__(self):
     if self.trainable not in TRAINABLE_KINDS:

@@ -10,11 +10,33 @@ import os
 import numpy as np
 from flax import traverse_util
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, stamps
 from e2urec_jax.errors import UserError
 
 ADAPTERS_FILE = 'adapters.safetensors'
 ADAPTER_META = 'adapter_config.json'
+
+
+def rerun_hint(path: str) -> str:
+  """What to run when the artifact at `path` (a model folder of a workdir) is corrupt."""
+  parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+  if 'models' in parts:
+    name = '/'.join(parts[len(parts) - parts[::-1].index('models'):])
+    if name.startswith('forget_v'):
+      return (f'forget version {name.split("/")[0]} cannot be trained again by `run`; restore the folder from a '
+              'backup, or serve its request again on a copy of the run from before it')
+    phase = name.split('/')[0] if name.split('/')[0] in ('sisa', 'receraser') else name
+    return f'rerun `run` on this workdir: it trains phase {phase} again'
+  if parts[-1] == 'pretrained':
+    return 'rerun `run` on this workdir: it builds the pretrained start again'
+  if 'phases' in parts:  # a forget request's own models (phases/forget_v<N>/<phase>/model)
+    return 'rerun the command that trained it'
+  return 'use an intact copy of this model'
+
+
+def verify(model_dir: str, fix: str | None = None) -> None:
+  """stamps.Corrupt naming the file (and what to rerun) when a published model's files differ from their stamp."""
+  stamps.verify(model_dir, fix or rerun_hint(model_dir))
 
 
 def content_hash(model_dir: str) -> str:
@@ -22,6 +44,7 @@ def content_hash(model_dir: str) -> str:
   files = sorted(f for f in os.listdir(model_dir) if f.endswith('.safetensors'))
   if not files:
     raise UserError(f'{model_dir}: no *.safetensors weights; is this a model folder?')
+  verify(model_dir)  # a damaged file is named as such, not taken for another base
   stamp = [(f, os.path.getsize(os.path.join(model_dir, f)), os.path.getmtime(os.path.join(model_dir, f))) for f in files]
   cache = os.path.join(model_dir, '.sha256.json')
   if os.path.exists(cache):
@@ -48,16 +71,21 @@ def dir_bytes(path: str) -> int:
   return total
 
 
-def save_full(model, params, path: str) -> int:
-  """Full weights as a transformers-loadable folder; atomic; returns its size in bytes."""
+def save_full(model, params, path: str, fingerprint: dict | None = None) -> int:
+  """Full weights as a transformers-loadable folder (with its stamp, and `fingerprint` if given:
+  train/fingerprint.py); atomic; returns its size in bytes."""
   from e2urec_jax.models import save_pretrained
   with runtime.atomic_dir(path) as tmp:
     save_pretrained(model, params, tmp)
+    if fingerprint is not None:
+      runtime.write_json(os.path.join(tmp, 'fingerprint.json'), fingerprint)
+    stamps.write(tmp)
   return dir_bytes(path)
 
 
 def load_full(path: str, dtype='float32'):
   from e2urec_jax.models import load_pretrained
+  verify(path)
   model, params, _ = load_pretrained(path, dtype=dtype)
   return model, params
 
@@ -70,6 +98,7 @@ def save_adapters(adapters, path: str, *, base_dir: str, lora: dict) -> int:
   with runtime.atomic_dir(path) as tmp:
     save_file(flat, os.path.join(tmp, ADAPTERS_FILE))
     runtime.write_json(os.path.join(tmp, ADAPTER_META), meta)
+    stamps.write(tmp)
   return dir_bytes(path)
 
 
@@ -85,6 +114,7 @@ def load_adapters(path: str, base_dir: str | None = None, *, expect: dict | None
   meta_path = os.path.join(path, ADAPTER_META)
   if not os.path.exists(meta_path):
     raise UserError(f'{path}: no {ADAPTER_META}; not an adapter folder written by e2urec_jax')
+  verify(path)
   meta = runtime.read_json(meta_path)
   base_dir = base_dir or meta['base_dir']
   if not os.path.isdir(base_dir):

@@ -48,11 +48,24 @@ class ModelBundle:
   lora_r: int
 
 
-def prepared_data(config, paths: Paths):
-  """The run's token arrays, prepared first when the workdir has none (process 0 first)."""
+def prepared_data(config, paths: Paths, *, read_only: bool = False):
+  """The run's token arrays, prepared first when the workdir has none (process 0 first).
+
+  read_only: never create or prepare anything (evaluate, predict, export): no prepared data
+  is a UserError. Data prepared with other settings (data.prepare.config_key) is refused."""
   from e2urec_jax.data import load_tokenized
+  from e2urec_jax.data.prepare import config_key
+  manifest = os.path.join(paths.workdir, 'data', 'manifest.json')
+  if read_only:
+    if not os.path.exists(manifest):
+      raise UserError(f'no prepared data in {paths.workdir}/data: nothing to read; run `run` (or `prepare` and '
+                      'the training commands) on this workdir first, or check --workdir')
+    data = load_tokenized(paths.workdir)
+    _check_data_settings(config, paths.workdir, manifest, config_key)
+    return data
   workdir = runtime.ensure_writable_dir(paths.workdir)
-  manifest = os.path.join(workdir, 'data', 'manifest.json')
+  if os.path.exists(manifest):
+    _check_data_settings(config, workdir, manifest, config_key)
 
   def prepare():
     from e2urec_jax.data.prepare import prepare
@@ -61,15 +74,54 @@ def prepared_data(config, paths: Paths):
   return load_tokenized(workdir)
 
 
-def ensure_pretrained(config, paths: Paths, data) -> str:
-  """The common start of original and retrain: a hub/local model, or a scratch one saved once."""
-  from e2urec_jax import seeds
+def _check_data_settings(config, workdir: str, manifest: str, config_key) -> None:
+  from e2urec_jax.train import fingerprint
+  try:
+    stored = runtime.read_json(manifest).get('config')
+  except ValueError:
+    return  # a damaged manifest: load_tokenized names it
+  if stored is not None and stored != config_key(config):
+    flat = lambda d, p='': {k2: v2 for k, v in d.items() for k2, v2 in (  # noqa: E731
+        flat(v, f'{p}{k}.').items() if isinstance(v, dict) else [(p + k, v)])}
+    old, new = {'fields': flat(stored)}, {'fields': flat(config_key(config))}
+    keys = fingerprint.changed_keys(old, new)
+    raise UserError(fingerprint.refusal(workdir, {'data': keys}, [], (old, new)))
+
+
+def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) -> str:
+  """The common start of original and retrain: a hub/local model, or a scratch one saved once.
+
+  A scratch start records its fingerprint (train/fingerprint.py) and stamp: one of other settings
+  is refused, a corrupt one built again (the same seed builds the same weights); read_only never builds."""
+  from e2urec_jax import seeds, stamps
+  from e2urec_jax.train import fingerprint
   cfg = config.model
   if cfg.name_or_path:
     if os.path.isdir(cfg.name_or_path):
       return os.path.abspath(cfg.name_or_path)
     return _snapshot(cfg.name_or_path)
   path = paths.pretrained
+  rec = fingerprint.of_run(config, data.digest, fingerprint.PRETRAINED)
+  if os.path.exists(os.path.join(path, 'config.json')):
+    stored = fingerprint.read(path)
+    state, keys = fingerprint.check(stored, True, rec)
+    if state == fingerprint.CHANGED:
+      raise UserError(fingerprint.refusal(paths.workdir, {'pretrained': keys}, [], (stored, rec)))
+    if state == fingerprint.LEGACY:
+      raise UserError(fingerprint.refusal(paths.workdir, {}, ['pretrained']))
+    try:
+      artifacts.verify(path)
+    except stamps.Corrupt as e:
+      if read_only:
+        raise
+      distributed.barrier('verified-pretrained')
+      if distributed.is_primary():
+        print(f'repair: {e.path} is corrupt; building the pretrained start again (seed {config.seed})')
+        import shutil
+        shutil.rmtree(path)
+      distributed.barrier('repaired-pretrained')
+  elif read_only:
+    raise UserError(f'no pretrained start in {path}: nothing to read; run `run` on this workdir first')
 
   def make():
     from e2urec_jax.models import init_params, model_from_hf_config, scratch_hf_config
@@ -77,7 +129,7 @@ def ensure_pretrained(config, paths: Paths, data) -> str:
                                   bos_id=data.bos_id, dropout=cfg.dropout)
     model = model_from_hf_config(hf_config)
     params = init_params(model, jax.random.key(seeds.derive(config.seed, 'pretrained', 'init')))
-    artifacts.save_full(model, params, path)
+    artifacts.save_full(model, params, path, fingerprint=rec)
   distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
   return path
 
@@ -189,10 +241,11 @@ class RunContext:
     return self._compiled[key]
 
 
-def open_run(config, paths: Paths, *, data=None, mesh=None) -> RunContext:
+def open_run(config, paths: Paths, *, data=None, mesh=None, read_only: bool = False) -> RunContext:
   """The context of a run: its data (prepared if missing, or the given one), model and mesh
-  (default: every device, config.mesh.model_axis of them per model group)."""
-  data = prepared_data(config, paths) if data is None else data
-  pretrained = ensure_pretrained(config, paths, data)
+  (default: every device, config.mesh.model_axis of them per model group). read_only: the
+  data and the pretrained start must exist already (evaluate, predict, export create nothing)."""
+  data = prepared_data(config, paths, read_only=read_only) if data is None else data
+  pretrained = ensure_pretrained(config, paths, data, read_only=read_only)
   mesh = mesh_lib.make_mesh(model_axis=config.mesh.model_axis) if mesh is None else mesh
   return RunContext(config=config, paths=paths, data=data, bundle=model_bundle(config, pretrained, data), mesh=mesh)

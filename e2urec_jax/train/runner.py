@@ -4,12 +4,15 @@ Every model of a run goes through `run_plan`: the original, the retrained ones, 
 models, the augmented model and every unlearning method. A phase whose result is in place
 (done.json and its model) is not run again, so rerunning a command resumes.
 """
+import contextlib
 import dataclasses
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
 
+from e2urec_jax import distributed, runtime, stamps
 from e2urec_jax.train import artifacts, steps
 from e2urec_jax.train.context import peak_memory_bytes
 from e2urec_jax.train.loop import PhaseResult, run_phase
@@ -46,12 +49,52 @@ class PhasePlan:
   extra: dict = dataclasses.field(default_factory=dict)  # more stats to record (a method's settings)
 
 
-def done(ctx, name: str):
-  """The stats of a finished phase whose model is still in place, else None."""
+def done(ctx, name: str, record: dict | None = None):
+  """The stats of a finished phase whose model is still in place and intact, else None.
+
+  record: the phase's fingerprint (train/fingerprint.py); work of other settings in its folder
+  is refused, and a new phase records it. A published model whose files differ from their
+  stamp is removed, so the phase is trained again (resuming its last checkpoint if one is left)."""
+  from e2urec_jax.train import fingerprint
+  if record is not None:
+    fingerprint.claim(ctx.workdir, name, ctx.phase_dir(name), ctx.model_dir(name), record)
   stats = artifacts.read_done(ctx.phase_dir(name))
-  if stats is not None and os.path.exists(ctx.model_dir(name)):
+  if stats is None or not os.path.exists(ctx.model_dir(name)):
+    return None
+  broken = corrupt_parts(ctx, name)
+  distributed.barrier(f'verified-{name}')  # every process has looked before anything is removed
+  if not broken:
     return stats
+  if distributed.is_primary():
+    for part, error in broken:
+      print(f'repair: {error.path} is corrupt; training {part} again')
+      shutil.rmtree(ctx.model_dir(part), ignore_errors=True)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(ctx.phase_dir(part), 'done.json'))
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(ctx.phase_dir(name), 'done.json'))
+  distributed.barrier(f'repaired-{name}')
   return None
+
+
+def corrupt_parts(ctx, name: str) -> list:
+  """[(phase, stamps.Corrupt)] of the published model of `name` (each shard model of an ensemble)."""
+  from e2urec_jax.train import inference
+  path = ctx.model_dir(name)
+  parts = [name]
+  if inference.is_ensemble(path):
+    try:
+      parts = list(runtime.read_json(os.path.join(path, inference.ENSEMBLE_FILE))['shards'])
+    except (ValueError, KeyError):
+      return [(name, stamps.Corrupt(f'{path}/{inference.ENSEMBLE_FILE} is unreadable', folder=path,
+                                    path=os.path.join(path, inference.ENSEMBLE_FILE)))]
+  out = []
+  for part in parts:
+    try:
+      artifacts.verify(ctx.model_dir(part))
+    except stamps.Corrupt as e:
+      out.append((part, e))
+  return out
 
 
 def phase_stats(ctx, result: PhaseResult, *, trainable_params: int, checkpoint_bytes: int, extra=None) -> dict:

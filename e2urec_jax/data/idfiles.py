@@ -1,0 +1,104 @@
+"""The files a user hands to `predict` and `forget`: (user, item) pairs and lists of user ids.
+
+Every problem is one UserError that names the file and the line (1-based, counting blank and
+comment lines) and says what the line should look like, never a parser's traceback:
+
+pairs (predict --input, forget --interactions): UTF-8 text, one pair a line, fields separated
+  by commas (or tabs); an optional header naming the columns, which must include user_id and
+  item_id (other columns are allowed and ignored); without a header each line is exactly
+  user_id,item_id. Blank lines and lines starting with '#' are skipped.
+user ids (forget --users=FILE): UTF-8 text, ids separated by commas or new lines, '#' comments.
+Ids are kept as the file spells them (no number parsing: '013' stays '013').
+"""
+import os
+
+from e2urec_jax.errors import UserError
+
+USER, ITEM = 'user_id', 'item_id'
+
+
+def _lines(path: str, what: str) -> list[tuple[int, str]]:
+  """(line number, text) of every line of `path`; UTF-8 (a BOM is dropped), else the first bad line named."""
+  if not path or not os.path.isfile(path):
+    raise UserError(f'{what}={path!r}: no such file')
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if not raw.strip():
+    raise UserError(f'{path} is empty; {what} needs a file with one entry a line')
+  out = []
+  for n, line in enumerate(raw.split(b'\n'), start=1):
+    try:
+      text = line.decode('utf-8')
+    except UnicodeDecodeError:
+      raise UserError(f'{path} line {n}: not UTF-8 text ({line[:40]!r}); save the file as UTF-8 text')
+    if n == 1:
+      text = text.lstrip('\ufeff')
+    out.append((n, text.rstrip('\r')))
+  return out
+
+
+def _fields(text: str) -> list[str]:
+  sep = '\t' if '\t' in text and ',' not in text else ','
+  return [f.strip().strip('"').strip() for f in text.split(sep)]
+
+
+def read_pairs(path: str, what: str) -> list[tuple[str, str, int]]:
+  """[(user id, item id, line number)] of a pairs file (see the module docstring)."""
+  lines = [(n, t) for n, t in _lines(path, what) if t.strip() and not t.lstrip().startswith('#')]
+  if not lines:
+    raise UserError(f'{path} holds only comments; {what} needs {USER},{ITEM} lines')
+  n0, first = lines[0]
+  names = [f.lower() for f in _fields(first)]
+  if USER in names or ITEM in names or (names and 'user' in names[0] and not any(c.isdigit() for c in names[0])):
+    if USER in names and ITEM in names:
+      columns, width = (names.index(USER), names.index(ITEM)), len(names)
+    elif len(names) == 2:
+      columns, width = (0, 1), 2  # a header with other names for the two columns
+    else:
+      missing = [c for c in (USER, ITEM) if c not in names]
+      raise UserError(f'{path} line {n0}: the header {first[:60]!r} names no {" and no ".join(missing)} column; '
+                      f'name the columns {USER},{ITEM}')
+    lines = lines[1:]
+    if not lines:
+      raise UserError(f'{path} has a header but no pairs; add {USER},{ITEM} lines below it')
+  else:
+    columns, width = (0, 1), 2
+  out = []
+  for n, text in lines:
+    fields = _fields(text)
+    if len(fields) != width:
+      raise UserError(f'{path} line {n}: expected {USER},{ITEM}{",..." if width > 2 else ""} ({width} fields), '
+                      f'found {len(fields)}: {text[:60]!r}; fix or remove that line')
+    user, item = fields[columns[0]], fields[columns[1]]
+    if not user or not item:
+      raise UserError(f'{path} line {n}: empty {USER if not user else ITEM} in {text[:60]!r}; every line needs both')
+    out.append((user, item, n))
+  return out
+
+
+def read_user_ids(spec: str, what: str = '--users') -> list[tuple[str, str]]:
+  """[(user id, where it was given)]: ids inline ('196,305') or a file of ids (one a line, or comma-separated)."""
+  spec = spec.strip()
+  if os.path.isfile(spec):
+    lines, source = _lines(spec, f'{what} file'), f'{what} file {spec}'
+  elif os.sep in spec or spec.endswith(('.txt', '.csv')):
+    raise UserError(f'{what}={spec!r}: no such file; pass a file of user ids (one a line) or ids ({what}=196,305)')
+  else:
+    lines, source = [(0, spec)], what
+  out = []
+  for n, text in lines:
+    if text.lstrip().startswith('#'):
+      continue
+    for token in text.split(','):
+      token = token.strip()
+      if not token:
+        continue
+      if any(c.isspace() for c in token):
+        where = f'{spec} line {n}' if n else what
+        raise UserError(f'{where}: {token[:40]!r} is not one user id (ids hold no spaces); put one id a line or '
+                        'separate ids by commas')
+      out.append((token, f'{source} line {n}' if n else source))
+  if not out:
+    raise UserError(f'{source} lists no user ids: the forget set would be empty; pass ids ({what}=196,305) '
+                    'or a file with one id a line')
+  return out

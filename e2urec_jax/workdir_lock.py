@@ -1,0 +1,116 @@
+"""One writer per workdir: commands that write hold <workdir>/.lock while they run.
+
+The lock is an advisory lock (flock) on that file, so the kernel releases it when its holder
+exits, however it exits (Ctrl-C, kill -9, a crash): a lock file left behind blocks no one,
+which is the stale-lock rule wherever locks work. The file names the holder (pid, host,
+command, start time, UTC) so a refusal can say who holds it; it holds no argument of the
+command (a forget request's ids never reach it).
+
+Where the file system has no working locks (flock fails with ENOLCK/EOPNOTSUPP: some network
+mounts) the file itself is the lock, created exclusively; it is stale, and taken over, when
+its holder ran on this host and that process is gone. A holder on another host is never
+presumed dead: the refusal names it, and the operator deletes the file once it is.
+
+A multi-host run has one writer: process 0 takes the lock; the other processes of the same
+run write nothing a command's outputs depend on, and never take it.
+"""
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+
+from e2urec_jax.errors import UserError
+
+LOCK_FILE = '.lock'
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def _holder(command: str) -> dict:
+  return {'pid': os.getpid(), 'host': socket.gethostname(), 'command': command,
+          'since': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+
+def _read(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.loads(f.read() or '{}')
+  except (OSError, ValueError):
+    return {}
+
+
+def _busy(workdir: str, holder: dict, command: str) -> UserError:
+  who = (f"`{holder.get('command', '?')}` (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+         f"since {holder.get('since', '?')})") if holder else 'another command'
+  return UserError(f'{workdir} is in use by {who}: one command writes to a workdir at a time; wait for it to '
+                   f'finish or stop it, then run `{command}` again (or use another --workdir)')
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, ValueError, TypeError):
+    return True
+  return True
+
+
+@contextlib.contextmanager
+def hold(workdir: str, command: str, *, primary: bool | None = None):
+  """Holds the workdir's lock for the block; a UserError (one line, naming the holder) if another
+  process holds it. `primary`: whether this process writes (default: process 0 of the run)."""
+  if primary is None:
+    from e2urec_jax import distributed
+    primary = distributed.is_primary()
+  if not primary:
+    yield
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    os.close(fd)
+    raise _busy(workdir, _read(path), command) from None
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in _NO_LOCKS:
+      raise
+    with _exclusive_file(workdir, path, command):
+      yield
+    return
+  try:
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(_holder(command)).encode())
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.ftruncate(fd, 0)
+    os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _exclusive_file(workdir: str, path: str, command: str):
+  """The lock file as the lock (file systems without flock)."""
+  holder = _read(path)
+  if holder:
+    stale = holder.get('host') == socket.gethostname() and not _alive(holder.get('pid'))
+    if not stale:
+      raise _busy(workdir, holder, command)
+    os.remove(path)
+  elif os.path.exists(path):
+    os.remove(path)  # an empty file: a holder that released it, or died before writing itself in
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  except FileExistsError:
+    raise _busy(workdir, _read(path), command) from None
+  os.write(fd, json.dumps(_holder(command)).encode())
+  os.close(fd)
+  try:
+    yield
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(path)
