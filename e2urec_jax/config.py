@@ -160,7 +160,7 @@ RULES = {
         len(x) == 0 or (len(x) == 2 and all(rules.FINITE(v) is None for v in x) and x[0] < x[1])),
         'empty (the source\'s scale) or two finite numbers, lowest < highest: (1, 10)'),
     'data.duplicates': rules.one_of('latest', 'error'),
-    'data.max_shortened': rules.PROBABILITY,
+    'data.max_shortened': rules.number(0, 1),
     'data.history_k': rules.NON_NEGATIVE_INT, 'data.min_history': rules.NON_NEGATIVE_INT,
     'data.num_samples': rules.integer(3),
     'data.split': rules.sequence(rules.number(0, 1, low_open=True), length=3),
