@@ -152,6 +152,7 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
   outside the workdir (the audit holds keyed hashes of the ids under it)."""
   from e2urec_jax import forget as forget_lib
   _existing(workdir, 'forget')
+  forget_lib.read_request(users, interactions)  # a malformed request fails before it waits for anyone
   with workdir_lock.hold(os.path.abspath(workdir), 'forget'):
     audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
                              callbacks=callbacks)
