@@ -105,7 +105,62 @@ def test_outputs_are_readable_as_the_umask_allows_not_owner_only(demo_run):
   _, workdir = demo_run
   umask = os.umask(0)
   os.umask(umask)
-  for name in ('results.json', 'results.md', 'test_auc.png', 'models/original/model.safetensors'):
+  for name in ('results.json', 'results.md', 'test_auc.png', 'models/original/model.safetensors',
+               'models/e2urec/adapters.safetensors'):
     assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o666 & ~umask, name
   for name in ('models/original', 'models/e2urec'):
     assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o777 & ~umask, name
+
+
+def test_a_rerun_with_another_config_refuses_before_any_work(demo_run, tmp_path):
+  """The run's phases were trained at batch 32: a rerun at 16 names the field and changes nothing."""
+  import shutil
+  from e2urec_jax.errors import UserError
+  from e2urec_jax.experiment import run_experiment
+  config, workdir = demo_run
+  work = str(tmp_path / 'copy')
+  shutil.copytree(workdir, work)
+  changed = config.copy_and_resolve_references()
+  changed.train.batch_size = 16
+  before = sorted(os.listdir(os.path.join(work, 'models')))
+  with pytest.raises(UserError, match=r'train\.batch_size 32 -> 16.*--restart=changed') as e:
+    run_experiment(changed, work)
+  assert '\n' not in str(e.value) and 'original' in str(e.value)
+  assert sorted(os.listdir(os.path.join(work, 'models'))) == before
+
+
+def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path, capsys):
+  """Token arrays: prepared again (the same data); adapters and full models: named on load, and the
+  phase is trained again by `run` (runner.done drops the damaged model)."""
+  import shutil
+  from e2urec_jax import commands, resume, stamps
+  from e2urec_jax.methods import runner as method_runner
+  from e2urec_jax.methods import spec
+  from e2urec_jax.train import fingerprint, runner
+  config, workdir = demo_run
+  work = str(tmp_path / 'copy')
+  shutil.copytree(workdir, work)
+  tokens = os.path.join(work, 'data', 'tokens', 'train', 'prompt_ids.npy')
+  digest = resume.ensure_data(config, work).digest
+  with open(tokens, 'r+b') as f:
+    f.truncate(os.path.getsize(tokens) // 2)
+  assert resume.ensure_data(config, work).digest == digest  # prepared again: the same arrays
+  assert 'repair: ' + tokens + ' is corrupt' in capsys.readouterr().out
+  adapters = os.path.join(work, 'models', 'e2urec', 'adapters.safetensors')
+  with open(adapters, 'r+b') as f:
+    f.seek(os.path.getsize(adapters) - 64)
+    f.write(b'\xff' * 64)
+  original = os.path.join(work, 'models', 'original', 'model.safetensors')
+  with open(original, 'r+b') as f:
+    f.truncate(1000)
+  with pytest.raises(stamps.Corrupt, match='model.safetensors is corrupt: 1000 bytes where .* were written; '
+                                           'rerun `run` on this workdir: it trains phase original again'):
+    commands.evaluate(config, work, model='original')
+  ctx = resume.prepare_run(config, work, 'run')
+  section = method_runner.section_of(config, 'e2urec', ())
+  rec = fingerprint.of_run(config, ctx.data.digest, fingerprint.METHOD, method='e2urec', section=section,
+                           reads=spec.get('e2urec').reads, seed=config.seed)
+  assert runner.done(ctx, 'e2urec', rec) is None and not os.path.exists(ctx.model_dir('e2urec'))
+  assert f'repair: {adapters} is corrupt; training e2urec again' in capsys.readouterr().out
+  rec = fingerprint.of_run(config, ctx.data.digest, fingerprint.RECIPE, seed=config.seed)
+  assert runner.done(ctx, 'original', rec) is None and not os.path.exists(ctx.model_dir('original'))
