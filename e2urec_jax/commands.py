@@ -32,7 +32,8 @@ def _writable(workdir: str) -> str:
   return runtime.ensure_writable_dir(os.path.abspath(workdir))
 
 
-def _trained(config, workdir, command, restart, callbacks):
+def _trained(config, workdir, command, restart):
+  """The run context after the data and fingerprint checks (resume.prepare_run)."""
   from e2urec_jax import resume
   return resume.prepare_run(config, workdir, command, restart)
 
@@ -50,7 +51,7 @@ def train(config, workdir: str, *, callbacks=(), restart: str | None = None) -> 
   """The original LLMRec (config.train on the whole train split)."""
   from e2urec_jax.methods import llmrec
   with workdir_lock.hold(_writable(workdir), 'train'):
-    stats = llmrec.ensure_original(_trained(config, workdir, 'train', restart, callbacks), callbacks)
+    stats = llmrec.ensure_original(_trained(config, workdir, 'train', restart), callbacks)
   print(f'original: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
 
 
@@ -58,7 +59,7 @@ def retrain(config, workdir: str, *, callbacks=(), restart: str | None = None) -
   """The same recipe on the retain split: the reference every method is measured against."""
   from e2urec_jax.methods import llmrec
   with workdir_lock.hold(_writable(workdir), 'retrain'):
-    stats = llmrec.ensure_retrain(_trained(config, workdir, 'retrain', restart, callbacks), callbacks=callbacks)
+    stats = llmrec.ensure_retrain(_trained(config, workdir, 'retrain', restart), callbacks=callbacks)
   print(f'retrain: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
 
 
@@ -66,7 +67,7 @@ def augment(config, workdir: str, *, callbacks=(), restart: str | None = None) -
   """E2URec's augmented model: the original fine-tuned on the forget set (config.augment)."""
   from e2urec_jax.methods import e2urec
   with workdir_lock.hold(_writable(workdir), 'augment'):
-    stats = e2urec.ensure_augmented(_trained(config, workdir, 'augment', restart, callbacks), callbacks)
+    stats = e2urec.ensure_augmented(_trained(config, workdir, 'augment', restart), callbacks)
   print(f'augmented: {stats["steps"]} steps in {stats["time_s"]:.1f}s')
 
 
@@ -75,7 +76,7 @@ def unlearn(config, workdir: str, *, callbacks=(), restart: str | None = None) -
   from e2urec_jax.methods import runner
   method = config.unlearn.method
   with workdir_lock.hold(_writable(workdir), 'unlearn'):
-    stats = runner.run_method(_trained(config, workdir, 'unlearn', restart, callbacks), method, callbacks=callbacks)
+    stats = runner.run_method(_trained(config, workdir, 'unlearn', restart), method, callbacks=callbacks)
   print(f'{method}: unlearned in {stats["time_s"]:.1f}s; model in {workdir}/models/{method}')
 
 

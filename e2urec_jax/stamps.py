@@ -17,6 +17,7 @@ import os
 from e2urec_jax.errors import UserError
 
 STAMP_FILE = '.stamp.json'
+CACHES = ('.sha256.json',)  # rewritten after publishing (train/artifacts.content_hash's cache): never stamped
 _VERIFIED = {}  # (path, size, mtime_ns) -> sha256 already computed by this process
 
 
@@ -50,7 +51,7 @@ def _files(folder: str, exclude=()):
     dirs[:] = sorted(d for d in dirs if os.path.normpath(os.path.join(rel_root, d)) not in exclude)
     for f in sorted(files):
       rel = os.path.normpath(os.path.join(rel_root, f))
-      if f != STAMP_FILE and not f.startswith('.tmp') and rel not in exclude:
+      if f != STAMP_FILE and f not in CACHES and not f.startswith('.tmp') and rel not in exclude:
         yield rel
 
 

@@ -64,11 +64,14 @@ def runs(tmp_path_factory):
 
 
 def _perturb_base(path):
+  """Another base model, intact (stamped as written): not a damaged file, which would be rebuilt."""
   from safetensors.numpy import load_file, save_file
+  from e2urec_jax import stamps
   tensors = load_file(path)
   name = sorted(tensors)[0]
   tensors[name] = tensors[name] + np.float32(1e-3)
   save_file(tensors, path)
+  stamps.write(os.path.dirname(path))
 
 
 def _weights(workdir):
