@@ -9,13 +9,17 @@ SIGTERM). Two things could keep a command running after the signal:
 - a Python signal handler runs only between bytecodes, so it waits while the main thread is in
   a long C call (an XLA compile, a tokenizer, a device wait).
 
-So a watchdog thread, woken through `signal.set_wakeup_fd` (written by the C-level handler the
-moment the signal arrives, whatever the main thread is doing), raises the interrupt again
-every RETRY_S until `main` reports it handled, and GRACE_S after the signal ends the process
-itself (os._exit) with the same message and exit code. Ending there is safe: every file a
-command writes is renamed into place when complete (runtime.atomic_dir, orbax's checkpoints),
-so the last finished checkpoint and artifacts are what the next run resumes from, as after
-kill -9 (tests/test_reliability_faults.py).
+So the interrupt is raised once, and again only when it was swallowed: a hook on
+`sys.unraisablehook` sees a KeyboardInterrupt that Python dropped (and keeps its traceback
+off the screen), and a watchdog thread, woken through `signal.set_wakeup_fd` (written by the
+C-level handler the moment the signal arrives, whatever the main thread is doing), raises it
+again. Raising only then matters: a second interrupt landing while `main` unwinds the first
+would escape it and end the process by the signal, without the message. GRACE_S after the
+signal the watchdog ends the process itself (os._exit) with the same message and exit code,
+for a main thread stuck in a long C call or an interrupt caught by a library's bare except.
+Ending there is safe: every file a command writes is renamed into place when complete
+(runtime.atomic_dir, orbax's checkpoints), so the last finished checkpoint and artifacts are
+what the next run resumes from, as after kill -9 (tests/test_reliability_faults.py).
 """
 import _thread
 import os
@@ -27,10 +31,10 @@ import time
 
 MESSAGE = 'interrupted: the last checkpoint is kept; rerun the same command to resume'
 GRACE_S = 4.0  # after the signal, the process ends by itself if it has not yet
-RETRY_S = 0.5  # the interrupt is raised again this often until handled (a swallowed one)
+RETRY_S = 0.1  # how often the watchdog looks for a swallowed interrupt to raise again
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state = {'signum': None, 'handled': False, 'installed': False}
+_state = {'signum': None, 'handled': False, 'installed': False, 'raised': False, 'again': False}
 
 
 def exit_code() -> int:
@@ -39,15 +43,25 @@ def exit_code() -> int:
 
 
 def handled() -> None:
-  """`main` caught the interrupt: stop raising it; the process exits normally (or at the deadline)."""
+  """`main` caught the interrupt: never raise it again; the process exits normally (or at the deadline)."""
   _state['handled'] = True
 
 
 def _handler(signum, frame):
-  if _state['handled']:
-    return  # already on its way out: let it finish
   _state['signum'] = _state['signum'] or signum
+  if _state['handled'] or (_state['raised'] and not _state['again']):
+    return  # on its way out already: a second interrupt would escape `main`'s handling of the first
+  _state['raised'], _state['again'] = True, False
   raise KeyboardInterrupt
+
+
+def _unraisable(previous):
+  def hook(info):
+    if issubclass(info.exc_type, KeyboardInterrupt) and not _state['handled']:
+      _state['again'] = True  # dropped (a garbage-collector callback): the watchdog raises it again
+      return
+    previous(info)
+  return hook
 
 
 def _watch(read_fd: int) -> None:
@@ -60,7 +74,7 @@ def _watch(read_fd: int) -> None:
   deadline = time.monotonic() + GRACE_S
   while time.monotonic() < deadline:
     time.sleep(RETRY_S)
-    if not _state['handled'] and threading.main_thread().is_alive():
+    if _state['again'] and not _state['handled'] and threading.main_thread().is_alive():
       _thread.interrupt_main(_state['signum'] or signal.SIGINT)
   if not _state['handled']:
     try:
@@ -72,7 +86,7 @@ def _watch(read_fd: int) -> None:
 
 
 def install() -> None:
-  """SIGINT/SIGTERM -> KeyboardInterrupt, with the watchdog above. Idempotent; main thread only."""
+  """SIGINT/SIGTERM -> KeyboardInterrupt, with the hook and watchdog above. Idempotent; main thread only."""
   if _state['installed'] or threading.current_thread() is not threading.main_thread():
     return
   read_fd, write_fd = os.pipe()
@@ -80,5 +94,6 @@ def install() -> None:
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   for signum in SIGNALS:
     signal.signal(signum, _handler)
+  sys.unraisablehook = _unraisable(sys.unraisablehook)
   threading.Thread(target=_watch, args=(read_fd,), name='interrupt-watchdog', daemon=True).start()
   _state['installed'] = True

@@ -327,6 +327,34 @@ def test_adapters_and_models_follow_the_umask(tmp_path):
   assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~runtime._UMASK
 
 
+# ------------------------------------------------------------------ 7. signals
+SWALLOWED = """
+import os, signal, sys, time
+from e2urec_jax import interrupts
+interrupts.install()
+class Dropped:
+  def __del__(self):  # the signal lands here, as in JAX's garbage-collector callback: Python drops it
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+t0 = time.monotonic()
+try:
+  Dropped()
+  while True:
+    time.sleep(0.05)
+except KeyboardInterrupt:
+  interrupts.handled()
+  print(f'caught after {time.monotonic() - t0:.2f}s')
+  sys.exit(interrupts.exit_code())
+"""
+
+
+def test_a_swallowed_interrupt_is_raised_again_quietly():
+  out = subprocess.run([sys.executable, '-c', SWALLOWED], cwd=REPO, capture_output=True, text=True, timeout=30)
+  assert out.returncode == 130 and out.stdout.startswith('caught after'), (out.returncode, out.stderr)
+  assert float(out.stdout.split()[2][:-1]) < 2.0  # raised again by the watchdog, not the 4 s deadline
+  assert 'Exception ignored' not in out.stderr and 'Traceback' not in out.stderr
+
+
 # ------------------------------------------------------------------ 7. signals (slow: a real command)
 @pytest.mark.slow
 @pytest.mark.parametrize('after_s', [0.5, 2.0, 3.0, 10.0])
