@@ -123,7 +123,16 @@ def _load_workdir_config(workdir):
   return mod.get_config()
 
 
+# Library noise the command line silences (a variable the user set wins): transformers' advice
+# "PyTorch was not found..." (irrelevant to a JAX run) and its warnings below errors, and the
+# datasets library's below errors. Progress bars stay; errors still print.
+QUIET_ENV = {'TRANSFORMERS_NO_ADVISORY_WARNINGS': '1', 'TRANSFORMERS_VERBOSITY': 'error',
+             'DATASETS_VERBOSITY': 'error'}
+
+
 def run_cli(callbacks=()):
+  for key, value in QUIET_ENV.items():  # before anything imports transformers or datasets
+    os.environ.setdefault(key, value)
   logging.set_verbosity(logging.WARNING)
   app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
 

@@ -9,6 +9,7 @@ one vocabulary and two in another.
 """
 import os
 import string
+import sys
 
 from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
@@ -45,8 +46,9 @@ def train_tokenizer(texts, vocab_size: int, layout: str, progress: bool = False)
   tok = Tokenizer(models.BPE(unk_token=UNK))
   tok.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation; spaces are not tokens
   alphabet = [c for c in string.printable if not c.isspace()]  # unseen ASCII never becomes <unk>
+  # tokenizers' bars draw only on a terminal; elsewhere (a log file, a pipe) they print blank lines.
   trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), special_tokens=[PAD, EOS, UNK, BOS],
-                                initial_alphabet=alphabet, show_progress=progress)
+                                initial_alphabet=alphabet, show_progress=progress and sys.stderr.isatty())
   tok.train_from_iterator(texts, trainer)
   # Plain tokenizer(text) calls outside this package add the same ends as encode_prompt does.
   if layout == ENCODER_DECODER:
