@@ -85,12 +85,21 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     print(out.to_csv(index=False), end='')
 
 
-def export(config, workdir: str, *, output: str | None, model: str | None = None) -> None:
-  """`model` (default e2urec) as one Hugging Face folder at `output`, adapters merged in."""
-  from e2urec_jax.eval.export import export_model
+def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:
+  """`model` (default e2urec) at `output`: one Hugging Face folder, adapters merged in (fmt 'merged',
+  the default), or its adapters as a Hugging Face PEFT folder with their base in `output`/base ('peft')."""
+  from e2urec_jax.eval.export import FORMATS, export_model, export_peft_model
+  fmt = fmt or 'merged'
+  if fmt not in FORMATS:
+    raise UserError(f'--format={fmt!r}: must be one of {", ".join(FORMATS)}')
   if not output:
     raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
   name = model or 'e2urec'
+  if fmt == 'peft':
+    out = export_peft_model(_open(config, workdir), name, output)
+    print(f'exported {name} to {output} as PEFT adapters (adapter_config.json, adapter_model.safetensors); '
+          f'their base model in {out}/base: PeftModel.from_pretrained(<base>, {output!r}) loads them')
+    return
   export_model(_open(config, workdir), name, output)
   print(f'exported {name} to {output} (Hugging Face layout: config.json, model.safetensors, tokenizer)')
 

@@ -91,6 +91,8 @@ def default_config() -> ConfigDict:
   lo.alpha = 32.0  # lora_alpha; adapters are scaled by alpha / r.
   lo.dropout = 0.05  # Dropout on the adapter input.
   lo.targets = ''  # Comma-separated module names; '' = family default (T5 'q,v'; Llama 'q_proj,v_proj').
+  lo.init_from = ''  # A PEFT LoRA folder (PeftModel.save_pretrained); '' = phases start from fresh adapters.
+  lo.init_phases = 'e2urec'  # Phases that start from init_from: LoRA methods, augmented, original, retrain, shards.
 
   # ---------------------------------------- original model and retrain recipe
   c.train = tr = ConfigDict()  # Instruction tuning of the LLMRec on train (original) or retain (retrain).
@@ -149,6 +151,8 @@ def default_config() -> ConfigDict:
 # One rule per field (e2urec_jax/rules.py); a method's own fields take its spec's rules.
 # `validate` runs in main before any work, so a bad value costs seconds, not a training run.
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
+# Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
+INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
 RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
     'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
@@ -175,7 +179,7 @@ RULES = {
     'model.dtype': _DTYPES, 'model.base_dtype': _DTYPES, 'model.dropout': rules.PROBABILITY,
     'model.remat': rules.BOOLEAN,
     'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
-    'lora.targets': rules.TEXT,
+    'lora.targets': rules.TEXT, 'lora.init_from': rules.TEXT,  # lora.init_phases: _method_rules (names methods)
     'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,
     'train.weight_decay': rules.NON_NEGATIVE, 'train.batch_size': rules.POSITIVE_INT,
     'train.epochs': rules.POSITIVE_INT, 'train.max_steps': rules.NON_NEGATIVE_INT,
@@ -203,7 +207,9 @@ RULES = {
 
 def _method_rules() -> dict:
   names = method_spec.names()
+  lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*names),
+         'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
          'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True)}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
@@ -237,11 +243,32 @@ def validate(config) -> None:
   split = tuple(config.data.split)
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
+  _check_init_phases(config)
   s = config.model.scratch
   heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
     raise UserError(f'config.model.scratch: d_model={s.d_model} must be a multiple of num_heads={s.num_heads} and '
                     f'num_heads of num_kv_heads={s.num_kv_heads}')
+
+
+def _check_init_phases(config) -> None:
+  """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
+  import os
+  from e2urec_jax.errors import UserError
+  lo = config.lora
+  if not lo.init_from:
+    return
+  if not os.path.exists(os.path.join(lo.init_from, 'adapter_config.json')):
+    raise UserError(f'config.lora.init_from={lo.init_from!r}: no adapter_config.json there; pass a folder '
+                    'written by PeftModel.save_pretrained (or `export --format=peft`)')
+  modes = {'original': ('train.mode', config.train.mode), 'retrain': ('train.mode', config.train.mode),
+           'shards': ('train.mode', config.train.mode), 'augmented': ('augment.mode', config.augment.mode)}
+  for phase in rules.split_list(lo.init_phases):
+    if phase in modes and modes[phase][1] != 'lora':
+      key, mode = modes[phase]
+      raise UserError(f'config.lora.init_phases={lo.init_phases!r}: {phase} trains full weights here '
+                      f'(config.{key}={mode!r}), so it has no adapters to start from lora.init_from; '
+                      f'drop it or pass --config.{key}=lora')
 
 
 def load_saved(workdir: str):

@@ -23,14 +23,15 @@ COMMANDS = {
     'evaluate': ('evaluate', 'score every model in the workdir', {'model': 'model'}),
     'predict': ('predict', 'score (user, item) pairs from a CSV', {'input': 'input', 'output': 'output',
                                                                    'model': 'model'}),
-    'export': ('export', 'write a merged Hugging Face folder', {'output': 'output', 'model': 'model'}),
+    'export': ('export', 'write a merged Hugging Face (or a PEFT) folder', {'output': 'output', 'model': 'model',
+                                                                           'format': 'fmt'}),
     'run': ('run', 'the whole experiment, resuming finished phases', {}),
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
                                                                      'interactions': 'interactions'}),
 }
 TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
-COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model')
+COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file: configs/<name>.py[:arg].', lock_config=True)
@@ -39,6 +40,8 @@ flags.DEFINE_string('users', None, 'forget: user ids (comma-separated) or a file
 flags.DEFINE_string('interactions', None, 'forget: CSV of user_id,item_id pairs to forget.')
 flags.DEFINE_string('input', None, 'predict: CSV with user_id,item_id columns.')
 flags.DEFINE_string('output', None, 'predict/export: where to write.')
+flags.DEFINE_string('format', None, 'export: merged (default; adapters folded into the weights) or peft '
+                    '(a Hugging Face PEFT adapter folder, its base model in <output>/base).')
 flags.DEFINE_string('model', None, 'evaluate/predict/export: model name in the workdir (original, e2urec, ...).')
 
 

@@ -47,6 +47,14 @@ def export_peft(model, adapters, out_dir: str, *, alpha: float, dropout: float =
   `peft.PeftModel.from_pretrained(<transformers base>, out_dir)` loads; atomic; returns its size
   in bytes. `alpha` and `dropout` are the run's lora.alpha and lora.dropout (the rank is the
   adapters'); `base_model_name_or_path` is what PEFT records as the base (a hub id or folder)."""
+  with runtime.atomic_dir(out_dir) as tmp:
+    write_peft(model, adapters, tmp, alpha=alpha, dropout=dropout, base_model_name_or_path=base_model_name_or_path)
+  return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+
+
+def write_peft(model, adapters, folder: str, *, alpha: float, dropout: float = 0.0,
+               base_model_name_or_path: str | None = None) -> None:
+  """export_peft's two files, written into the existing `folder` (not atomically: the caller's temp folder)."""
   family = model.family
   modules = _hf_modules(family, abstract_params(model))
   flat = traverse_util.flatten_dict(adapters)
@@ -76,10 +84,8 @@ def export_peft(model, adapters, out_dir: str, *, alpha: float, dropout: float =
       'rank_pattern': {}, 'alpha_pattern': {},
   }  # the fields PEFT has read for years; the newer ones PEFT 0.21 writes all default to "off"
   from safetensors.numpy import save_file
-  with runtime.atomic_dir(out_dir) as tmp:
-    save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={'format': 'pt'})
-    runtime.write_json(os.path.join(tmp, CONFIG_FILE), config)
-  return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+  save_file(tensors, os.path.join(folder, WEIGHTS_FILE), metadata={'format': 'pt'})
+  runtime.write_json(os.path.join(folder, CONFIG_FILE), config)
 
 
 def read_peft_config(path: str) -> dict:

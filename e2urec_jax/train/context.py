@@ -46,6 +46,8 @@ class ModelBundle:
   lora_meta: dict  # r, alpha, dropout, targets: recorded with every adapter artifact
   base_dtype: str  # storage dtype of frozen weights (config.model.base_dtype)
   lora_r: int
+  init_adapters: Any = None  # adapters read from config.lora.init_from (host arrays), or None
+  init_phases: tuple = ()  # the phases (config.lora.init_phases) that start from them
 
 
 def prepared_data(config, paths: Paths):
@@ -92,10 +94,16 @@ def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
   targets = lora.parse_targets(config.lora.targets, model.family)
   meta = {'r': int(config.lora.r), 'alpha': float(config.lora.alpha), 'dropout': float(config.lora.dropout),
           'targets': list(targets)}
+  init = None
+  if config.lora.init_from:  # read (and refused on a rank, shape or target mismatch) before any phase runs
+    from e2urec_jax.models.peft_format import load_peft_adapters
+    init = load_peft_adapters(config.lora.init_from, model, params, r=int(config.lora.r),
+                              alpha=float(config.lora.alpha), targets=targets)
   return ModelBundle(
       model=lora.configure(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout),
       pretrained_dir=pretrained_dir, pretrained_params=params, num_base_params=lora.count_params(params),
-      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r))
+      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r),
+      init_adapters=init, init_phases=tuple(t.strip() for t in config.lora.init_phases.split(',') if t.strip()))
 
 
 def _snapshot(repo_id: str) -> str:
@@ -151,9 +159,20 @@ class RunContext:
     adapters = lora.init_adapters(params, jax.random.key(0), self.bundle.lora_r, self.bundle.lora_targets)
     return jax.tree.map(np.zeros_like, adapters)
 
-  def new_adapters(self, params, seed: int):
+  def new_adapters(self, params, seed: int, role: str | None = None):
+    """The adapters a LoRA phase starts from: those of config.lora.init_from when `role` (the
+    method's name, or 'original', 'retrain', 'shards', 'augmented') is in config.lora.init_phases,
+    else fresh ones (A random from `seed`, B zero)."""
     from e2urec_jax.models import lora
+    if self.init_from(role):
+      return jax.tree.map(np.array, self.bundle.init_adapters)  # a copy per phase
     return lora.init_adapters(params, jax.random.key(seed), self.bundle.lora_r, self.bundle.lora_targets)
+
+  def init_from(self, role: str | None) -> str:
+    """config.lora.init_from when phases of `role` start from it, else ''."""
+    if role is None or self.bundle.init_adapters is None or role not in self.bundle.init_phases:
+      return ''
+    return self.config.lora.init_from
 
   def base_dtype(self, params):
     """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
