@@ -120,6 +120,9 @@ def test_export_peft_loads_in_peft_with_our_logits(trained, tmp_path):
   print(f'{family}: e2urec (3 steps) exported as PEFT: max |ours - peft| = {diff:.2e} '
         f'(max |logit| {np.abs(theirs).max():.1f}; the adapters move the logits by {np.abs(ours - before).max():.2f})')
   assert diff <= TOL
+  auto = peft.AutoPeftModelForSeq2SeqLM if family == 't5' else peft.AutoPeftModelForCausalLM
+  again = _torch_answer_logits(auto.from_pretrained(out).eval(), batch)  # the base found by its recorded path
+  assert float(np.abs(again - theirs).max()) == 0.0
 
 
 class _FirstStepAtRateZero(Callback):
