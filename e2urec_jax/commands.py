@@ -5,7 +5,7 @@ Each takes a validated config (config.validate) and the workdir; commands that t
 """
 import os
 
-from e2urec_jax import distributed
+from e2urec_jax import distributed, storage
 from e2urec_jax.errors import UserError
 
 
@@ -60,12 +60,12 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   from e2urec_jax.eval.evaluate import available_models, write_results
   from e2urec_jax.methods import spec
   from e2urec_jax.train.paths import run_paths
-  if not os.path.isdir(run_paths(workdir).model_dir('retrain')):
+  if not storage.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
   ctx = _open(config, workdir)
   write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
   if distributed.is_primary():
-    print(open(os.path.join(ctx.workdir, 'results.md')).read())
+    print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None) -> None:
@@ -76,7 +76,10 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
   out['p_yes'] = p_yes
-  if output:
+  if output and storage.is_remote(output):
+    storage.write_bytes(output, out.to_csv(index=False).encode())
+    print(f'wrote {len(out)} predictions of {name} to {output}')
+  elif output:
     tmp = output + '.tmp'
     out.to_csv(tmp, index=False)
     os.replace(tmp, output)
@@ -107,6 +110,7 @@ def export(config, workdir: str, *, output: str | None, model: str | None = None
 def bench(config, workdir: str) -> None:
   """Times our steps (and the PyTorch reference); needs configs/bench.py."""
   from e2urec_jax.bench import run_bench
+  storage.require_local(workdir, 'bench', 'it writes profiler traces and timings next to the XLA cache')
   run_bench(config, workdir)
 
 

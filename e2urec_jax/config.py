@@ -253,12 +253,12 @@ def validate(config) -> None:
 
 def _check_init_phases(config) -> None:
   """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
-  import os
+  from e2urec_jax import storage
   from e2urec_jax.errors import UserError
   lo = config.lora
   if not lo.init_from:
     return
-  if not os.path.exists(os.path.join(lo.init_from, 'adapter_config.json')):
+  if not storage.exists(storage.join(lo.init_from, 'adapter_config.json')):
     raise UserError(f'config.lora.init_from={lo.init_from!r}: no adapter_config.json there; pass a folder '
                     'written by PeftModel.save_pretrained (or `export --format=peft`)')
   modes = {'original': ('train.mode', config.train.mode), 'retrain': ('train.mode', config.train.mode),
@@ -273,10 +273,9 @@ def _check_init_phases(config) -> None:
 
 def load_saved(workdir: str):
   """The config a run was prepared with (<workdir>/config.json, over today's defaults), or None."""
-  import os
-  from e2urec_jax import runtime
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  from e2urec_jax import runtime, storage
+  path = storage.join(workdir, 'config.json')
+  if not storage.exists(path):
     return None
   config = default_config()
   _update(config, runtime.read_json(path), path)

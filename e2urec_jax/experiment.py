@@ -6,7 +6,7 @@ command after an interruption resumes where it stopped.
 import os
 import time
 
-from e2urec_jax import distributed
+from e2urec_jax import distributed, storage
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.methods import llmrec, runner, spec
 from e2urec_jax.train import context, paths
@@ -28,5 +28,5 @@ def run_experiment(config, workdir, *, callbacks=()):
   write_results(ctx, names, order=spec.report_order())
   if not distributed.is_primary():  # process 0 wrote the report
     return
-  print(open(os.path.join(ctx.workdir, 'results.md')).read())
+  print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
   print(f'run finished in {time.perf_counter() - start:.0f}s; results in {ctx.workdir}/results.json')

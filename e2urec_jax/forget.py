@@ -244,7 +244,10 @@ def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
 def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
           callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
+  from e2urec_jax import storage
   from e2urec_jax.methods import spec
+  storage.require_local(workdir, 'forget', 'its request lock (flock) and its secret salt (an owner-only file) '
+                        'need a local file system')
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
   method = config.unlearn.method

@@ -84,11 +84,7 @@ def main(argv, callbacks=()):
   if stray:
     print(f'error: {", ".join(stray)} is not an option of {command}', file=sys.stderr)
     sys.exit(2)
-  workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded
-  if workdir.startswith('gs://'):
-    print('error: --workdir must be a local folder; on a TPU VM mirror it to a bucket with tpu/sync.sh '
-          '(or launch.sh SYNC_TO=gs://...)', file=sys.stderr)
-    sys.exit(2)
+  workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded (gs://... too)
   if not workdir:
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)

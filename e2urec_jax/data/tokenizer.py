@@ -11,6 +11,7 @@ import os
 import string
 import sys
 
+from e2urec_jax import storage
 from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
@@ -65,8 +66,9 @@ def load_tokenizer(model_cfg, workdir: str):
   from transformers import AutoTokenizer
   if model_cfg.tokenizer == 'train':
     path = os.path.join(workdir, 'tokenizer')
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
       raise UserError(f'no tokenizer in {path}; run `prepare` for this workdir first')
+    path = storage.local_copy(path)  # a gs://... workdir's tokenizer, downloaded
   else:
     path = model_cfg.tokenizer or model_cfg.name_or_path
     if not path:

@@ -8,11 +8,10 @@ base_model_name_or_path is that base folder's absolute path, which AutoPeftModel
 moved elsewhere loads with `PeftModel.from_pretrained(<the base model>, <the folder>)`.
 """
 import os
-import shutil
 
 import jax
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts, inference
 
@@ -29,7 +28,7 @@ def export_model(ctx, name: str, out_dir: str) -> str:
     adapters, meta = artifacts.load_adapters(path)
     _, base = artifacts.load_full(meta['base_dir'])
     params = lora.merge(base, adapters, meta['alpha'] / meta['r'])
-  elif os.path.exists(os.path.join(path, 'config.json')):
+  elif storage.exists(os.path.join(path, 'config.json')):
     _, params = artifacts.load_full(path)
   else:
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
@@ -47,13 +46,13 @@ def export_peft_model(ctx, name: str, out_dir: str) -> str:
     raise UserError(f'{name} is an ensemble of shard models, which have no adapters; export a shard with '
                     f'--format=merged (e.g. --model={name}/shard0)')
   if not artifacts.is_adapter_dir(path):
-    if os.path.exists(os.path.join(path, 'config.json')):
+    if storage.exists(os.path.join(path, 'config.json')):
       raise UserError(f'{name} is a full-weights model without adapters; export it with --format=merged '
                       '(PEFT folders hold LoRA adapters: e2urec, augmented, forget_v<N>)')
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
   adapters, meta = artifacts.load_adapters(path)  # checks the base is the one they were trained on
   _, base = artifacts.load_full(meta['base_dir'])
-  final = os.path.abspath(out_dir)
+  final = storage.abspath(out_dir)
   with runtime.atomic_dir(final) as tmp:
     write_peft(ctx.model, adapters, tmp, alpha=meta['alpha'], dropout=meta.get('dropout', 0.0),
                base_model_name_or_path=os.path.join(final, BASE_SUBDIR))
@@ -64,7 +63,7 @@ def export_peft_model(ctx, name: str, out_dir: str) -> str:
 
 def _copy_tokenizer(ctx, out_dir: str) -> None:
   tokenizer_dir = os.path.join(ctx.workdir, 'tokenizer')
-  source = tokenizer_dir if os.path.isdir(tokenizer_dir) else ctx.bundle.pretrained_dir
-  for f in os.listdir(source):
+  source = tokenizer_dir if storage.isdir(tokenizer_dir) else ctx.bundle.pretrained_dir
+  for f in storage.listdir(source):
     if 'token' in f or f.endswith('.model') or f == 'special_tokens_map.json':
-      shutil.copy(os.path.join(source, f), os.path.join(out_dir, f))
+      storage.copy_file(os.path.join(source, f), os.path.join(out_dir, f))

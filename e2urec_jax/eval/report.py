@@ -7,13 +7,14 @@ and JAX scalars become Python numbers. The markdown table follows the paper's la
 Plots use matplotlib's object API with the Agg canvas: no pyplot global state, no display.
 """
 import contextlib
+import io
 import math
 import os
 import tempfile
 
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 
 TEST_KEYS = ('auc', 'logloss', 'acc')
 FORGET_KEYS = ('auc', 'acc', 'logloss', 'jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno',
@@ -328,6 +329,12 @@ def plot_test_auc(results, order=()):
 
 @contextlib.contextmanager
 def _atomic_file(path, mode):
+  if storage.is_remote(path):  # one object write when the block ends (storage.py)
+    buffer = io.BytesIO() if 'b' in mode else io.StringIO()
+    yield buffer
+    data = buffer.getvalue()
+    storage.write_bytes(path, data if isinstance(data, bytes) else data.encode())
+    return
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
   try:
@@ -347,7 +354,7 @@ def write_report(workdir, results, order=()):
   half-written report. Missing methods are skipped; nothing is required beyond a
   `methods` dict, so a partial run can still be reported (check `validate_results`).
   """
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   clean = _plain(results)
   paths = {name: os.path.join(workdir, name) for name in
            ('results.json', 'results.md', 'distance_vs_time.png', 'test_auc.png')}

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from e2urec_jax import distributed, runtime
+from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train import mesh as mesh_lib
@@ -59,7 +59,7 @@ def prepared_data(config, paths: Paths):
   def prepare():
     from e2urec_jax.data.prepare import prepare
     prepare(config, workdir)
-  distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
+  distributed.primary_first('prepare', lambda: storage.exists(manifest), prepare)
   return load_tokenized(workdir)
 
 
@@ -80,7 +80,7 @@ def ensure_pretrained(config, paths: Paths, data) -> str:
     model = model_from_hf_config(hf_config)
     params = init_params(model, jax.random.key(seeds.derive(config.seed, 'pretrained', 'init')))
     artifacts.save_full(model, params, path)
-  distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
+  distributed.primary_first('pretrained', lambda: storage.exists(os.path.join(path, 'config.json')), make)
   return path
 
 
@@ -149,7 +149,7 @@ class RunContext:
   def load_params(self, name: str):
     """Full weights of a saved model (as stored; `base_dtype` casts a frozen copy)."""
     path = self.model_dir(name)
-    if not os.path.exists(os.path.join(path, 'config.json')):
+    if not storage.exists(os.path.join(path, 'config.json')):
       raise UserError(f'no model {name!r} in {os.path.dirname(path)}; run its phase first')
     _, params = artifacts.load_full(path)
     return params
