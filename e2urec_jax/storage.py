@@ -64,18 +64,23 @@ def join(path: str, *parts: str) -> str:
 
 # ------------------------------------------------------------------ the file system of a URL
 def filesystem(url: str):
-  """(fsspec file system, path as it names it) for a URL; a missing driver is a one-line UserError."""
+  """(fsspec file system, path as it names it) for a URL; a missing driver is a one-line UserError.
+
+  Listings are not cached across calls (gcsfs caches them): another process (a pod slice's
+  process 0) may have written since, so every query asks the store."""
   try:
     import fsspec
   except ImportError:
     raise UserError(f'{url}: workdirs on object stores need fsspec (pip install fsspec {_PACKAGES.get(scheme(url), "")})')
   try:
-    return fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url)
   except (ImportError, ValueError) as e:
     package = _PACKAGES.get(scheme(url))
     fix = f'pip install {package}' if package else f'install the fsspec driver for {scheme(url)}://'
     raise UserError(f'{url}: no file system for {scheme(url)}:// URLs ({str(e).splitlines()[0]}); {fix}, '
                     'or use a local --workdir (tpu/sync.sh mirrors one to a bucket)') from None
+  fs.invalidate_cache()
+  return fs, path
 
 
 def _bucket(url: str) -> str:
