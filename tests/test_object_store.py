@@ -82,7 +82,7 @@ def test_a_gs_workdir_gives_the_local_numbers(bucket, tmp_path, monkeypatch):
   _pipeline(_config(), local)
   _fresh_process()
   _pipeline(_config(), URL)
-  assert os.listdir(tmp_path) == ['local'], 'a gs:// path was written to the local disk'
+  assert os.listdir(tmp_path) == ['local'], 'a gs:// path was written to the local disk'  # (before the exports)
   assert bucket.writes > 0
 
   remote_results = json.loads(storage.read_text(f'{URL}/results.json'))
@@ -102,6 +102,19 @@ def test_a_gs_workdir_gives_the_local_numbers(bucket, tmp_path, monkeypatch):
   assert comparable(here) == comparable(there)
   steps = [n for n in here if n.startswith('phases/original/ckpt/') and n.endswith('/' + 'uploaded.json')]
   assert steps == [f'phases/original/ckpt/{n}/uploaded.json' for n in (4, 6)], steps  # max_to_keep=2
+
+  # the other readers of a workdir: export (both formats, to a bucket and to a disk) and predict
+  commands.export(_config(), URL, output=f'{URL}-peft', model='e2urec', fmt='peft')
+  assert {'adapter_config.json', 'adapter_model.safetensors', 'base/config.json', 'base/model.safetensors',
+          'base/tokenizer.json'} <= set(storage.files_under(f'{URL}-peft'))
+  for workdir, out in ((URL, tmp_path / 'merged_gs'), (local, tmp_path / 'merged_local')):
+    commands.export(_config(), workdir, output=str(out), model='e2urec')
+  assert open(tmp_path / 'merged_gs' / 'model.safetensors', 'rb').read() == \
+      open(tmp_path / 'merged_local' / 'model.safetensors', 'rb').read()
+  (tmp_path / 'pairs.csv').write_text('user_id,item_id\n1,1\n2,5\n')
+  commands.predict(_config(), URL, input=str(tmp_path / 'pairs.csv'), output=f'{URL}-predictions.csv', model='e2urec')
+  commands.predict(_config(), local, input=str(tmp_path / 'pairs.csv'), output=str(tmp_path / 'p.csv'), model='e2urec')
+  assert storage.read_text(f'{URL}-predictions.csv') == open(tmp_path / 'p.csv').read()
 
 
 class _StopAt(Callback):
