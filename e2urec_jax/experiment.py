@@ -13,10 +13,24 @@ from e2urec_jax.train import context, paths
 from e2urec_jax.train.paths import ORIGINAL
 
 
+def opening_line(config, workdir: str, names) -> str:
+  """`run`'s first line: what it trains, on what data and devices, where its results go."""
+  import jax
+  m = config.model
+  model = m.name_or_path or (f'a {m.scratch.family} from scratch ({m.scratch.num_layers} layers, '
+                             f'd_model {m.scratch.d_model})')
+  devices = jax.devices()
+  return (f'run: {config.data.source} data, {model}, {len(devices)} {devices[0].platform} device'
+          f'{"s" if len(devices) > 1 else ""}; models {", ".join(names)}; workdir {workdir} '
+          '(phases already finished there are kept)')
+
+
 def run_experiment(config, workdir, *, callbacks=()):
   """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
+  if distributed.is_primary():
+    print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]))
   ctx = context.open_run(config, paths.run_paths(workdir))
   llmrec.ensure_original(ctx, callbacks)
   llmrec.ensure_retrain(ctx, callbacks=callbacks)

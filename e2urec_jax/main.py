@@ -132,6 +132,8 @@ QUIET_ENV = {'TRANSFORMERS_NO_ADVISORY_WARNINGS': '1', 'TRANSFORMERS_VERBOSITY':
 def run_cli(callbacks=()):
   for key, value in QUIET_ENV.items():  # before anything imports transformers or datasets
     os.environ.setdefault(key, value)
+  if hasattr(sys.stdout, 'reconfigure'):  # our lines reach a log in order with the bars on stderr
+    sys.stdout.reconfigure(line_buffering=True)
   logging.set_verbosity(logging.WARNING)
   app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
 

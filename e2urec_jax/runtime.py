@@ -44,6 +44,18 @@ def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+def interactive() -> bool:
+  """True when progress bars redraw in place: a terminal, or a notebook (tqdm.auto's widgets).
+
+  Elsewhere (a log file, a pipe) every redraw is kept: library bars that last seconds are left
+  out there, and the training bars update sparsely (LOG_BAR_INTERVAL_S)."""
+  import sys
+  return sys.stderr.isatty() or 'ipykernel' in sys.modules
+
+
+LOG_BAR_INTERVAL_S = 15.0  # a training bar's update interval when the output is a log, not a terminal
+
+
 def ensure_writable_dir(path: str) -> str:
   """`path`, created if needed, after a probe write; else a UserError before any work starts
   (for a gs://... workdir: the missing driver or credentials, named with the fix)."""

@@ -3,7 +3,9 @@
 The main job installs requirements.lock, which has no PyTorch: transformers then used to open
 every command with "PyTorch was not found...". The run below hides torch from the import
 system the way an install without it looks (find_spec finds nothing), and also runs as the
-test environment is (torch installed).
+test environment is (torch installed). Its output is a pipe, as a log file is: bars that last
+seconds (tokenising) are left out there and the training bar redraws every LOG_BAR_INTERVAL_S.
+`run` opens with a line saying what it trains, on what, and where.
 """
 import os
 import re
@@ -12,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import CACHE, REPO
+from conftest import CACHE, REPO, load_config
 
 # A package that finds no torch: what `pip install -r requirements.lock` gives.
 HIDE_TORCH = '''
@@ -55,3 +57,17 @@ def test_first_screen_has_no_library_noise(tmp_path, hide_torch):
   assert not noisy, noisy
   assert any(line.startswith('prepared synthetic:') for line in ours[:5]), ours[:5]
   assert ours[-1].startswith('original: 3 steps in'), ours[-3:]
+  # In a log (this pipe), library bars of a few seconds are left out and ours redraw sparsely.
+  bars = [line for line in lines if PROGRESS.match(line)]
+  assert bars and all(line.startswith('original:') for line in bars), bars
+  assert len(bars) <= 4, bars  # first draw, final state, close: not one line per step
+
+
+def test_run_opens_with_what_it_does():
+  from e2urec_jax.experiment import opening_line
+  config = load_config('configs/demo.py')
+  line = opening_line(config, 'runs/demo', ['original', 'retrain', 'e2urec'])
+  assert line.startswith('run: synthetic data, a t5 from scratch (2 layers, d_model 64), '), line
+  assert line.endswith('; models original, retrain, e2urec; workdir runs/demo (phases already finished there are kept)'), line
+  config.model.name_or_path = 'google/t5-small'
+  assert 'google/t5-small, ' in opening_line(config, 'w', ['original']), opening_line(config, 'w', ['original'])

@@ -213,7 +213,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   t_session = time.perf_counter()
   t_start = t_session - float(meta['elapsed_s'])  # phase time counts across resumes
   bar = tqdm(total=num_steps, initial=start_step, desc=name, disable=not config.progress,
-             dynamic_ncols=True, leave=True)
+             dynamic_ncols=True, leave=True,
+             mininterval=0.1 if runtime.interactive() else runtime.LOG_BAR_INTERVAL_S)
   pending = []  # (step, device metrics) not yet fetched: fetched in groups, no per-step sync
   last_saved = start_step
   trainable, opt_state = state['trainable'], state['opt_state']
@@ -238,7 +239,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     if pending:
       values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(time.perf_counter() - t_session, 1e-9)
       log.write(step_now, values)
-      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}')
+      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}', refresh=False)
     pending = []
 
   def save(step_now):
