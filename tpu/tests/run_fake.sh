@@ -51,7 +51,7 @@ git -C "$repo" add -A
 git -C "$repo" -c user.name=t -c user.email=t@t commit -qm fake
 git -C "$repo" branch -M main
 for w in 0 1; do python3 -m venv --system-site-packages "$FAKE_ROOT/w$w/e2urec_venv"; done
-out="$(REPO_URL="$repo" JAX_SPEC=pip GCSFS_SPEC= CHECK=0 "$TPU/setup.sh" 2>&1)" || fail "setup.sh: $out"
+out="$(REPO_URL="$repo" JAX_SPEC=pip GCSFS_SPEC='' CHECK=0 "$TPU/setup.sh" 2>&1)" || fail "setup.sh: $out"
 expect "[worker 1] code: $repo @ main" "$out"
 expect "[worker 0] installed:" "$out"
 
