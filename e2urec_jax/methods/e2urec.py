@@ -36,7 +36,8 @@ def ensure_augmented(ctx, callbacks=()) -> dict:
       name=AUGMENTED, kind=cfg.mode, step=ctx.train_step(common.ce_loss_fn, kind=cfg.mode), start=original,
       trainable=trainable, frozen=frozen,
       batch_for_step=batch_for_step,
-      hparams_for_step=common.hparams(cfg.learning_rate), num_steps=cfg.steps, examples_per_step=cfg.batch_size,
+      hparams_for_step=common.hparams(cfg.learning_rate, cfg.weight_decay, max_grad_norm=cfg.max_grad_norm),
+      num_steps=cfg.steps, examples_per_step=cfg.batch_size,
       base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'), save='adapters' if cfg.mode == 'lora' else 'full')
   return runner.run_plan(ctx, plan, callbacks)
 

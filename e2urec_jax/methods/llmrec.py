@@ -47,7 +47,8 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) ->
   plan = runner.PhasePlan(
       name=name, kind=kind, step=ctx.train_step(ce_loss_fn, kind=kind), start=params, trainable=trainable,
       frozen=frozen, batch_for_step=batch_for_step,
-      hparams_for_step=hparams(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps), num_steps=num_steps,
+      hparams_for_step=hparams(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, cfg.max_grad_norm),
+      num_steps=num_steps,
       examples_per_step=cfg.batch_size, base_dir=ctx.bundle.pretrained_dir, seed=seed_of('dropout'),
       save='full' if kind == 'full' else 'merged', validate=validate,
       eval_every=cfg.eval_every or min(per_epoch, num_steps), patience=cfg.patience)

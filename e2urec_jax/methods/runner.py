@@ -54,7 +54,8 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   else:
     trainable = ctx.new_adapters(original, seed_of('init'))
   extra_hp = spec.hparams(ctx, section) if spec.hparams is not None else (lambda step: {})
-  base_hp = common.hparams(section.learning_rate)
+  un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
+  base_hp = common.hparams(section.learning_rate, un.weight_decay, max_grad_norm=un.max_grad_norm)
   static = spec.static(ctx, section) if spec.static is not None else {}
   examples = spec.examples_per_step(section) if spec.examples_per_step else 2 * section.batch_size
   plan = runner.PhasePlan(
