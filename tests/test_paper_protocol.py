@@ -125,7 +125,8 @@ def original_prompt(row, id_to_title, K=10):
 def original_split(df_data, train_num, id_to_title, *, pool, seed, num_shards=4, p=0.2):
   """split_ml-1m.ipynb on the valid + test rows: the pool, SISA 'shared', train/valid/test
   prompts, forget users, SISA shard retain sets, RecEraser ('eraser') chunks."""
-  valid_df, test_df = df_data[train_num:train_num + int(0.1 * len(df_data))], df_data[train_num + int(0.1 * len(df_data)):]
+  valid_num = int(0.1 * len(df_data))
+  valid_df, test_df = df_data[train_num:train_num + valid_num], df_data[train_num + valid_num:]
   df = pd.concat([valid_df, test_df])
   df = df.iloc[-pool:]
   df = df.reset_index(drop=True)
@@ -152,7 +153,8 @@ def original_split(df_data, train_num, id_to_title, *, pool, seed, num_shards=4,
   retain_user = unique_user_list[int(p * user_num):]
   eraser = {}
   for shared in range(num_shards):
-    shared_user = retain_user[int(len(retain_user) * shared / num_shards):int(len(retain_user) * (shared + 1) / num_shards)]
+    n = len(retain_user)
+    shared_user = retain_user[int(n * shared / num_shards):int(n * (shared + 1) / num_shards)]
     shared_index = train_df[train_df['User ID'].isin(shared_user)].index.tolist()
     eraser[shared] = [idx for idx in range(len(train_df)) if idx not in forget_index and idx in shared_index]
   return {'train_df': train_df, 'prompts': prompts, 'forget_user': [int(u) for u in forget_user],

@@ -70,12 +70,11 @@ def ce_loss_fn(model, kind):
   return loss_fn
 
 
-def hparams(lr: float, weight_decay: float = 0.0, warmup: int = 0, max_grad_norm: float = 1.0, **extra):
-  """hparams_for_step: AdamW's rate (linear warm-up over `warmup` steps) and decay, the gradient
-  clipping bound (0 = none), and `extra`."""
+def hparams(lr: float, weight_decay: float = 0.0, warmup: int = 0, **extra):
+  """hparams_for_step: AdamW's rate (linear warm-up over `warmup` steps) and decay, and `extra`."""
   def for_step(step: int) -> dict:
     scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    return {'lr': lr * scale, 'weight_decay': weight_decay, 'max_grad_norm': max_grad_norm, **extra}
+    return {'lr': lr * scale, 'weight_decay': weight_decay, **extra}
   return for_step
 
 

@@ -5,36 +5,27 @@ Only `trainable` is differentiated and only it has optimizer state (both replica
 FSDP-sharded over the mesh's 'model' axis (`Context.put_frozen`) or replicated, so its
 `in_shardings` are a pytree read off the argument when the step is lowered. Learning rate
 and weight decay are inputs (`hp`), not constants, so methods that differ only in them
-share one compiled step. So is the gradient clipping bound (`hp['max_grad_norm']`, 0 = no
-clipping; config.{train,augment,unlearn}.max_grad_norm).
+share one compiled step. The gradient clipping bound is a compile-time constant
+(config.{train,augment,unlearn}.max_grad_norm, 0 = no clipping): the default 1.0 compiles the
+very step it always did, so results under it do not move by a bit.
 """
 import jax
-import jax.numpy as jnp
 import optax
 
 from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train.loop import TimedJit
 
-# The bound when `hp` names none (the configs' default). The Hugging Face Trainer clips at 1.0;
-# the original E2URec code does not use it and never clips (config: max_grad_norm = 0).
+# The configs' default bound (the Hugging Face Trainer's). The original E2URec code does not use
+# that Trainer and never clips: its configs set max_grad_norm = 0.
 MAX_GRAD_NORM = 1.0
 REPLICATED, BATCH, FROZEN = 'replicated', 'batch', 'frozen'  # argument kinds of PlacedJit
 
 
-def make_optimizer() -> optax.GradientTransformation:
-  # The first slot held optax.clip_by_global_norm; clipping now happens in the step with a traced
-  # bound (`clip_gradients`), and identity keeps the optimizer state's structure (resume checkpoints).
-  return optax.chain(
-      optax.identity(),
-      optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0))
-
-
-def clip_gradients(grads, g_norm, max_norm):
-  """optax.clip_by_global_norm's arithmetic (so a bound of 1.0 gives its results bit for bit),
-  with a traced bound; max_norm <= 0 leaves the gradients as they are."""
-  keep = jnp.logical_or(max_norm <= 0, g_norm < max_norm)
-  return jax.tree.map(lambda t: jax.lax.select(keep, t, (t / g_norm.astype(t.dtype)) * max_norm.astype(t.dtype)),
-                      grads)
+def make_optimizer(max_grad_norm: float = MAX_GRAD_NORM) -> optax.GradientTransformation:
+  """AdamW after clipping the gradient's global norm to `max_grad_norm` (0: no clipping; the
+  identity has the same empty state, so the optimizer state's structure never changes)."""
+  clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm > 0 else optax.identity()
+  return optax.chain(clip, optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0))
 
 
 def init_opt_state(trainable):
@@ -82,18 +73,17 @@ class PlacedJit:
     return self._jit_for(args)(*args)
 
 
-def make_train_step(loss_fn, mesh) -> TimedJit:
-  """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars)."""
-  optimizer = make_optimizer()
+def make_train_step(loss_fn, mesh, max_grad_norm: float = MAX_GRAD_NORM) -> TimedJit:
+  """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars); gradients
+  clipped to the global norm `max_grad_norm` (0 = not clipped; `grad_norm` is the norm before)."""
+  optimizer = make_optimizer(float(max_grad_norm))
 
   def step(trainable, opt_state, frozen, batch, rng, hp):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch, rng, hp)
-    g_norm = optax.tree.norm(grads)
-    grads = clip_gradients(grads, g_norm, jnp.asarray(hp.get('max_grad_norm', MAX_GRAD_NORM), jnp.float32))
     opt_state = _set_hyperparams(opt_state, hp)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    return trainable, opt_state, {'loss': loss, 'grad_norm': g_norm, **aux}
+    return trainable, opt_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
   rep = mesh_lib.replicated(mesh)
   kinds = (REPLICATED, REPLICATED, FROZEN, BATCH, REPLICATED, REPLICATED)
