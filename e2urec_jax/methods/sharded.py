@@ -32,8 +32,7 @@ def train_shards(ctx, name: str, shard_of: np.ndarray, seed: int, callbacks=()) 
     size += artifacts.dir_bytes(ctx.model_dir(shard))
     shard_names.append(shard)
   totals = {'time_s': time_s, 'compile_s': compile_s, 'unlearn_time_s': loop_s, 'checkpoint_bytes': size,
-            'affected_shards': affected,
-            'num_shards': num_shards}
+            'affected_shards': affected, 'num_shards': num_shards}
   return totals, shard_names
 
 
