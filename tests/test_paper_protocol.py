@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO, load_config
 from data_testing import tiny_config
-from e2urec_jax.data import movielens, protocol
+from e2urec_jax.data import movielens, prompts, protocol
 from e2urec_jax.data.layouts import ENCODER_DECODER
 from e2urec_jax.data.prompts import PaperTemplate
 
@@ -225,6 +225,9 @@ def test_a_known_prompt_verbatim():
                                               'Her age is under 18.', ['A (1990)'], [2], 'B (1991)', 'she')
   assert she.split('\n')[1] == 'She watched the following movies in order in the past, and rated them:'
   assert 'deduce if she will like the movie ***B (1991)***.' in she
+  # The original's pronoun rule: 'M' is he, every other gender code she (and 'female' in the profile).
+  assert [prompts.movielens_subject(g) for g in ('M', 'F', ' m ', 'X')] == ['he', 'she', 'he', 'she']
+  assert prompts.movielens_profile('X', 'writer', '25-34', paper=True).startswith('The user is a female. Her job')
 
 
 def test_other_seeds_draw_as_the_original_would(ml1m):
@@ -285,3 +288,6 @@ def test_ml100k_forget_users_are_the_original_rules_draw():
         f'{splits.samples["train"]["user"].nunique()} train users; first in draw order {want[:10]}; '
         f'smallest ids {sorted(want)[:10]}')
   assert list(splits.forget_users) == sorted(want)
+  # The GroupLens release (checked on it): 590 train users, 118 forget users, drawn in this order.
+  assert splits.samples['train']['user'].nunique() == 590 and len(want) == 118
+  assert want[:10] == [439, 524, 430, 844, 455, 213, 651, 684, 396, 825]

@@ -30,8 +30,9 @@ def movielens_profile(gender: str, occupation: str, age: str, *, paper: bool = F
 
 
 def movielens_subject(gender: str) -> str:
-  """The pronoun the paper's prompt refers to the user with: 'she' for 'F', else 'he' (as the original)."""
-  return 'she' if str(gender).strip().upper() == 'F' else 'he'
+  """The pronoun the paper's prompt refers to the user with: 'he' for 'M', else 'she' (the original
+  maps every gender other than 'M' to female, as `movielens_profile(paper=True)` does)."""
+  return 'he' if str(gender).strip().upper() == 'M' else 'she'
 
 
 def columns_profile(values: dict) -> str:
