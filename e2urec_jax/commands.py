@@ -8,7 +8,7 @@ workdir (they refuse one that has no trained run).
 """
 import os
 
-from e2urec_jax import distributed, runtime, workdir_lock
+from e2urec_jax import distributed, runtime, storage, workdir_lock
 from e2urec_jax.errors import UserError
 
 
@@ -20,16 +20,16 @@ def _open(config, workdir):
 
 def _existing(workdir: str, command: str) -> str:
   """`workdir`, which must hold a prepared run (read-only commands create nothing)."""
-  if not os.path.isdir(workdir):
+  if not storage.isdir(workdir):
     raise UserError(f'no workdir {workdir}: {command} reads a trained run and creates nothing; check --workdir')
-  if not os.path.exists(os.path.join(workdir, 'data', 'manifest.json')):
+  if not storage.exists(os.path.join(workdir, 'data', 'manifest.json')):
     raise UserError(f'{workdir} holds no prepared run (no data/manifest.json): {command} reads a trained run; '
                     'run `run` on it first, or check --workdir')
   return workdir
 
 
 def _writable(workdir: str) -> str:
-  return runtime.ensure_writable_dir(os.path.abspath(workdir))
+  return runtime.ensure_writable_dir(storage.abspath(workdir))
 
 
 def _trained(config, workdir, command, restart):
@@ -42,7 +42,7 @@ def prepare(config, workdir: str, *, restart: str | None = None) -> None:
   """raw files -> splits, prompts, tokens under <workdir>/data."""
   from e2urec_jax import resume
   with workdir_lock.hold(_writable(workdir), 'prepare'):
-    resume.ensure_data(config, os.path.abspath(workdir), resume.parse_restart(restart))
+    resume.ensure_data(config, storage.abspath(workdir), resume.parse_restart(restart))
     if distributed.is_primary():
       runtime.save_config(workdir, config)
 
@@ -96,15 +96,15 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   from e2urec_jax.methods import spec
   from e2urec_jax.train.paths import run_paths
   _existing(workdir, 'evaluate')
-  if not os.path.isdir(run_paths(workdir).model_dir('retrain')):
+  if not storage.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
-  with workdir_lock.hold(os.path.abspath(workdir), 'evaluate'):
+  with workdir_lock.hold(storage.abspath(workdir), 'evaluate'):
     ctx = _open(config, workdir)
     names = [model] if model else available_models(ctx)
     resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
     write_results(ctx, names, order=spec.report_order())
   if distributed.is_primary():
-    print(open(os.path.join(ctx.workdir, 'results.md')).read())
+    print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None,
@@ -121,7 +121,10 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
   out['p_yes'] = p_yes
-  if output:
+  if output and storage.is_remote(output):
+    storage.write_bytes(output, out.to_csv(index=False).encode())
+    print(f'wrote {len(out)} predictions of {name} to {output}')
+  elif output:
     tmp = output + '.tmp'
     out.to_csv(tmp, index=False)
     os.replace(tmp, output)
@@ -130,13 +133,22 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     print(out.to_csv(index=False), end='')
 
 
-def export(config, workdir: str, *, output: str | None, model: str | None = None) -> None:
-  """`model` (default e2urec) as one Hugging Face folder at `output`, adapters merged in."""
-  from e2urec_jax.eval.export import export_model
+def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:
+  """`model` (default e2urec) at `output`: one Hugging Face folder, adapters merged in (fmt 'merged',
+  the default), or its adapters as a Hugging Face PEFT folder with their base in `output`/base ('peft')."""
+  from e2urec_jax.eval.export import FORMATS, export_model, export_peft_model
+  fmt = fmt or 'merged'
+  if fmt not in FORMATS:
+    raise UserError(f'--format={fmt!r}: must be one of {", ".join(FORMATS)}')
   if not output:
     raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
   name = model or 'e2urec'
   _existing(workdir, 'export')
+  if fmt == 'peft':
+    out = export_peft_model(_open(config, workdir), name, output)
+    print(f'exported {name} to {output} as PEFT adapters (adapter_config.json, adapter_model.safetensors); '
+          f'their base model in {out}/base: PeftModel.from_pretrained(<base>, {output!r}) loads them')
+    return
   export_model(_open(config, workdir), name, output)
   print(f'exported {name} to {output} (Hugging Face layout: config.json, model.safetensors, tokenizer)')
 
@@ -144,6 +156,7 @@ def export(config, workdir: str, *, output: str | None, model: str | None = None
 def bench(config, workdir: str) -> None:
   """Times our steps (and the PyTorch reference); needs configs/bench.py."""
   from e2urec_jax.bench import run_bench
+  storage.require_local(workdir, 'bench', 'it writes profiler traces and timings next to the XLA cache')
   run_bench(config, workdir)
 
 
@@ -154,7 +167,7 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
   from e2urec_jax import forget as forget_lib
   _existing(workdir, 'forget')
   forget_lib.read_request(users, interactions)  # a malformed request fails before it waits for anyone
-  with workdir_lock.hold(os.path.abspath(workdir), 'forget'):
+  with workdir_lock.hold(storage.abspath(workdir), 'forget'):
     audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
                              callbacks=callbacks)
   if audit:

@@ -7,10 +7,22 @@ is refused before any work unless `restart` asks to train it again (resume.py).
 import os
 import time
 
-from e2urec_jax import distributed, resume
+from e2urec_jax import distributed, resume, storage
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.methods import llmrec, runner, spec
 from e2urec_jax.train.paths import ORIGINAL
+
+
+def opening_line(config, workdir: str, names) -> str:
+  """`run`'s first line: what it trains, on what data and devices, where its results go."""
+  import jax
+  m = config.model
+  model = m.name_or_path or (f'a {m.scratch.family} from scratch ({m.scratch.num_layers} layers, '
+                             f'd_model {m.scratch.d_model})')
+  devices = jax.devices()
+  return (f'run: {config.data.source} data, {model}, {len(devices)} {devices[0].platform} device'
+          f'{"s" if len(devices) > 1 else ""}; models {", ".join(names)}; workdir {workdir} '
+          '(phases already finished there are kept)')
 
 
 def run_experiment(config, workdir, *, callbacks=(), restart=()):
@@ -18,6 +30,8 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
   `restart` (--restart: 'changed', 'all' or phase names) trains those phases again (resume.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
+  if distributed.is_primary():
+    print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]))
   ctx = resume.prepare_run(config, workdir, 'run', restart)
   llmrec.ensure_original(ctx, callbacks)
   llmrec.ensure_retrain(ctx, callbacks=callbacks)
@@ -29,5 +43,5 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
   write_results(ctx, names, order=spec.report_order())
   if not distributed.is_primary():  # process 0 wrote the report
     return
-  print(open(os.path.join(ctx.workdir, 'results.md')).read())
+  print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
   print(f'run finished in {time.perf_counter() - start:.0f}s; results in {ctx.workdir}/results.json')

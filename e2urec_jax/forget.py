@@ -42,7 +42,7 @@ import secrets
 import numpy as np
 
 from e2urec_jax import forget_scrub as scrub
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.paths import Paths, run_paths
@@ -151,7 +151,7 @@ def read_key(key_file: str | None, workdir: str, *, create: bool, command: str) 
 
 def _check_legacy_salt(forget_dir: str) -> None:
   path = os.path.join(forget_dir, LEGACY_SALT)
-  if os.path.exists(path):
+  if storage.exists(path):
     raise UserError(f'{path}: audits written before keyed hashes keep their salt beside them, so the forgotten ids '
                     'can be recovered from the workdir; move that file out of the workdir and pass it as '
                     '--forget_key=FILE (its audits stay verifiable with it)')
@@ -197,9 +197,9 @@ def _lock(forget_dir: str):
 
 def _audits(forget_dir: str) -> dict:
   out = {}
-  if not os.path.isdir(forget_dir):
+  if not storage.isdir(forget_dir):
     return out
-  for name in os.listdir(forget_dir):
+  for name in storage.listdir(forget_dir):
     if name.startswith('audit_v') and name.endswith('.json'):
       out[int(name[len('audit_v'):-len('.json')])] = runtime.read_json(os.path.join(forget_dir, name))
   return out
@@ -361,6 +361,8 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
           key_file: str | None = None, callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
   from e2urec_jax.methods import spec
+  storage.require_local(workdir, 'forget', 'its request lock (flock) and the scrubbing of its data files need a '
+                        'local file system')
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
   method = config.unlearn.method
@@ -520,7 +522,7 @@ def report(audit: dict, workdir: str) -> None:
 def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) -> None:
   """For `predict`: a UserError naming the first pair whose user (or interaction) a forget request
   forgot, unless `allow`. The audits hold keyed hashes only, so the check needs the key."""
-  forget_dir = os.path.join(os.path.abspath(workdir), FORGET_DIR)
+  forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
   audits = _audits(forget_dir)
   if not audits or allow:
     return
@@ -529,7 +531,7 @@ def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) 
                     'one through the audits\' keyed hashes, which needs the key: pass --forget_key=FILE (or set '
                     'E2UREC_FORGET_KEY), or --allow_forgotten to score forgotten users anyway')
   _check_legacy_salt(forget_dir)
-  key = read_key(key_file, os.path.abspath(workdir), create=False, command='predict')
+  key = read_key(key_file, storage.abspath(workdir), create=False, command='predict')
   _check_key(audits, key, key_file)
   lines = pairs['line'] if 'line' in pairs else [None] * len(pairs)
   for user, item, line in zip(pairs['user_id'], pairs['item_id'], lines):
@@ -544,11 +546,11 @@ def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) 
 def verify_audits(workdir: str, *, key_file: str | None, users: str | None = None,
                   interactions: str | None = None) -> list[str]:
   """The `audit` command: each audit's MAC under the key, and which request forgot the given ids."""
-  forget_dir = os.path.join(os.path.abspath(workdir), FORGET_DIR)
+  forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
   audits = _audits(forget_dir)
   if not audits:
     raise UserError(f'{workdir} has no forget audits ({forget_dir}/audit_v*.json)')
-  key = read_key(key_file, os.path.abspath(workdir), create=False, command='audit')
+  key = read_key(key_file, storage.abspath(workdir), create=False, command='audit')
   lines, bad = [], 0
   for v, audit in sorted(audits.items()):
     if 'mac' not in audit:

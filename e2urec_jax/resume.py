@@ -17,9 +17,8 @@ A phase whose published model is corrupt is trained again when the command reach
 """
 import dataclasses
 import os
-import shutil
 
-from e2urec_jax import distributed, runtime, stamps
+from e2urec_jax import distributed, runtime, stamps, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import fingerprint as fp
 from e2urec_jax.train.paths import ORIGINAL
@@ -108,7 +107,7 @@ def _closure(phases: list[Phase], names: set) -> set:
 # ------------------------------------------------------------------ the data
 def _manifest(workdir: str):
   path = os.path.join(workdir, 'data', 'manifest.json')
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return None
   try:
     return runtime.read_json(path)
@@ -148,10 +147,10 @@ def _flat_key(key: dict, prefix: str = '') -> dict:
 
 def _remove(paths) -> None:
   for path in paths:
-    if os.path.isdir(path):
-      shutil.rmtree(path)
-    elif os.path.exists(path):
-      os.remove(path)
+    if storage.isdir(path):
+      storage.rmtree(path)
+    elif storage.exists(path):
+      storage.remove(path)
 
 
 def _wipe_trained(workdir: str) -> None:
@@ -170,20 +169,12 @@ def ensure_data(config, workdir: str, restart=()):
       raise UserError(fp.refusal(workdir, {'data': keys}, [], (stored, want)) + ' (restarting the data trains '
                       'every phase again)')
     _check_not_scrubbed(workdir, 'prepare it again with other settings')
-    if distributed.is_primary():
-      print(f'restart: preparing the data again ({fp.describe(stored, want, keys)}); every phase is trained again')
-      _wipe_trained(workdir)
-      _remove([os.path.join(workdir, 'data'), os.path.join(workdir, 'tokenizer')])
-    distributed.barrier('restart-data')
+    _prepare_again(config, workdir, fp.describe(stored, want, keys))
   elif state == fp.SAME and {'data', 'all'} & set(restart):
     _check_not_scrubbed(workdir, 'prepare it again')
-    if distributed.is_primary():
-      print('restart: preparing the data again; every phase is trained again')
-      _wipe_trained(workdir)
-      _remove([os.path.join(workdir, 'data'), os.path.join(workdir, 'tokenizer')])
-    distributed.barrier('restart-data')
+    _prepare_again(config, workdir, '--restart')
   manifest_path = os.path.join(workdir, 'data', 'manifest.json')
-  distributed.primary_first('prepare', lambda: os.path.exists(manifest_path), lambda: prepare(config, workdir))
+  distributed.primary_first('prepare', lambda: storage.exists(manifest_path), lambda: prepare(config, workdir))
   try:
     return load_tokenized(workdir)
   except stamps.Corrupt as e:
@@ -193,12 +184,39 @@ def ensure_data(config, workdir: str, restart=()):
       print(f'repair: {e.path} is corrupt; preparing the data again')
       _remove([os.path.join(workdir, 'data')])
     distributed.barrier('repair-data')
-    distributed.primary_first('prepare-again', lambda: os.path.exists(manifest_path),
+    distributed.primary_first('prepare-again', lambda: storage.exists(manifest_path),
                               lambda: prepare(config, workdir))
     data = load_tokenized(workdir)
     if old and data.digest != old and distributed.is_primary():
       print('note: the data prepared again differs from the one the phases were trained on')
     return data
+
+
+def _prepare_again(config, workdir: str, why: str) -> None:
+  """Prepares the data again (a --restart): the old data stays in place until the new one is
+  complete (a failing preparation, a malformed file say, leaves the workdir as it was); then
+  everything trained on the old data goes."""
+  import shutil
+  from e2urec_jax.data.prepare import prepare
+  if distributed.is_primary():
+    print(f'restart: preparing the data again ({why}); every phase is trained again')
+    data_dir, aside = os.path.join(workdir, 'data'), os.path.join(workdir, '.data.replaced')
+    local = not storage.is_remote(workdir)
+    if local and os.path.isdir(data_dir):
+      shutil.rmtree(aside, ignore_errors=True)
+      os.replace(data_dir, aside)
+    else:
+      _remove([data_dir])
+    try:
+      prepare(config, workdir)
+    except BaseException:
+      if local and os.path.isdir(aside) and not os.path.exists(data_dir):
+        os.replace(aside, data_dir)
+      raise
+    if local:
+      shutil.rmtree(aside, ignore_errors=True)
+    _wipe_trained(workdir)
+  distributed.barrier('restart-data')
 
 
 def _check_not_scrubbed(workdir: str, what: str, corrupt: str = '') -> None:
@@ -224,7 +242,7 @@ def phase_states(config, paths, phases: list[Phase], digest: str) -> dict:
     want = phase_record(config, phase, digest)
     phase_dir, model_dir = _dirs(paths, phase)
     stored = fp.read(phase_dir)
-    has = (os.path.exists(os.path.join(model_dir, 'config.json')) if phase.name == 'pretrained'
+    has = (storage.exists(os.path.join(model_dir, 'config.json')) if phase.name == 'pretrained'
            else fp.phase_has_results(phase_dir, model_dir))
     state, keys = fp.check(stored, has, want)
     out[phase.name] = (state, keys, stored, want)
@@ -253,7 +271,7 @@ def check_phases(config, paths, phases: list[Phase], digest: str, restart=()) ->
     first = next(iter(changed), None)
     raise UserError(fp.refusal(paths.workdir, changed, legacy, states[first][2:] if first else None))
   doomed = [p for p in phases if p.name in chosen and (states[p.name][0] != fp.NEW or
-                                                       os.path.exists(_dirs(paths, p)[0]))]
+                                                       storage.exists(_dirs(paths, p)[0]))]
   if doomed and distributed.is_primary():
     print(f'restart: training {", ".join(p.name for p in doomed)} again')
     for phase in doomed:

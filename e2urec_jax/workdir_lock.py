@@ -13,6 +13,9 @@ presumed dead: the refusal names it, and the operator deletes the file once it i
 
 A multi-host run has one writer: process 0 takes the lock; the other processes of the same
 run write nothing a command's outputs depend on, and never take it.
+
+A workdir on an object store (gs://...: storage.py) has no file locks and no atomic create:
+there the lock is not taken, and one writer per workdir is the operator's rule.
 """
 import contextlib
 import datetime
@@ -65,7 +68,8 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
   if primary is None:
     from e2urec_jax import distributed
     primary = distributed.is_primary()
-  if not primary:
+  from e2urec_jax import storage
+  if not primary or storage.is_remote(workdir):
     yield
     return
   path = os.path.join(workdir, LOCK_FILE)

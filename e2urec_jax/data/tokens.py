@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from e2urec_jax import runtime, stamps
+from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.data.layouts import ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
@@ -80,19 +80,21 @@ def load_tokenized(workdir: str) -> TokenizedData:
   """The token arrays and ids `prepare` wrote under <workdir>/data, checked against their stamps."""
   data_dir = os.path.join(workdir, 'data')
   manifest_path = os.path.join(data_dir, 'manifest.json')
-  if not os.path.exists(manifest_path):
+  if not storage.exists(manifest_path):
     raise UserError(f'no prepared data in {data_dir}; run `python -m e2urec_jax prepare --workdir={workdir}` first')
   files = ['manifest.json'] + [os.path.join('tokens', s, f.name + '.npy') for s in ('train', 'valid', 'test')
                                for f in dataclasses.fields(SplitArrays)]
-  stamps.verify(data_dir, REPAIR, files)
+  if not storage.is_remote(data_dir):  # (an object store's copy is checked by its markers: storage.py)
+    stamps.verify(data_dir, REPAIR, files)
   try:
     manifest = runtime.read_json(manifest_path)
   except ValueError:
     raise stamps.Corrupt(f'{manifest_path} is not readable JSON; {REPAIR}', path=manifest_path, folder=data_dir)
   meta = manifest['tokens']
+  tokens_dir = storage.local_copy(os.path.join(data_dir, 'tokens'))  # a gs://... workdir's arrays, downloaded
   splits = {}
   for split in ('train', 'valid', 'test'):
-    folder = os.path.join(data_dir, 'tokens', split)
+    folder = os.path.join(tokens_dir, split)
     values = {}
     for field in dataclasses.fields(SplitArrays):
       path = os.path.join(folder, field.name + '.npy')

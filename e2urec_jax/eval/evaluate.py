@@ -9,7 +9,7 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
-from e2urec_jax import distributed, runtime
+from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.eval import metrics
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
@@ -66,7 +66,7 @@ def evaluate_models(ctx, names: list[str]) -> dict:
   ref_forget = score(ctx, reference, 'train', forget, keep_logits=True, desc='retrain/forget')
   ref_nonmember = score(ctx, reference, 'test', nonmember, desc='retrain/nonmember')
   results = {'methods': {}, 'noise_floor': None}
-  if os.path.isdir(ctx.model_dir('retrain_seed2')):
+  if storage.isdir(ctx.model_dir('retrain_seed2')):
     twin = score(ctx, load_predictor(ctx, 'retrain_seed2'), 'train', forget, keep_logits=True, desc='noise floor')
     d = _distances(twin['first_logits'], ref_forget['first_logits'], yes, no)
     results['noise_floor'] = {k: d[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')}
@@ -84,8 +84,8 @@ def evaluate_models(ctx, names: list[str]) -> dict:
                                                         ref_nonmember['loss'])
     row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics}
     stats = artifacts.read_done(ctx.phase_dir(name)) or {}
-    for key in ('time_s', 'compile_s', 'trainable_params', 'trainable_fraction', 'checkpoint_bytes',
-                'peak_memory_bytes'):
+    for key in ('time_s', 'unlearn_time_s', 'compile_s', 'trainable_params', 'trainable_fraction',
+                'checkpoint_bytes', 'peak_memory_bytes'):
       row[key] = stats.get(key)
     row['phase'] = {k: v for k, v in stats.items() if k not in row}
     results['methods'][name] = row
@@ -95,7 +95,7 @@ def evaluate_models(ctx, names: list[str]) -> dict:
 def available_models(ctx) -> list[str]:
   """The finished models of a run's workdir worth reporting (not the augmented model or the noise floor)."""
   models_dir = os.path.join(ctx.workdir, 'models')
-  found = sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+  found = sorted(storage.listdir(models_dir)) if storage.isdir(models_dir) else []
   return [n for n in found if n not in ('augmented', 'retrain_seed2') and not n.startswith('.')
           and artifacts.read_done(ctx.phase_dir(n)) is not None]
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e2urec_jax import storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import convert
 from e2urec_jax.models.llama import Llama, LlamaArch
@@ -86,7 +87,12 @@ def scratch_hf_config(scratch_cfg, vocab_size, pad_id, eos_id, bos_id, dropout):
 
 
 def _resolve(name_or_path: str) -> str:
-  """A local folder, or a hub id downloaded through huggingface_hub (a UserError when offline)."""
+  """A local folder, a URL's folder (a gs://... workdir's model, downloaded: storage.py), or a hub
+  id downloaded through huggingface_hub (a UserError when offline)."""
+  if storage.is_remote(name_or_path):
+    if not storage.isdir(name_or_path):
+      raise UserError(f'{name_or_path}: no such folder')
+    return storage.local_copy(name_or_path)
   path = os.path.expanduser(name_or_path)
   if os.path.isdir(path):
     return path

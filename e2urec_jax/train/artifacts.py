@@ -10,7 +10,7 @@ import os
 import numpy as np
 from flax import traverse_util
 
-from e2urec_jax import runtime, stamps
+from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.errors import UserError
 
 ADAPTERS_FILE = 'adapters.safetensors'
@@ -35,25 +35,28 @@ def rerun_hint(path: str) -> str:
 
 
 def verify(model_dir: str, fix: str | None = None) -> None:
-  """stamps.Corrupt naming the file (and what to rerun) when a published model's files differ from their stamp."""
-  stamps.verify(model_dir, fix or rerun_hint(model_dir))
+  """stamps.Corrupt naming the file (and what to rerun) when a published model's files differ from their stamp.
+  (A folder on an object store is checked by its markers instead: storage.py.)"""
+  if not storage.is_remote(model_dir):
+    stamps.verify(model_dir, fix or rerun_hint(model_dir))
 
 
 def content_hash(model_dir: str) -> str:
   """sha256 over the weight files of a Hugging Face folder (names sorted), cached beside them."""
-  files = sorted(f for f in os.listdir(model_dir) if f.endswith('.safetensors'))
+  files = sorted(f for f in storage.listdir(model_dir) if f.endswith('.safetensors'))
   if not files:
     raise UserError(f'{model_dir}: no *.safetensors weights; is this a model folder?')
   verify(model_dir)  # a damaged file is named as such, not taken for another base
-  stamp = [(f, os.path.getsize(os.path.join(model_dir, f)), os.path.getmtime(os.path.join(model_dir, f))) for f in files]
+  stamp = [(f, *storage.stamp(os.path.join(model_dir, f))) for f in files]
   cache = os.path.join(model_dir, '.sha256.json')
-  if os.path.exists(cache):
+  if storage.exists(cache):
     cached = runtime.read_json(cache)
     if cached.get('stamp') == [list(s) for s in stamp]:
       return cached['sha256']
   h = hashlib.sha256()
+  local = storage.local_copy(model_dir)  # a URL's folder is downloaded once: loading it reuses the copy
   for f in files:
-    with open(os.path.join(model_dir, f), 'rb') as fh:
+    with open(os.path.join(local, f), 'rb') as fh:
       for block in iter(lambda: fh.read(1 << 22), b''):
         h.update(block)
   digest = h.hexdigest()
@@ -65,10 +68,7 @@ def content_hash(model_dir: str) -> str:
 
 
 def dir_bytes(path: str) -> int:
-  total = 0
-  for root, _, files in os.walk(path):
-    total += sum(os.path.getsize(os.path.join(root, f)) for f in files if not f.startswith('.'))
-  return total
+  return sum(size for rel, size in storage.files_under(path).items() if not os.path.basename(rel).startswith('.'))
 
 
 def save_full(model, params, path: str, fingerprint: dict | None = None) -> int:
@@ -94,7 +94,7 @@ def save_adapters(adapters, path: str, *, base_dir: str, lora: dict) -> int:
   """Adapters + a reference to their base; returns the artifact's size in bytes."""
   from safetensors.numpy import save_file
   flat = {'/'.join(k): np.asarray(v, dtype=np.float32) for k, v in traverse_util.flatten_dict(adapters).items()}
-  meta = {'base_dir': os.path.abspath(base_dir), 'base_sha256': content_hash(base_dir), **lora}
+  meta = {'base_dir': storage.abspath(base_dir), 'base_sha256': content_hash(base_dir), **lora}
   with runtime.atomic_dir(path) as tmp:
     save_file(flat, os.path.join(tmp, ADAPTERS_FILE))
     runtime.write_json(os.path.join(tmp, ADAPTER_META), meta)
@@ -112,18 +112,18 @@ def load_adapters(path: str, base_dir: str | None = None, *, expect: dict | None
   """
   from safetensors.numpy import load_file
   meta_path = os.path.join(path, ADAPTER_META)
-  if not os.path.exists(meta_path):
+  if not storage.exists(meta_path):
     raise UserError(f'{path}: no {ADAPTER_META}; not an adapter folder written by e2urec_jax')
   verify(path)
   meta = runtime.read_json(meta_path)
   base_dir = base_dir or meta['base_dir']
-  if not os.path.isdir(base_dir):
+  if not storage.isdir(base_dir):
     raise UserError(f'{path}: the base model {base_dir} these adapters were trained on is gone; '
                     'restore it or retrain the adapters')
   if content_hash(base_dir) != meta['base_sha256']:
     raise UserError(f'{path}: adapters were trained on a different base than {base_dir} '
                     '(sha256 mismatch); use the base they were trained on or retrain them')
-  flat = load_file(os.path.join(path, ADAPTERS_FILE))
+  flat = load_file(storage.local_copy(os.path.join(path, ADAPTERS_FILE)))
   ranks = sorted({int(v.shape[-1]) for k, v in flat.items() if k.endswith('lora_a')})
   if ranks != [int(meta['r'])]:
     raise UserError(f'{path}: {ADAPTERS_FILE} holds rank {ranks} adapters but {ADAPTER_META} says r={meta["r"]}; '
@@ -157,7 +157,7 @@ def check_adapter_dir(path: str, expect: dict) -> None:
 
 
 def is_adapter_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, ADAPTER_META))
+  return storage.exists(os.path.join(path, ADAPTER_META))
 
 
 def write_done(phase_dir: str, stats: dict) -> None:
@@ -166,7 +166,7 @@ def write_done(phase_dir: str, stats: dict) -> None:
 
 def read_done(phase_dir: str):
   path = os.path.join(phase_dir, 'done.json')
-  return runtime.read_json(path) if os.path.exists(path) else None
+  return runtime.read_json(path) if storage.exists(path) else None
 
 
 def dumps(obj) -> str:

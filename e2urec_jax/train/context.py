@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from e2urec_jax import distributed, runtime
+from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train import mesh as mesh_lib
@@ -46,6 +46,8 @@ class ModelBundle:
   lora_meta: dict  # r, alpha, dropout, targets: recorded with every adapter artifact
   base_dtype: str  # storage dtype of frozen weights (config.model.base_dtype)
   lora_r: int
+  init_adapters: Any = None  # adapters read from config.lora.init_from (host arrays), or None
+  init_phases: tuple = ()  # the phases (config.lora.init_phases) that start from them
 
 
 def prepared_data(config, paths: Paths, *, read_only: bool = False):
@@ -57,20 +59,20 @@ def prepared_data(config, paths: Paths, *, read_only: bool = False):
   from e2urec_jax.data.prepare import config_key
   manifest = os.path.join(paths.workdir, 'data', 'manifest.json')
   if read_only:
-    if not os.path.exists(manifest):
+    if not storage.exists(manifest):
       raise UserError(f'no prepared data in {paths.workdir}/data: nothing to read; run `run` (or `prepare` and '
                       'the training commands) on this workdir first, or check --workdir')
     data = load_tokenized(paths.workdir)
     _check_data_settings(config, paths.workdir, manifest, config_key)
     return data
   workdir = runtime.ensure_writable_dir(paths.workdir)
-  if os.path.exists(manifest):
+  if storage.exists(manifest):
     _check_data_settings(config, workdir, manifest, config_key)
 
   def prepare():
     from e2urec_jax.data.prepare import prepare
     prepare(config, workdir)
-  distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
+  distributed.primary_first('prepare', lambda: storage.exists(manifest), prepare)
   return load_tokenized(workdir)
 
 
@@ -102,7 +104,7 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
     return _snapshot(cfg.name_or_path)
   path = paths.pretrained
   rec = fingerprint.of_run(config, data.digest, fingerprint.PRETRAINED)
-  if os.path.exists(os.path.join(path, 'config.json')):
+  if storage.exists(os.path.join(path, 'config.json')):
     stored = fingerprint.read(path)
     state, keys = fingerprint.check(stored, True, rec)
     if state == fingerprint.CHANGED:
@@ -117,8 +119,7 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
       distributed.barrier('verified-pretrained')
       if distributed.is_primary():
         print(f'repair: {e.path} is corrupt; building the pretrained start again (seed {config.seed})')
-        import shutil
-        shutil.rmtree(path)
+        storage.rmtree(path)
       distributed.barrier('repaired-pretrained')
   elif read_only:
     raise UserError(f'no pretrained start in {path}: nothing to read; run `run` on this workdir first')
@@ -130,7 +131,7 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
     model = model_from_hf_config(hf_config)
     params = init_params(model, jax.random.key(seeds.derive(config.seed, 'pretrained', 'init')))
     artifacts.save_full(model, params, path, fingerprint=rec)
-  distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
+  distributed.primary_first('pretrained', lambda: storage.exists(os.path.join(path, 'config.json')), make)
   return path
 
 
@@ -144,10 +145,16 @@ def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
   targets = lora.parse_targets(config.lora.targets, model.family)
   meta = {'r': int(config.lora.r), 'alpha': float(config.lora.alpha), 'dropout': float(config.lora.dropout),
           'targets': list(targets)}
+  init = None
+  if config.lora.init_from:  # read (and refused on a rank, shape or target mismatch) before any phase runs
+    from e2urec_jax.models.peft_format import load_peft_adapters
+    init = load_peft_adapters(config.lora.init_from, model, params, r=int(config.lora.r),
+                              alpha=float(config.lora.alpha), targets=targets)
   return ModelBundle(
       model=lora.configure(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout),
       pretrained_dir=pretrained_dir, pretrained_params=params, num_base_params=lora.count_params(params),
-      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r))
+      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r),
+      init_adapters=init, init_phases=tuple(t.strip() for t in config.lora.init_phases.split(',') if t.strip()))
 
 
 def _snapshot(repo_id: str) -> str:
@@ -193,7 +200,7 @@ class RunContext:
   def load_params(self, name: str):
     """Full weights of a saved model (as stored; `base_dtype` casts a frozen copy)."""
     path = self.model_dir(name)
-    if not os.path.exists(os.path.join(path, 'config.json')):
+    if not storage.exists(os.path.join(path, 'config.json')):
       raise UserError(f'no model {name!r} in {os.path.dirname(path)}; run its phase first')
     _, params = artifacts.load_full(path)
     return params
@@ -203,9 +210,20 @@ class RunContext:
     adapters = lora.init_adapters(params, jax.random.key(0), self.bundle.lora_r, self.bundle.lora_targets)
     return jax.tree.map(np.zeros_like, adapters)
 
-  def new_adapters(self, params, seed: int):
+  def new_adapters(self, params, seed: int, role: str | None = None):
+    """The adapters a LoRA phase starts from: those of config.lora.init_from when `role` (the
+    method's name, or 'original', 'retrain', 'shards', 'augmented') is in config.lora.init_phases,
+    else fresh ones (A random from `seed`, B zero)."""
     from e2urec_jax.models import lora
+    if self.init_from(role):
+      return jax.tree.map(np.array, self.bundle.init_adapters)  # a copy per phase
     return lora.init_adapters(params, jax.random.key(seed), self.bundle.lora_r, self.bundle.lora_targets)
+
+  def init_from(self, role: str | None) -> str:
+    """config.lora.init_from when phases of `role` start from it, else ''."""
+    if role is None or self.bundle.init_adapters is None or role not in self.bundle.init_phases:
+      return ''
+    return self.config.lora.init_from
 
   def base_dtype(self, params):
     """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
@@ -225,14 +243,17 @@ class RunContext:
     return mesh_lib.put_frozen(tree, self.mesh)
 
   # ------------------------------------------------------------ steps
-  def train_step(self, loss_builder, **static):
-    """The compiled train step of loss_builder(model, **static), built once per context.
+  def train_step(self, loss_builder, *, max_grad_norm: float | None = None, **static):
+    """The compiled train step of loss_builder(model, **static), built once per context, with
+    gradients clipped to `max_grad_norm` (0 = no clipping; None = steps.MAX_GRAD_NORM).
 
     The cache key is what the step closes over: the builder and its keyword arguments (the
-    compile-time switches), so a new switch can never silently reuse an old step."""
+    compile-time switches) and the clipping bound, so a new switch can never silently reuse an
+    old step."""
     from e2urec_jax.train import steps
-    key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())))
-    return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh))
+    clip = steps.MAX_GRAD_NORM if max_grad_norm is None else float(max_grad_norm)
+    key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())), clip)
+    return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh, clip))
 
   def compiled(self, key, build):
     """build() once per key (evaluation functions, train steps)."""

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 
 FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
@@ -86,7 +86,7 @@ def record(fields_: dict, inputs: dict | None = None) -> dict:
 
 def read(folder: str) -> dict | None:
   path = os.path.join(folder, FILE)
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return None
   try:
     return runtime.read_json(path)
@@ -136,9 +136,9 @@ def check(stored: dict | None, has_results: bool, want: dict) -> tuple[str, list
 
 def phase_has_results(phase_dir: str, model_dir: str | None = None) -> bool:
   """Whether a phase folder holds anything a rerun would reuse: done.json, a resume checkpoint, a model."""
-  if os.path.exists(os.path.join(phase_dir, 'done.json')) or os.path.isdir(os.path.join(phase_dir, 'ckpt')):
+  if storage.exists(os.path.join(phase_dir, 'done.json')) or storage.isdir(os.path.join(phase_dir, 'ckpt')):
     return True
-  return bool(model_dir) and os.path.isdir(model_dir) and bool(os.listdir(model_dir))
+  return bool(model_dir) and storage.isdir(model_dir) and bool(storage.listdir(model_dir))
 
 
 def refusal(workdir: str, changed: dict, legacy: list, old_new: tuple | None = None) -> str:

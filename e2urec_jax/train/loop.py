@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train.callbacks import Callback, StepEvent, checkpoint_path_class
@@ -79,6 +79,10 @@ class PhaseResult:
   best_valid: float | None = None
   stopped_early: bool = False
   final_loss: float | None = None
+  # The training loop alone, the original code's accounting: steps and data loading, without
+  # compilation, validation, checkpoint saves or callbacks (time_s has them all).
+  loop_s: float = 0.0
+  loop_best_s: float | None = None  # loop_s when the kept (best-valid) model was checked; None without validation
 
 
 def _copy(tree):
@@ -86,9 +90,13 @@ def _copy(tree):
 
 
 class _Log:
-  """metrics.jsonl (+ TensorBoard events). A full disk here is a UserError like a failed checkpoint."""
+  """metrics.jsonl (+ TensorBoard events). A full disk here is a UserError like a failed checkpoint.
 
-  def __init__(self, phase_dir: str):
+  `remote`: the phase folder on an object store (storage.py) when `phase_dir` is its local
+  staging copy; `sync` uploads the files there (at each checkpoint and at the end)."""
+
+  def __init__(self, phase_dir: str, remote: str | None = None):
+    self._dir, self._remote = phase_dir, remote
     self._path = os.path.join(phase_dir, 'metrics.jsonl')
     self._jsonl = self._tb = None
     from e2urec_jax import distributed
@@ -116,6 +124,16 @@ class _Log:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
 
+  def sync(self):
+    """Uploads metrics.jsonl and the TensorBoard events to the object store (no-op on a local workdir)."""
+    if self._remote is None or self._jsonl is None:
+      return
+    self._jsonl.flush()
+    if self._tb is not None:
+      self._tb.flush()
+    names = [os.path.relpath(os.path.join(root, f), self._dir) for root, _, files in os.walk(self._dir) for f in files]
+    storage.sync_up(self._dir, self._remote, names)
+
   def close(self):
     if self._jsonl is not None:
       with contextlib.suppress(OSError):  # a full disk was already reported where it struck
@@ -123,6 +141,19 @@ class _Log:
     if self._tb is not None:
       with contextlib.suppress(Exception):
         self._tb.close()
+
+
+def _log_dir(phase_dir: str) -> str:
+  """Where the phase's metrics are written: the phase folder, or for a folder on an object
+  store a local staging copy holding what was uploaded before (so a resume appends to it)."""
+  if not storage.is_remote(phase_dir):
+    return phase_dir
+  local = storage.staging_dir(phase_dir, 'log')
+  from e2urec_jax import distributed
+  if distributed.is_primary() and storage.isdir(phase_dir):
+    have = storage.files_under(phase_dir)
+    storage.download_files(phase_dir, local, [rel for rel in have if rel == 'metrics.jsonl' or rel.startswith('tb/')])
+  return local
 
 
 def _drop_metrics_after(path: str, step: int) -> None:
@@ -164,7 +195,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   so the last checkpoint on disk is always a finite one. Steps and checkpoints count from 1
   (checkpoint N holds the state after N steps).
   """
-  os.makedirs(phase_dir, exist_ok=True)
+  storage.makedirs(phase_dir)
   ckpt = ResumeCheckpoints(os.path.join(phase_dir, 'ckpt'), max_to_keep=config.checkpoint.max_to_keep,
                            base_sha256=base_sha256,
                            temporary_path_class=checkpoint_path_class(callbacks, name))
@@ -172,20 +203,31 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   state = {'trainable': _copy(trainable), 'opt_state': opt_state}
   if validate is not None:
     state['best'] = _copy(trainable)
-  meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False}
+  meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False,
+          'loop_s': 0.0, 'loop_best_s': None}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     state = mesh_lib.put_replicated(state, mesh)
   start_step = int(meta['step'])
   every = max(1, int(config.checkpoint.every_steps))
-  _drop_metrics_after(os.path.join(phase_dir, 'metrics.jsonl'), start_step)
-  log = _Log(phase_dir)
+  log_dir = _log_dir(phase_dir)
+  _drop_metrics_after(os.path.join(log_dir, 'metrics.jsonl'), start_step)
+  log = _Log(log_dir, remote=phase_dir if log_dir != phase_dir else None)
   compile_before = step_fn.compile_s
   base_key = jax.random.key(seed)
   t_session = time.perf_counter()
   t_start = t_session - float(meta['elapsed_s'])  # phase time counts across resumes
+  loop_before = float(meta.get('loop_s') or 0.0)  # (a checkpoint written before loop_s existed: 0)
+  t_loop = time.perf_counter()
+  outside_loop = 0.0  # this session's validation, checkpoint saves and callbacks
+
+  def loop_now():
+    """Seconds of training loop so far (the loop's time: no compile, validation, saves, callbacks)."""
+    return (loop_before + time.perf_counter() - t_loop - outside_loop
+            - (step_fn.compile_s - compile_before))
   bar = tqdm(total=num_steps, initial=start_step, desc=name, disable=not config.progress,
-             dynamic_ncols=True, leave=True)
+             dynamic_ncols=True, leave=True,
+             mininterval=0.1 if runtime.interactive() else runtime.LOG_BAR_INTERVAL_S)
   pending = []  # (step, device metrics) not yet fetched: fetched in groups, no per-step sync
   last_saved = start_step
   trainable, opt_state = state['trainable'], state['opt_state']
@@ -210,18 +252,21 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     if pending:
       values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(time.perf_counter() - t_session, 1e-9)
       log.write(step_now, values)
-      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}')
+      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}', refresh=False)
     pending = []
 
   def save(step_now):
-    nonlocal last_saved
+    nonlocal last_saved, outside_loop
     flush(step_now)
+    t_save = time.perf_counter()
     saved = {'trainable': trainable, 'opt_state': opt_state}
     if best is not None:
       saved['best'] = best
-    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start)
+    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start, loop_s=loop_now())
     ckpt.save(step_now, saved, meta)
+    log.sync()
     last_saved = step_now
+    outside_loop += time.perf_counter() - t_save
 
   try:
     while not stop and step < num_steps:
@@ -241,6 +286,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         flush(step)
       if validate is not None and eval_every and (step % eval_every == 0 or step == num_steps):
         flush(step)
+        loop_at_check, t_valid = loop_now(), time.perf_counter()
         valid = float(validate(trainable))
         if not math.isfinite(valid):
           raise UserError(f'{name}: validation loss became non-finite ({valid}) at step {step} of {num_steps}; '
@@ -249,18 +295,23 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         log.write(step, {'valid_loss': valid})
         if valid < meta['best_valid']:
           meta['best_valid'], meta['bad_evals'], best = valid, 0, _copy(trainable)
+          meta['loop_best_s'] = loop_at_check
         else:
           meta['bad_evals'] += 1
           if meta['bad_evals'] > patience:
             stop = meta['stopped'] = True
+        outside_loop += time.perf_counter() - t_valid
       if step % every == 0 or step == num_steps or stop:
         save(step)
       if callbacks:
         event = StepEvent(phase=name, step=step, num_steps=num_steps, trainable=trainable,
                           model=None if model is None else (lambda t=trainable: model(t)), ctx=ctx)
+        t_callbacks = time.perf_counter()
         for cb in callbacks:
           cb.after_step(event)
+        outside_loop += time.perf_counter() - t_callbacks
     flush(step)
+    log.sync()
   finally:
     bar.close()
     log.close()
@@ -272,4 +323,5 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       trainable=final, steps=step, time_s=elapsed, compile_s=step_fn.compile_s - compile_before,
       examples_per_s=done_steps * examples_per_step / max(time.perf_counter() - t_session, 1e-9),
       best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
-      final_loss=last_loss)
+      final_loss=last_loss, loop_s=max(0.0, loop_now()),
+      loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']))
