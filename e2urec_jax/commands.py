@@ -165,6 +165,7 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
   """Serves a forget request on a trained run (forget.py); `forget_key` is the operator's key file,
   outside the workdir (the audit holds keyed hashes of the ids under it)."""
   from e2urec_jax import forget as forget_lib
+  forget_lib.require_local(workdir)
   _existing(workdir, 'forget')
   forget_lib.read_request(users, interactions)  # a malformed request fails before it waits for anyone
   with workdir_lock.hold(storage.abspath(workdir), 'forget'):

@@ -357,12 +357,17 @@ def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
 
 
 # ------------------------------------------------------------------ the request
+def require_local(workdir: str) -> None:
+  """A one-line UserError for a workdir on an object store (forget needs flock and local files)."""
+  storage.require_local(workdir, 'forget', 'its request lock (flock) and the scrubbing of its data files need a '
+                        'local file system')
+
+
 def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
           key_file: str | None = None, callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
   from e2urec_jax.methods import spec
-  storage.require_local(workdir, 'forget', 'its request lock (flock) and the scrubbing of its data files need a '
-                        'local file system')
+  require_local(workdir)
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
   method = config.unlearn.method
