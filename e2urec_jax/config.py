@@ -45,6 +45,7 @@ def default_config() -> ConfigDict:
   d.num_samples = 100_000  # Keep the last N samples in global time order.
   d.split = (0.6, 0.2, 0.2)  # train/valid/test fractions, in time order.
   d.forget_fraction = 0.2  # Fraction of train users whose train samples form the forget set.
+  d.forget_selection = 'random'  # Who they are: 'random', 'core' (most train samples) or 'edge' (fewest).
   d.num_shards = 4  # SISA random shards and RecEraser user shards.
   # How the seed draws the forget users and shards, and which prompt (data/protocol.py, prompts.py):
   # 'paper' = the original code's draws (Python `random` shuffle of the users, per-sample random SISA
@@ -181,6 +182,7 @@ RULES = {
     'data.forget_fraction': rules.number(0, 1, low_open=True, high_open=True),
     'data.num_shards': rules.POSITIVE_INT, 'data.protocol': rules.one_of('default', 'paper'),
     'data.max_input_length': rules.POSITIVE_INT,
+    'data.forget_selection': rules.one_of('random', 'core', 'edge'),
     'data.bucket_lengths': rules.sequence(rules.POSITIVE_INT), 'data.goodreads_genre': rules.TEXT,
     'data.synthetic.seed': rules.NON_NEGATIVE_INT, 'data.synthetic.num_users': rules.integer(2),
     'data.synthetic.num_items': rules.integer(10),
@@ -265,6 +267,9 @@ def validate(config) -> None:
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
   _check_init_phases(config)
+  if config.data.forget_selection != 'random' and config.data.protocol == 'paper':
+    raise UserError(f"config.data.forget_selection={config.data.forget_selection!r} needs config.data.protocol="
+                    "'default' (the paper's draws are random); set one of them back")
   s = config.model.scratch
   heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
