@@ -55,6 +55,12 @@ def run(config, workdir: str, *, callbacks=()) -> None:
   run_experiment(config, workdir, callbacks=callbacks)
 
 
+def sequence(config, workdir: str, *, callbacks=()) -> None:
+  """Deletion requests one after another (config.sequence), each method scored against retraining (sequence.py)."""
+  from e2urec_jax.sequence import run_sequence
+  run_sequence(config, workdir, callbacks=callbacks)
+
+
 def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   """Scores `model` (default: every finished model of the workdir) against the retrained one."""
   from e2urec_jax.eval.evaluate import available_models, write_results

@@ -146,6 +146,13 @@ def default_config() -> ConfigDict:
   sw.ablations = ''  # 'no_forget_teacher,no_remember_teacher'.
   sw.seeds = ''  # e.g. '1,2': repeat the unlearning methods per seed; report mean and spread.
 
+  # ---------------------------------------------- sequential requests (`sequence`)
+  c.sequence = sq = ConfigDict()  # Deletion requests one after another (e2urec_jax/sequence.py); opt-in.
+  sq.requests = 5  # Requests in the sequence, dealt from the forget users (data.forget_fraction, forget_selection).
+  sq.fraction = 0.04  # Users per request, as a fraction of the train users (requests x fraction <= forget_fraction).
+  sq.retrain_every = 1  # Retrain the reference after every N-th request (and the last); distances only there.
+  sq.methods = 'e2urec,neggrad,badt'  # Methods serving the requests (chainable ones); retrain is always reported.
+
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
   ev.batch_size = 64  # Samples per evaluation batch.
@@ -215,6 +222,8 @@ RULES = {
     'sweep.ablations': rules.comma_list(rules.one_of('no_forget_teacher', 'no_remember_teacher')),
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
+    'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
+    'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,
     'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
     # configs/bench.py's section (the `bench` command).
@@ -233,7 +242,8 @@ def _method_rules() -> dict:
   lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
-         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True)}
+         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True),
+         'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True)}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
   return out

@@ -26,11 +26,12 @@ COMMANDS = {
     'export': ('export', 'write a merged Hugging Face (or a PEFT) folder', {'output': 'output', 'model': 'model',
                                                                            'format': 'fmt'}),
     'run': ('run', 'the whole experiment, resuming finished phases', {}),
+    'sequence': ('sequence', 'deletion requests one after another vs retraining', {}),
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
                                                                      'interactions': 'interactions'}),
 }
-TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
+TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'sequence', 'forget')  # commands that take callbacks
 COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format')
 
 _CONFIG = config_flags.DEFINE_config_file(
