@@ -148,11 +148,15 @@ def run_sequence(config, workdir: str, *, callbacks=()) -> dict:
                   'methods': scored['methods'], 'mia': scored.get('mia'), 'fairness': scored.get('fairness')})
     print(f'request {k}/{cfg.requests}: {len(requests[k - 1])} users ({steps[-1]["request_samples"]} samples) '
           f'served by {", ".join(methods)}' + (' and retrained' if k in retrain_at else ''), flush=True)
+  costs = chain_cost(chain, served)
+  for m, c in costs.items():
+    if c['adapters']:  # served merged vs the adapters stacked on the original: latency, and the same function
+      c['latency'] = chain_latency(ctx, [r['model'] for r in chain[m]], served[m])
   out = {'sequence': {'requests': int(cfg.requests), 'fraction': float(cfg.fraction),
                       'retrain_every': int(cfg.retrain_every), 'retrained_after': retrain_at, 'methods': methods,
                       'users_per_request': int(len(requests[0])), 'forget_selection': str(config.data.forget_selection),
                       'seed': int(config.seed)},
-         'steps': steps, 'chain': chain_cost(chain, served),
+         'steps': steps, 'chain': costs,
          'time_s': time.perf_counter() - begin, 'config': runtime.config_to_json(config)}
   if distributed.is_primary():
     write_report(os.path.join(workdir, SEQUENCE_DIR), out)
@@ -195,7 +199,7 @@ def score_step(ctx, names: list[str], *, with_reference: bool) -> dict:
 def chain_cost(chain: dict, served: dict) -> dict:
   """What serving the chain costs, per method: the bytes each request's result adds, and the served
   model. Every result is merged into its base before the next request, so the served model is one
-  full model whatever the chain's length (a forward pass costs the original's); keeping the
+  full model whatever the chain's length (no adapter in its forward pass); keeping the
   adapters stacked instead would run one more rank-r adapter pair per request in every adapted layer."""
   from e2urec_jax.train import artifacts
   out = {}
@@ -206,6 +210,59 @@ def chain_cost(chain: dict, served: dict) -> dict:
               'served_model_bytes': artifacts.dir_bytes(served[m]),
               'stacked_adapter_bytes': int(sum(per_request)) if adapters else None}
   return out
+
+
+def chain_latency(ctx, adapter_dirs: list[str], served_dir: str, *, batches: int = 4, repeats: int = 5) -> dict:
+  """E2URec's chain served two ways, timed on the first `batches` test batches: merged (the served
+  full model, no adapter in the forward) against stacked (the original with every request's
+  adapters at once: rank r each, concatenated, which is the same function since each request's
+  adapters were trained on the previous ones merged). Also how far apart their logits are."""
+  import jax
+  from e2urec_jax.models import answer_logits
+  from e2urec_jax.train import artifacts
+  from e2urec_jax.train.inference import iterate_eval
+  from e2urec_jax.train.paths import ORIGINAL
+  parts = [artifacts.load_adapters(d)[0] for d in adapter_dirs]
+  stacked = _concat_adapters(parts)
+  original = ctx.put_frozen(ctx.base_dtype(ctx.load_params(ORIGINAL)))
+  merged = ctx.put_frozen(ctx.base_dtype(artifacts.load_full(served_dir)[1]))
+  fn = jax.jit(lambda params, adapters, batch: answer_logits(ctx.model, params, batch, adapters=adapters))
+  test = np.arange(len(ctx.data.splits['test'].label))
+  chunks = [b for b, _ in iterate_eval(ctx, 'test', test)][:batches]
+
+  ways = {'merged': (merged, None), 'stacked': (original, ctx.put(stacked))}
+  logits = {k: np.concatenate([np.asarray(fn(p, a, b)) for b in chunks]) for k, (p, a) in ways.items()}  # + compile
+  best = {k: float('inf') for k in ways}
+  for _ in range(repeats):  # interleaved, best of `repeats`: a busy machine slows both alike
+    for k, (p, a) in ways.items():
+      t = time.perf_counter()
+      jax.block_until_ready([fn(p, a, b) for b in chunks])
+      best[k] = min(best[k], time.perf_counter() - t)
+  merged_s, stacked_s = best['merged'], best['stacked']
+  merged_logits, stacked_logits = logits['merged'], logits['stacked']
+  rows = sum(int(b['input_ids'].shape[0]) for b in chunks)
+  return {'rows': rows, 'merged_ms_per_row': 1e3 * merged_s / rows, 'stacked_ms_per_row': 1e3 * stacked_s / rows,
+          'stacked_rank': int(sum(_rank(p) for p in parts)),
+          'max_abs_logit_difference': float(np.max(np.abs(merged_logits - stacked_logits)))}
+
+
+def _concat_adapters(parts: list):
+  """Adapters of rank r_1..r_k on the same layers -> one adapter of rank sum(r_i) that adds all their
+  updates under the same scale: lora_a [.., d_in, r] joined on its last axis, lora_b [.., r, d_out] on r."""
+  import jax
+  import jax.numpy as jnp
+  from flax import traverse_util
+  flats = [traverse_util.flatten_dict(p) for p in parts]
+  out = {}
+  for key in flats[0]:
+    axis = -1 if key[-1] == 'lora_a' else -2
+    out[key] = jnp.concatenate([jnp.asarray(f[key]) for f in flats], axis=axis)
+  return jax.device_get(traverse_util.unflatten_dict(out))
+
+
+def _rank(adapters) -> int:
+  from flax import traverse_util
+  return next(int(v.shape[-1]) for k, v in traverse_util.flatten_dict(adapters).items() if k[-1] == 'lora_a')
 
 
 # ------------------------------------------------------------------ the report
@@ -245,10 +302,15 @@ def markdown(out: dict) -> str:
     sizes = ', '.join(f'{b / 1024:.0f} KB' for b in c['result_bytes_per_request'])
     if c['adapters']:
       lines.append(f"- `{m}`: each request adds adapters ({sizes}); they are merged into their base before the next "
-                   f"request, so the served model is one full model ({c['served_model_bytes'] / 1024:.0f} KB) and a "
-                   'forward pass costs what the original\'s does. Stacked instead, the chain would keep '
+                   f"request, so the served model is one full model ({c['served_model_bytes'] / 1024:.0f} KB) with no adapter "
+                   'in its forward pass. Stacked instead, the chain would keep '
                    f"{c['stacked_adapter_bytes'] / 1024:.0f} KB of adapters and run {len(sizes.split(','))} adapter "
                    'pairs in every adapted layer; the merged copy costs one full model of disk per request.')
+      lat = c.get('latency')
+      if lat:
+        lines.append(f"  Measured on {lat['rows']} test rows: {lat['merged_ms_per_row']:.3f} ms a row merged, "
+                     f"{lat['stacked_ms_per_row']:.3f} ms stacked (rank {lat['stacked_rank']}); their logits differ "
+                     f"by at most {lat['max_abs_logit_difference']:.2g} (the same model).")
     else:
       lines.append(f'- `{m}`: every request writes a full model ({sizes}); the served model is the last one.')
   lines += ['', f"Sequence time: {out['time_s']:.0f} s (training, retraining and scoring)."]

@@ -56,7 +56,10 @@ def _out(seed, shift=0.0):
   return {'sequence': {'requests': 3, 'fraction': 0.04, 'retrain_every': 2, 'retrained_after': [2, 3],
                        'methods': ['e2urec'], 'users_per_request': 2, 'forget_selection': 'random', 'seed': seed},
           'steps': steps, 'chain': {'e2urec': {'result_bytes_per_request': [1024] * 3, 'adapters': True,
-                                               'served_model_bytes': 10240, 'stacked_adapter_bytes': 3072}},
+                                               'served_model_bytes': 10240, 'stacked_adapter_bytes': 3072,
+                                               'latency': {'rows': 64, 'merged_ms_per_row': 0.1,
+                                                           'stacked_ms_per_row': 0.125, 'stacked_rank': 48,
+                                                           'max_abs_logit_difference': 2e-6}}},
           'time_s': 12.0}
 
 
@@ -68,6 +71,7 @@ def test_report_drift_and_summary(tmp_path):
   assert '| 2 | `e2urec` | – |' in md  # no retrain after request 2: no distance
   assert '0.6200 (0.6000)' in md  # the MIA value beside retrain's
   assert 'Stacked instead, the chain would keep 3 KB of adapters' in md
+  assert '0.100 ms a row merged, 0.125 ms stacked (rank 48)' in md
   assert open(paths['sequence.png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
   summary = sequence.summarize([out, _out(2, shift=0.01)])
   assert '| 1 | `e2urec` | 0.01500 ± 0.00707 | 0.7100 ± 0.0000 |' in summary and 'seeds 1, 2' in summary
@@ -106,6 +110,9 @@ def test_shrunk_sequence_on_the_demo_run(demo_run):
   # Request 2 started from request 1's result, merged: its adapters name that merged folder as their base.
   meta = runtime.read_json(os.path.join(workdir, 'sequence', 'r2', 'e2urec', 'e2urec', 'model', 'adapter_config.json'))
   assert meta['base_dir'] == os.path.join(workdir, 'sequence', 'r1', 'e2urec', 'e2urec', 'model', 'merged')
-  assert out['chain']['e2urec']['adapters'] and len(out['chain']['e2urec']['result_bytes_per_request']) == 2
+  chain = out['chain']['e2urec']
+  assert chain['adapters'] and len(chain['result_bytes_per_request']) == 2
+  # Served merged or with both requests' adapters stacked on the original: the same model.
+  assert chain['latency']['stacked_rank'] == 2 * c.lora.r and chain['latency']['max_abs_logit_difference'] < 1e-3
   for name in ('sequence.md', 'sequence.png'):
     assert os.path.getsize(os.path.join(workdir, 'sequence', name)) > 0
