@@ -93,7 +93,11 @@ def run_sequence(config, workdir: str, *, callbacks=()) -> dict:
   from e2urec_jax.methods import llmrec, runner
   from e2urec_jax.train import artifacts, context, paths
   from e2urec_jax.train.paths import ORIGINAL
+  from e2urec_jax import storage
   begin = time.perf_counter()
+  if storage.is_remote(workdir):
+    raise UserError(f'sequence needs a local --workdir, not {workdir}: it trains and reads back dozens of models; '
+                    'run it on a local copy of the workdir')
   cfg = config.sequence
   methods = methods_of(config)
   ctx = context.open_run(config, paths.run_paths(workdir))

@@ -89,6 +89,12 @@ def test_sequence_methods_must_be_chainable():
     config_lib.validate(c)
 
 
+def test_a_bucket_workdir_is_refused_before_any_work():
+  from e2urec_jax import config as config_lib
+  with pytest.raises(UserError, match='sequence needs a local --workdir, not gs://b/run'):
+    sequence.run_sequence(config_lib.default_config(), 'gs://b/run')
+
+
 @pytest.mark.slow
 def test_shrunk_sequence_on_the_demo_run(demo_run):
   """Two requests on the shared run's original: each request served by E2URec from the last one's
