@@ -93,11 +93,11 @@ def _time(fn, args_for_step, steps_: int, warmup: int):
 def bench_ours(config) -> list[dict]:
   from e2urec_jax.methods.common import ce_loss_fn
   from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
-  from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config
+  from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config, model_options
   b = config.bench
   dtype = b.dtype if b.dtype != 'auto' else ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
   cfg = hf_config(b.size, b.vocab, config.model.dropout)
-  model = lora.configure(model_from_hf_config(cfg, dtype=dtype, remat=config.model.remat),
+  model = lora.configure(model_from_hf_config(cfg, dtype=dtype, **model_options(config.model)),
                          r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout)
   mesh = mesh_lib.make_mesh()
   params = mesh_lib.put_replicated(init_params(model, jax.random.key(0)), mesh)

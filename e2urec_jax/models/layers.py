@@ -20,6 +20,11 @@ class Runtime:
   lora_scale: float = 1.0  # lora_alpha / r
   lora_dropout: float = 0.0  # dropout on the adapter input
   deterministic: bool = True  # False only when a dropout rng is given
+  attention: str = 'einsum'  # attention implementation (models/attention.py)
+  attention_dropout: float = -1.0  # rate on attention probabilities; < 0 = the architecture's own
+
+  def attention_dropout_rate(self, arch_rate: float) -> float:
+    return arch_rate if self.attention_dropout < 0 else self.attention_dropout
 
   @property
   def jdtype(self):
@@ -39,9 +44,18 @@ class LanguageModel(nn.Module):
   lora_scale: float = 1.0
   lora_dropout: float = 0.0
   hf_config_json: str = ''  # the transformers config this model came from (for save_pretrained)
+  # Speed options (config.model's fields of the same names; the defaults are the original paths).
+  attention: str = 'einsum'  # 'einsum' | 'xla' | 'cudnn' (models/attention.py)
+  attention_dropout: float = -1.0  # dropout on attention probabilities; < 0 = the architecture's rate
+  remat_policy: str = 'nothing'  # with remat: what the backward pass keeps (REMAT_POLICIES)
+  scan_unroll: int = 0  # layers unrolled per scan iteration; 0 = all on CPU, 1 on accelerators
 
   def runtime(self, deterministic: bool) -> Runtime:
-    return Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic)
+    return Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic,
+                   self.attention, self.attention_dropout)
+
+  def scan_options(self) -> dict:
+    return dict(remat=self.remat, remat_policy=self.remat_policy, unroll=self.scan_unroll)
 
 
 class RMSNorm(nn.Module):
@@ -142,19 +156,33 @@ def dropout_fn(module: nn.Module, rate: float, rt: Runtime):
   return lambda x: Dropout(rate, parent=module)(x, deterministic=False)
 
 
-def scan_layers(block_cls, num_layers: int, remat: bool, **kwargs):
+# What a rematerialised layer keeps for the backward pass ('nothing': recompute the whole layer).
+REMAT_POLICIES = {
+    'nothing': None,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # projection/MLP outputs, not attention
+    'dots_all': jax.checkpoint_policies.dots_saveable,  # every matmul output, attention scores included
+}
+
+
+def scan_layers(block_cls, num_layers: int, remat: bool, remat_policy: str = 'nothing', unroll: int = 0,
+                **kwargs):
   """One layer module scanned `num_layers` times: params (and adapters) get a leading
   layer axis, and the layer body is traced and compiled once instead of per layer.
-  On CPU the scan is unrolled: XLA:CPU runs an unrolled stack ~10% faster (no loop-carried
-  copies) and compiles it quickly; on accelerators the rolled loop keeps deep models' compile short."""
+  `unroll` 0: on CPU the scan is unrolled (XLA:CPU runs an unrolled stack ~10% faster, no
+  loop-carried copies, and compiles it quickly); on accelerators the rolled loop keeps deep
+  models' compile short. With `remat` each layer is recomputed in the backward pass, keeping
+  what `remat_policy` names (the recomputed dropout masks are the same: they hash the seed)."""
   from e2urec_jax.models.lora import COLLECTION
   if remat:
-    block_cls = nn.remat(block_cls, prevent_cse=False)
+    if remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'remat_policy {remat_policy!r}: one of {", ".join(REMAT_POLICIES)}')
+    block_cls = nn.remat(block_cls, prevent_cse=False, policy=REMAT_POLICIES[remat_policy])
+  if unroll <= 0:
+    unroll = num_layers if jax.default_backend() == 'cpu' else 1
   scanned = nn.scan(block_cls,
                     variable_axes={'params': 0, COLLECTION: 0},
                     split_rngs={'params': True, 'dropout': True},
-                    in_axes=nn.broadcast, length=num_layers,
-                    unroll=num_layers if jax.default_backend() == 'cpu' else 1)
+                    in_axes=nn.broadcast, length=num_layers, unroll=min(unroll, num_layers))
   return scanned(**kwargs)
 
 
