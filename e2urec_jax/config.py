@@ -102,6 +102,7 @@ def default_config() -> ConfigDict:
   m.attention_dropout = -1.0  # On attention probabilities in training; < 0 = the model's rate; 0 = fused kernels.
   m.remat_policy = 'nothing'  # With remat: 'nothing' kept, 'dots' (projection/MLP outputs) or 'dots_all' (all matmuls).
   m.scan_unroll = 0  # Layers unrolled per layer-scan iteration; 0 = all on CPU, 1 (a rolled loop) on accelerators.
+  m.dropout_seeds = 'bits'  # Dropout mask seeds: 'bits' (drawn per site) or 'key' (the site key's words; less HLO).
 
   # ----------------------------------------------------------- LoRA
   c.lora = lo = ConfigDict()  # Adapters of the E2URec student (and LoRA training elsewhere).

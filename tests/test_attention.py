@@ -15,6 +15,7 @@ import models_testlib as lib
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import answer_logits, forward, init_params, load_pretrained, lora, model_from_hf_config
 from e2urec_jax.models import attention as attn
+from e2urec_jax.models.layers import Dropout
 from e2urec_jax.models.layers import attention as original_attention
 
 KINDS = ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa']
@@ -213,6 +214,34 @@ def test_bf16_compute_stays_close_on_the_new_path(tiny):
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
+# -------------------------------------------------------------------- dropout seeds
+def test_key_seeded_dropout_keeps_the_statistics():
+  """dropout_seeds='key': the keep rate, fresh uncorrelated masks per rng, the same mask for the same rng."""
+  apply = lambda rate, x, seed: np.asarray(Dropout(rate, 'key').apply({}, x, False,
+                                                                      rngs={'dropout': jax.random.key(seed)}))
+  y = apply(0.1, jnp.ones((1 << 22,)), 0)
+  assert abs((y != 0).mean() - 0.9) < 1e-3 and abs(y.mean() - 1.0) < 2e-3
+  a, b = (apply(0.5, jnp.ones((1 << 20,)), s) != 0 for s in (0, 1))
+  assert abs(np.corrcoef(a, b)[0, 1]) < 0.01 and abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01
+  np.testing.assert_array_equal(a, apply(0.5, jnp.ones((1 << 20,)), 0) != 0)
+  bits = np.asarray(Dropout(0.5).apply({}, jnp.ones((1 << 20,)), False, rngs={'dropout': jax.random.key(0)})) != 0
+  assert abs(np.corrcoef(a, bits)[0, 1]) < 0.01  # another stream than 'bits'
+
+
+def test_key_seeded_dropout_in_a_model(tiny):
+  """Evaluation is unchanged; training draws other masks than 'bits'; remat recomputes the same ones."""
+  _, model, params, adapters, batch = tiny
+  keyed = _variant(model, dropout_seeds='key', attention='xla')
+  np.testing.assert_array_equal(np.asarray(answer_logits(keyed, params, batch, adapters=adapters)),
+                                np.asarray(answer_logits(model, params, batch, adapters=adapters)))
+  rng = jax.random.key(6)
+  plain = _loss_and_grads(keyed, params, adapters, batch, rng)
+  bits = _loss_and_grads(_variant(model, attention='xla'), params, adapters, batch, rng)
+  assert _max_diff(plain[0], bits[0]) > 1e-3
+  remat = _loss_and_grads(_variant(keyed, remat=True, remat_policy='dots'), params, adapters, batch, rng)
+  assert _max_diff(remat[1], plain[1]) <= 2e-5 * max(1.0, _scale(plain[1]))
+
+
 # ------------------------------------------------------------- against transformers
 @pytest.mark.parametrize('kind', ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa', 'llama:qwen2', 'llama:tied'])
 def test_new_path_matches_transformers(kind, tmp_path):
@@ -236,11 +265,11 @@ def test_options_reach_the_model_and_bad_values_fail():
   from e2urec_jax.models import model_options
   c = default_config()
   assert model_options(c.model) == {'remat': False, 'attention': 'einsum', 'attention_dropout': -1.0,
-                                    'remat_policy': 'nothing', 'scan_unroll': 0}
+                                    'remat_policy': 'nothing', 'scan_unroll': 0, 'dropout_seeds': 'bits'}
   c.model.attention, c.model.attention_dropout, c.model.remat_policy = 'cudnn', 0.0, 'dots'
   model = model_from_hf_config(_hf_config('t5:v1.0'), **model_options(c.model))
   assert (model.attention, model.attention_dropout, model.remat_policy) == ('cudnn', 0.0, 'dots')
-  for bad in ({'attention': 'flash'}, {'remat_policy': 'some'}, {'attention_dropout': 1.0}):
+  for bad in ({'attention': 'flash'}, {'remat_policy': 'some'}, {'attention_dropout': 1.0}, {'dropout_seeds': 'x'}):
     with pytest.raises(UserError):
       model_from_hf_config(_hf_config('t5:v1.0'), **bad)
   with pytest.raises(TypeError):

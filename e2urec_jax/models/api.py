@@ -36,7 +36,8 @@ def _dtype_name(dtype) -> str:
 
 
 # config.model's speed fields and their defaults (the original paths); models/layers.LanguageModel.
-SPEED_OPTIONS = {'attention': 'einsum', 'attention_dropout': -1.0, 'remat_policy': 'nothing', 'scan_unroll': 0}
+SPEED_OPTIONS = {'attention': 'einsum', 'attention_dropout': -1.0, 'remat_policy': 'nothing', 'scan_unroll': 0,
+                 'dropout_seeds': 'bits'}
 
 
 def model_options(model_config) -> dict:
@@ -59,6 +60,8 @@ def _speed_kwargs(speed: dict) -> dict:
     raise UserError(f"model.attention={out['attention']!r}: one of {', '.join(IMPLEMENTATIONS)}")
   if out.get('remat_policy', 'nothing') not in REMAT_POLICIES:
     raise UserError(f"model.remat_policy={out['remat_policy']!r}: one of {', '.join(REMAT_POLICIES)}")
+  if out.get('dropout_seeds', 'bits') not in ('bits', 'key'):
+    raise UserError(f"model.dropout_seeds={out['dropout_seeds']!r}: 'bits' or 'key'")
   if out.get('attention_dropout', -1.0) >= 1:
     raise UserError(f"model.attention_dropout={out['attention_dropout']!r}: below 1 (< 0 = the model's own rate)")
   return out
@@ -68,7 +71,7 @@ def model_from_hf_config(hf_config, *, dtype='float32', remat=False, param_dtype
   """A model for a transformers config (T5Config, LlamaConfig, Qwen2Config). `dtype` is the
   compute dtype, `param_dtype` the dtype `init_params` creates; `tied` (T5 only) overrides
   whether the LM head is the shared embedding (loading decides it from the checkpoint);
-  `speed`: SPEED_OPTIONS (attention, attention_dropout, remat_policy, scan_unroll)."""
+  `speed`: SPEED_OPTIONS (attention, attention_dropout, remat_policy, scan_unroll, dropout_seeds)."""
   family = _family(getattr(hf_config, 'model_type', None))
   kwargs = dict(dtype=_dtype_name(dtype), param_dtype=_dtype_name(param_dtype), remat=bool(remat),
                 hf_config_json=hf_config.to_json_string(use_diff=False), **_speed_kwargs(speed))

@@ -22,6 +22,7 @@ class Runtime:
   deterministic: bool = True  # False only when a dropout rng is given
   attention: str = 'einsum'  # attention implementation (models/attention.py)
   attention_dropout: float = -1.0  # rate on attention probabilities; < 0 = the architecture's own
+  dropout_seeds: str = 'bits'  # how each dropout site seeds its mask hash (Dropout.seeds)
 
   def attention_dropout_rate(self, arch_rate: float) -> float:
     return arch_rate if self.attention_dropout < 0 else self.attention_dropout
@@ -49,10 +50,11 @@ class LanguageModel(nn.Module):
   attention_dropout: float = -1.0  # dropout on attention probabilities; < 0 = the architecture's rate
   remat_policy: str = 'nothing'  # with remat: what the backward pass keeps (REMAT_POLICIES)
   scan_unroll: int = 0  # layers unrolled per scan iteration; 0 = all on CPU, 1 on accelerators
+  dropout_seeds: str = 'bits'  # 'bits' | 'key' (Dropout.seeds)
 
   def runtime(self, deterministic: bool) -> Runtime:
     return Runtime(self.dtype, self.param_dtype, self.lora_scale, self.lora_dropout, deterministic,
-                   self.attention, self.attention_dropout)
+                   self.attention, self.attention_dropout, self.dropout_seeds)
 
   def scan_options(self) -> dict:
     return dict(remat=self.remat, remat_policy=self.remat_policy, unroll=self.scan_unroll)
@@ -132,8 +134,14 @@ class Dropout(nn.Module):
   Why not nn.Dropout: drawing one random word per element dominated a training step on CPU
   (T5's attention-probability dropout alone draws batch x heads x length^2 per layer; 30% of
   the tiny E2URec step). The hash fuses into the select, so no random tensor is materialised.
-  Keep probability 1 - round(rate * 2^32) / 2^32; masks of different seeds are uncorrelated."""
+  Keep probability 1 - round(rate * 2^32) / 2^32; masks of different seeds are uncorrelated.
+
+  `seeds`: 'bits' draws the two seed words from the site's key (RngBitGenerator, which XLA
+  expands into a Philox block per site: ~30% of a T5 E2URec step's HLO instructions); 'key'
+  takes the first two words of the site's key itself, already a threefry hash output (the same
+  statistics, another random stream, a third fewer instructions to compile)."""
   rate: float
+  seeds: str = 'bits'
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
@@ -143,7 +151,11 @@ class Dropout(nn.Module):
       return jnp.zeros_like(x)
     if x.size >= 2 ** 32:
       raise ValueError(f'dropout over {x.size} elements: the element index must fit 32 bits')
-    seed = jax.random.bits(self.make_rng('dropout'), (2,), jnp.uint32)
+    key = self.make_rng('dropout')
+    if self.seeds == 'key':
+      seed = jax.random.key_data(key).reshape(-1)[:2].astype(jnp.uint32)
+    else:
+      seed = jax.random.bits(key, (2,), jnp.uint32)
     index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
     keep = _mix32(_mix32(index ^ seed[0]) ^ seed[1]) >= jnp.uint32(round(self.rate * 2 ** 32))
     return jnp.where(keep, x * jnp.asarray(1 / (1 - self.rate), x.dtype), jnp.zeros((), x.dtype))
@@ -153,7 +165,7 @@ def dropout_fn(module: nn.Module, rate: float, rt: Runtime):
   """A dropout callable for `attention`, or None when dropout is off (then the fused path runs)."""
   if rt.deterministic or not rate:
     return None
-  return lambda x: Dropout(rate, parent=module)(x, deterministic=False)
+  return lambda x: Dropout(rate, rt.dropout_seeds, parent=module)(x, deterministic=False)
 
 
 # What a rematerialised layer keeps for the backward pass ('nothing': recompute the whole layer).

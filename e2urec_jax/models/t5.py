@@ -124,7 +124,7 @@ class T5MLP(nn.Module):
       h = h * Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi_1')(x)
     else:
       h = act(Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi')(x))  # [batch, len, d_ff]
-    h = Dropout(a.dropout_rate)(h, deterministic=self.rt.deterministic)
+    h = Dropout(a.dropout_rate, self.rt.dropout_seeds)(h, deterministic=self.rt.deterministic)
     return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * a.d_ff ** -0.5), name='wo')(h)
 
 
@@ -137,7 +137,7 @@ class T5Block(nn.Module):
   @nn.compact
   def __call__(self, h, bias, key_mask, enc, enc_key_mask):  # h [batch, len, d_model]; masks bool [batch, len]
     a, rt = self.arch, self.rt
-    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate, rt.dropout_seeds)(x, deterministic=rt.deterministic)
     n = RMSNorm(a.eps, rt, name='self_attn_norm')(h)
     h = h + drop(T5Attention(a, rt, causal=self.decoder, name='self_attn')(n, n, bias, key_mask))
     if self.decoder:
@@ -159,7 +159,7 @@ class T5Stack(nn.Module):
   @nn.compact
   def __call__(self, h, key_mask, enc=None, enc_key_mask=None):  # h [batch, len, d_model] embedded tokens
     a, rt = self.arch, self.rt
-    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate, rt.dropout_seeds)(x, deterministic=rt.deterministic)
     length = h.shape[1]
     buckets = relative_position_buckets(length, length, not self.decoder, a.num_buckets, a.max_distance)
     table = Embed(a.num_buckets, a.num_heads, a.init_factor * a.d_model ** -0.5,
