@@ -13,8 +13,10 @@
 # the reference, the probe's result). Each bench row compiles cold (no persistent cache).
 #   SUMMARY_DIR=runs/gpu_bench_attention bash benchmarks/gpu_bench_attention.sh
 # SMOKE=1 DEADLINE_S=3000 runs the same rows at tiny shapes (a CPU check of the script).
-# On the device tool's bare machine, whose image lacks ml-collections: carry it as a wheel in
-# .whl/ (this script installs .whl/*.whl into /tmp/site when ml_collections is missing).
+# It runs with the machine's python3 and its packages (jax with CUDA, flax, optax, orbax,
+# transformers, torch, peft). Offline, with ml-collections missing, put its wheel in .whl/ first
+# (pip download --no-deps --only-binary=:all: -d .whl ml-collections==1.1.0): the script
+# installs .whl/*.whl into /tmp/site when ml_collections does not import.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 summary="${SUMMARY_DIR:-runs/gpu_bench_attention}"
