@@ -124,9 +124,8 @@ def main(argv=None):
   args = parse(argv)
   if args.dtype not in ('float32', 'bfloat16'):
     raise SystemExit('--dtype: float32 or bfloat16')
-  import ml_collections
   from e2urec_jax import runtime
-  runtime.setup(ml_collections.ConfigDict({'jax_cache_dir': ''}))  # the CLI's XLA flags; no compilation cache
+  runtime.setup(jax_cache_dir='')  # the CLI's XLA flags; no compilation cache
   print('ANATOMY ' + json.dumps(anatomy(args)), flush=True)
 
 

@@ -99,7 +99,7 @@ def default_config() -> ConfigDict:
   m.remat = False  # Rematerialise each layer in the backward pass (memory for compute).
   # Speed options (models/attention.py, docs/GPU.md); the defaults are the original paths.
   m.attention = 'einsum'  # 'einsum' (fp32 probabilities) | 'xla' (jax.nn.dot_product_attention) | 'cudnn'.
-  m.attention_dropout = -1.0  # On attention probabilities in training; < 0 = the model's rate; 0 = fused kernels.
+  m.attention_dropout = -1.0  # On attention probabilities in training; -1 = the model's rate; 0 = fused kernels.
   m.remat_policy = 'nothing'  # With remat: 'nothing' kept, 'dots' (projection/MLP outputs) or 'dots_all' (all matmuls).
   m.scan_unroll = 0  # Layers unrolled per layer-scan iteration; 0 = all on CPU, 1 (a rolled loop) on accelerators.
   m.dropout_seeds = 'bits'  # Dropout mask seeds: 'bits' (drawn per site) or 'key' (the site key's words; less HLO).
@@ -216,6 +216,7 @@ RULES = {
     'model.attention_dropout': rules.Rule(lambda x: x == -1 or rules.PROBABILITY(x) is None,
                                           "-1 (the model's dropout rate) or a finite number >= 0 and < 1"),
     'model.remat_policy': rules.one_of('nothing', 'dots', 'dots_all'), 'model.scan_unroll': rules.NON_NEGATIVE_INT,
+    'model.dropout_seeds': rules.one_of('bits', 'key'),
     'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
     'lora.targets': rules.TEXT, 'lora.init_from': rules.TEXT,  # lora.init_phases: _method_rules (names methods)
     'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,

@@ -4,14 +4,15 @@ CPU, fp32: 'xla' (and 'cudnn', which runs 'xla' off a GPU) must give the origina
 path's logits and gradients (full params and LoRA adapters) within fp32 rounding, with and
 without padding, with T5's position bias, with attention dropout on (same masks) and off; remat
 must give the same gradients whatever it keeps. Tolerances sit ~10x above the measured
-differences (printed with -s).
+differences (printed with -s). The fast tier (-m 'not slow') runs the attention functions and one
+model case per test; the other kinds and settings, and the comparison with transformers, are slow.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models_testlib as lib
+import model_configs as cfg
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import answer_logits, forward, init_params, load_pretrained, lora, model_from_hf_config
 from e2urec_jax.models import attention as attn
@@ -21,9 +22,15 @@ from e2urec_jax.models.layers import attention as original_attention
 KINDS = ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa']
 
 
+def _cases(combos, fast):
+  """pytest params for `combos` (tuples); those not in `fast` are marked slow: the fast tier
+  keeps one representative per behaviour (-m 'not slow' runs them, the full suite all)."""
+  return [pytest.param(*c, marks=() if c in fast else pytest.mark.slow) for c in combos]
+
+
 def _hf_config(kind):
   family, name = kind.split(':')
-  return lib.t5_config(name) if family == 't5' else lib.llama_config(name)
+  return cfg.t5_config(name) if family == 't5' else cfg.llama_config(name)
 
 
 def _max_diff(a, b):
@@ -46,7 +53,7 @@ def _qkv(seed=0, b=3, t=12, s=12, n=4, kv=2, h=8):
   return q, k, v, bias, key_mask
 
 
-@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('causal', [False, True])  # all fast: after the first (~4 s of eager warm-up) < 0.5 s each
 @pytest.mark.parametrize('with_bias', [False, True])
 @pytest.mark.parametrize('with_mask', [False, True])
 def test_fused_paths_equal_the_materialised_einsum(causal, with_bias, with_mask):
@@ -106,9 +113,9 @@ def test_cudnn_is_xla_off_a_gpu_and_rejects_unknown_names():
 
 
 # ----------------------------------------------------------------------- whole models
-@pytest.fixture(scope='module', params=KINDS)
+@pytest.fixture(scope='module')
 def tiny(request):
-  """(hf config, base model, params, adapters with nonzero B, padded batch dict)."""
+  """Parametrized by kind (indirect): (kind, base model, params, adapters with nonzero B, padded batch dict)."""
   hf = _hf_config(request.param)
   if hf.model_type == 'llama':
     hf.attention_dropout = 0.1  # T5's attention dropout is its dropout_rate (0.1)
@@ -119,10 +126,10 @@ def tiny(request):
   leaves, treedef = jax.tree.flatten_with_path(adapters)
   adapters = jax.tree.unflatten(treedef, [0.3 * jax.random.normal(jax.random.key(i), x.shape) if p[-1].key == 'lora_b'
                                           else x for i, (p, x) in enumerate(leaves)])
-  ids, mask = lib.padded_batch(hf.vocab_size, length=16)
+  ids, mask = cfg.padded_batch(hf.vocab_size, length=16)
   batch = {'input_ids': ids, 'attention_mask': mask}
   if model.family == 't5':
-    batch['decoder_input_ids'] = lib.decoder_ids(hf.vocab_size, length=3)
+    batch['decoder_input_ids'] = cfg.decoder_ids(hf.vocab_size, length=3)
     batch['answer_positions'] = np.tile(np.arange(3, dtype=np.int32), (3, 1))
   else:
     batch['answer_positions'] = np.minimum(mask.sum(1)[:, None] - 1 + np.arange(3)[None], 15).astype(np.int32)
@@ -142,8 +149,11 @@ def _loss_and_grads(model, params, adapters, batch, rng):
   return logits, grads
 
 
-@pytest.mark.parametrize('padded,dropout', [(True, 'off'), (False, 'off'), (True, 'attention_on'),
-                                            (False, 'attention_on'), (True, 'attention_off')])
+@pytest.mark.parametrize('tiny,padded,dropout',
+                         _cases([(k, *p) for k in KINDS for p in [(True, 'off'), (False, 'off'), (True, 'attention_on'),
+                                                                  (False, 'attention_on'), (True, 'attention_off')]],
+                                fast={('t5:v1.0', True, 'off'), ('llama:llama3_gqa', True, 'attention_on')}),
+                         indirect=['tiny'])
 def test_model_logits_and_gradients_match_the_original_path(tiny, padded, dropout):
   """'xla' vs 'einsum': deterministic, training with attention dropout (the same masks: the
   dropout sites and their seeds do not depend on the path) and training with attention
@@ -165,6 +175,7 @@ def test_model_logits_and_gradients_match_the_original_path(tiny, padded, dropou
   print()
 
 
+@pytest.mark.parametrize('tiny', _cases([(k,) for k in KINDS], fast=set()), indirect=True)  # eager: ~4 s a kind
 def test_attention_dropout_zero_keeps_the_other_dropout(tiny):
   _, model, params, adapters, batch = tiny
   run = lambda m, rng: np.asarray(answer_logits(m, params, batch, adapters=adapters, dropout_rng=rng))
@@ -177,8 +188,11 @@ def test_attention_dropout_zero_keeps_the_other_dropout(tiny):
     np.testing.assert_array_equal(run(no_attn, None), plain)  # evaluation unchanged
 
 
-@pytest.mark.parametrize('impl,policy', [('einsum', 'nothing'), ('xla', 'nothing'), ('xla', 'dots'),
-                                         ('xla', 'dots_all')])
+@pytest.mark.parametrize('tiny,impl,policy',
+                         _cases([(k, *p) for k in KINDS for p in [('einsum', 'nothing'), ('xla', 'nothing'),
+                                                                  ('xla', 'dots'), ('xla', 'dots_all')]],
+                                fast={('llama:llama3_gqa', 'xla', 'dots')}),
+                         indirect=['tiny'])
 def test_remat_gives_the_same_gradients(tiny, impl, policy):
   """Full-parameter and adapter gradients with dropout on: remat recomputes the same dropout masks."""
   kind, model, params, adapters, batch = tiny
@@ -194,6 +208,7 @@ def test_remat_gives_the_same_gradients(tiny, impl, policy):
   assert _max_diff(remat[1], plain[1]) <= 2e-5 * max(1.0, _scale(plain[1]))
 
 
+@pytest.mark.parametrize('tiny', _cases([(k,) for k in KINDS], fast={('llama:llama3_gqa',)}), indirect=True)
 def test_rolled_scan_equals_unrolled(tiny):
   _, model, params, adapters, batch = tiny
   rng = jax.random.key(2)
@@ -202,6 +217,7 @@ def test_rolled_scan_equals_unrolled(tiny):
   assert _max_diff(rolled, unrolled) <= 1e-5 * max(1.0, _scale(unrolled))
 
 
+@pytest.mark.parametrize('tiny', _cases([(k,) for k in KINDS], fast=set()), indirect=True)
 def test_bf16_compute_stays_close_on_the_new_path(tiny):
   _, model, params, adapters, batch = tiny
   ref = np.asarray(answer_logits(model, params, batch, adapters=adapters))
@@ -228,6 +244,7 @@ def test_key_seeded_dropout_keeps_the_statistics():
   assert abs(np.corrcoef(a, bits)[0, 1]) < 0.01  # another stream than 'bits'
 
 
+@pytest.mark.parametrize('tiny', _cases([(k,) for k in KINDS], fast=set()), indirect=True)  # ~10 s a kind
 def test_key_seeded_dropout_in_a_model(tiny):
   """Evaluation is unchanged; training draws other masks than 'bits'; remat recomputes the same ones."""
   _, model, params, adapters, batch = tiny
@@ -243,8 +260,10 @@ def test_key_seeded_dropout_in_a_model(tiny):
 
 
 # ------------------------------------------------------------- against transformers
+@pytest.mark.slow  # compares with PyTorch
 @pytest.mark.parametrize('kind', ['t5:v1.0', 't5:v1.1', 'llama:llama3_gqa', 'llama:qwen2', 'llama:tied'])
 def test_new_path_matches_transformers(kind, tmp_path):
+  import models_testlib as lib
   hf = _hf_config(kind)
   torch_model = lib.torch_model(hf)
   path = lib.save_torch(torch_model, tmp_path)
