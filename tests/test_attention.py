@@ -4,8 +4,8 @@ CPU, fp32: 'xla' (and 'cudnn', which runs 'xla' off a GPU) must give the origina
 path's logits and gradients (full params and LoRA adapters) within fp32 rounding, with and
 without padding, with T5's position bias, with attention dropout on (same masks) and off; remat
 must give the same gradients whatever it keeps. Tolerances sit ~10x above the measured
-differences (printed with -s). The fast tier (-m 'not slow') runs the attention functions and one
-model case per test; the other kinds and settings, and the comparison with transformers, are slow.
+differences (printed with -s). The fast tier (-m 'not slow') runs the attention functions and a
+few model cases; the other kinds and settings, and the comparison with transformers, are slow.
 """
 import jax
 import jax.numpy as jnp
