@@ -88,6 +88,13 @@ def run(config, workdir: str, *, callbacks=(), restart: str | None = None) -> No
     run_experiment(config, workdir, callbacks=callbacks, restart=resume.parse_restart(restart))
 
 
+def sequence(config, workdir: str, *, callbacks=()) -> None:
+  """Deletion requests one after another (config.sequence), each method scored against retraining (sequence.py)."""
+  from e2urec_jax.sequence import run_sequence
+  with workdir_lock.hold(_writable(workdir), 'sequence'):
+    run_sequence(config, workdir, callbacks=callbacks)
+
+
 def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   """Scores `model` (default: every finished model of the workdir) against the retrained one.
   The models must have been trained with this config (their fingerprints): results.json says so."""

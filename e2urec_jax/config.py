@@ -47,6 +47,7 @@ def default_config() -> ConfigDict:
   d.num_samples = 100_000  # Keep the last N samples in global time order.
   d.split = (0.6, 0.2, 0.2)  # train/valid/test fractions, in time order.
   d.forget_fraction = 0.2  # Fraction of train users whose train samples form the forget set.
+  d.forget_selection = 'random'  # Who they are: 'random', 'core' (most train samples) or 'edge' (fewest).
   d.num_shards = 4  # SISA random shards and RecEraser user shards.
   # How the seed draws the forget users and shards, and which prompt (data/protocol.py, prompts.py):
   # 'paper' = the original code's draws (Python `random` shuffle of the users, per-sample random SISA
@@ -99,6 +100,12 @@ def default_config() -> ConfigDict:
   m.base_dtype = 'float32'  # Storage dtype of the frozen base ('bfloat16' to fit large models).
   m.dropout = 0.1  # Model dropout while training (T5's dropout_rate).
   m.remat = False  # Rematerialise each layer in the backward pass (memory for compute).
+  # Speed options (models/attention.py, docs/GPU.md); the defaults are the original paths.
+  m.attention = 'einsum'  # 'einsum' (fp32 probabilities) | 'xla' (jax.nn.dot_product_attention) | 'cudnn'.
+  m.attention_dropout = -1.0  # On attention probabilities in training; -1 = the model's rate; 0 = fused kernels.
+  m.remat_policy = 'nothing'  # With remat: 'nothing' kept, 'dots' (projection/MLP outputs) or 'dots_all' (all matmuls).
+  m.scan_unroll = 0  # Layers unrolled per layer-scan iteration; 0 = all on CPU, 1 (a rolled loop) on accelerators.
+  m.dropout_seeds = 'bits'  # Dropout mask seeds: 'bits' (drawn per site) or 'key' (the site key's words; less HLO).
 
   # ----------------------------------------------------------- LoRA
   c.lora = lo = ConfigDict()  # Adapters of the E2URec student (and LoRA training elsewhere).
@@ -148,6 +155,13 @@ def default_config() -> ConfigDict:
   sw.ablations = ''  # 'no_forget_teacher,no_remember_teacher'.
   sw.seeds = ''  # e.g. '1,2': repeat the unlearning methods per seed; report mean and spread.
 
+  # ---------------------------------------------- sequential requests (`sequence`)
+  c.sequence = sq = ConfigDict()  # Deletion requests one after another (e2urec_jax/sequence.py); opt-in.
+  sq.requests = 5  # Requests in the sequence, dealt from the forget users (data.forget_fraction, forget_selection).
+  sq.fraction = 0.04  # Users per request, as a fraction of the train users (requests x fraction <= forget_fraction).
+  sq.retrain_every = 1  # Retrain the reference after every N-th request (and the last); distances only there.
+  sq.methods = 'e2urec,neggrad,badt'  # Methods serving the requests (chainable ones); retrain is always reported.
+
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
   ev.batch_size = 64  # Samples per evaluation batch.
@@ -189,6 +203,7 @@ RULES = {
     'data.forget_fraction': rules.number(0, 1, low_open=True, high_open=True),
     'data.num_shards': rules.POSITIVE_INT, 'data.protocol': rules.one_of('default', 'paper'),
     'data.max_input_length': rules.POSITIVE_INT,
+    'data.forget_selection': rules.one_of('random', 'core', 'edge'),
     'data.bucket_lengths': rules.sequence(rules.POSITIVE_INT), 'data.goodreads_genre': rules.TEXT,
     'data.synthetic.seed': rules.NON_NEGATIVE_INT, 'data.synthetic.num_users': rules.integer(2),
     'data.synthetic.num_items': rules.integer(10),
@@ -205,6 +220,11 @@ RULES = {
                                                     'gated-silu'),
     'model.dtype': _DTYPES, 'model.base_dtype': _DTYPES, 'model.dropout': rules.PROBABILITY,
     'model.remat': rules.BOOLEAN,
+    'model.attention': rules.one_of('einsum', 'xla', 'cudnn'),
+    'model.attention_dropout': rules.Rule(lambda x: x == -1 or rules.PROBABILITY(x) is None,
+                                          "-1 (the model's dropout rate) or a finite number >= 0 and < 1"),
+    'model.remat_policy': rules.one_of('nothing', 'dots', 'dots_all'), 'model.scan_unroll': rules.NON_NEGATIVE_INT,
+    'model.dropout_seeds': rules.one_of('bits', 'key'),
     'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
     'lora.targets': rules.TEXT, 'lora.init_from': rules.TEXT,  # lora.init_phases: _method_rules (names methods)
     'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,
@@ -221,6 +241,8 @@ RULES = {
     'sweep.ablations': rules.comma_list(rules.one_of('no_forget_teacher', 'no_remember_teacher')),
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
+    'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
+    'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,
     'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
     # configs/bench.py's section (the `bench` command).
@@ -239,7 +261,8 @@ def _method_rules() -> dict:
   lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
-         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True)}
+         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True),
+         'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True)}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
   return out
@@ -273,6 +296,9 @@ def validate(config) -> None:
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
   _check_init_phases(config)
+  if config.data.forget_selection != 'random' and config.data.protocol == 'paper':
+    raise UserError(f"config.data.forget_selection={config.data.forget_selection!r} needs config.data.protocol="
+                    "'default' (the paper's draws are random); set one of them back")
   s = config.model.scratch
   heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:

@@ -318,16 +318,7 @@ def base_for(workdir: str, version: int) -> str:
   if not os.path.isdir(prev):
     raise UserError(f'{prev} is missing: the versions of {workdir} are broken; restore it (forget versions build '
                     'on each other)')
-  if not artifacts.is_adapter_dir(prev):
-    return prev
-  merged = os.path.join(prev, 'merged')
-  if not os.path.exists(os.path.join(merged, 'config.json')):
-    import jax
-    from e2urec_jax.models import lora
-    adapters, meta = artifacts.load_adapters(prev)
-    model, base = artifacts.load_full(meta['base_dir'])
-    artifacts.save_full(model, jax.device_get(lora.merge(base, adapters, meta['alpha'] / meta['r'])), merged)
-  return merged
+  return artifacts.full_weights_dir(prev)
 
 
 def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:

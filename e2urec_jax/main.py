@@ -28,6 +28,7 @@ COMMANDS = {
     'export': ('export', 'write a merged Hugging Face (or a PEFT) folder', {'output': 'output', 'model': 'model',
                                                                            'format': 'fmt'}),
     'run': ('run', 'the whole experiment, resuming finished phases', _RESTART),
+    'sequence': ('sequence', 'deletion requests one after another vs retraining', {}),
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
                                                                      'interactions': 'interactions',
@@ -35,7 +36,7 @@ COMMANDS = {
     'audit': ('audit', 'check forget audits with the key', {'users': 'users', 'interactions': 'interactions',
                                                             'forget_key': 'forget_key'}),
 }
-TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
+TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'sequence', 'forget')  # commands that take callbacks
 COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format', 'restart', 'forget_key',
                  'allow_forgotten')
 FORGET_KEY_ENV = 'E2UREC_FORGET_KEY'  # the key file's path when --forget_key is not given

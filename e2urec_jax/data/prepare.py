@@ -37,6 +37,8 @@ def config_key(config) -> dict:
   data = config.data.to_dict()
   if data.get('protocol') == 'default':  # data prepared before the field existed stays valid
     del data['protocol']
+  if data.get('forget_selection') == 'random':  # the default: data prepared before the field existed still fits
+    del data['forget_selection']
   key = {'format': FORMAT_VERSION, 'seed': int(config.seed), 'data': data,
          'model': {'name_or_path': m.name_or_path, 'tokenizer': m.tokenizer,
                    'tokenizer_vocab_size': int(m.tokenizer_vocab_size),

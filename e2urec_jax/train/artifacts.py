@@ -160,6 +160,21 @@ def is_adapter_dir(path: str) -> bool:
   return storage.exists(os.path.join(path, ADAPTER_META))
 
 
+def full_weights_dir(path: str) -> str:
+  """A model folder as full weights, to start the next unlearning from: `path` itself, or for
+  an adapter folder its adapters merged into the base it names, saved once as <path>/merged."""
+  if not is_adapter_dir(path):
+    return path
+  merged = os.path.join(path, 'merged')
+  if not os.path.exists(os.path.join(merged, 'config.json')):
+    import jax
+    from e2urec_jax.models import lora
+    adapters, meta = load_adapters(path)
+    model, base = load_full(meta['base_dir'])
+    save_full(model, jax.device_get(lora.merge(base, adapters, meta['alpha'] / meta['r'])), merged)
+  return merged
+
+
 def write_done(phase_dir: str, stats: dict) -> None:
   runtime.write_json(os.path.join(phase_dir, 'done.json'), stats)
 

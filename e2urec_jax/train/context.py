@@ -137,8 +137,8 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
 
 def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
   """Loads the common start and configures LoRA on it."""
-  from e2urec_jax.models import load_pretrained, lora
-  model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, remat=config.model.remat)
+  from e2urec_jax.models import load_pretrained, lora, model_options
+  model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, **model_options(config.model))
   if data.vocab_size > model.arch.vocab_size:
     raise UserError(f'tokenizer has {data.vocab_size} tokens but model {pretrained_dir} has vocab_size '
                     f'{model.arch.vocab_size}; use the tokenizer that belongs to the model (config.model.tokenizer)')
