@@ -22,6 +22,7 @@ Ending there is safe: every file a command writes is renamed into place when com
 what the next run resumes from, as after kill -9 (tests/test_reliability_faults.py).
 """
 import _thread
+import contextlib
 import os
 import select
 import signal
@@ -34,7 +35,7 @@ GRACE_S = 4.0  # after the signal, the process ends by itself if it has not yet
 RETRY_S = 0.1  # how often the watchdog looks for a swallowed interrupt to raise again
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state = {'signum': None, 'handled': False, 'installed': False, 'raised': False, 'again': False}
+_state = {'signum': None, 'handled': False, 'installed': False, 'raised': False, 'again': False, 'told': False}
 
 
 def exit_code() -> int:
@@ -45,6 +46,24 @@ def exit_code() -> int:
 def handled() -> None:
   """`main` caught the interrupt: never raise it again; the process exits normally (or at the deadline)."""
   _state['handled'] = True
+
+
+def tell() -> None:
+  """MESSAGE on stderr, once."""
+  if not _state.get('told'):
+    _state['told'] = True
+    print(MESSAGE, file=sys.stderr, flush=True)
+
+
+def exit_now() -> None:
+  """For a KeyboardInterrupt that escaped while a handled one was on its way out (a library that
+  caught the first and raised it again from its cleanup): MESSAGE once, and the exit code now,
+  rather than Python's own exit by the signal (rc -2, from a second traceback)."""
+  handled()
+  tell()
+  with contextlib.suppress(Exception):
+    sys.stdout.flush()
+  os._exit(exit_code())
 
 
 def _handler(signum, frame):
@@ -77,11 +96,8 @@ def _watch(read_fd: int) -> None:
     if _state['again'] and not _state['handled'] and threading.main_thread().is_alive():
       _thread.interrupt_main(_state['signum'] or signal.SIGINT)
   if not _state['handled']:
-    try:
-      sys.stderr.write(MESSAGE + '\n')
-      sys.stderr.flush()
-    except Exception:  # noqa: BLE001 (the process ends either way)
-      pass
+    with contextlib.suppress(Exception):  # the process ends either way
+      tell()
   os._exit(exit_code())
 
 

@@ -137,7 +137,7 @@ def _interrupted():
   """Ctrl-C or SIGTERM (interrupts.py): the message, and 130 (143 for SIGTERM)."""
   from e2urec_jax import interrupts
   interrupts.handled()
-  print(interrupts.MESSAGE, file=sys.stderr, flush=True)
+  interrupts.tell()
   sys.exit(interrupts.exit_code())
 
 

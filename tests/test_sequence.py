@@ -102,6 +102,8 @@ def test_shrunk_sequence_on_the_demo_run(demo_run):
   from e2urec_jax import config as config_lib, runtime
   config, workdir = demo_run
   c = config_lib.shrink(config.copy_and_resolve_references(), steps=8, batch=8)
+  for key in config.train:  # the run's recipe: the reference retrains are the original's (its fingerprint)
+    c.train[key] = config.train[key]
   c.sequence.requests, c.sequence.retrain_every, c.sequence.methods = 2, 2, 'e2urec'
   config_lib.validate(c)
   sequence.run_sequence(c, workdir)
