@@ -62,10 +62,15 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   from e2urec_jax.train.paths import run_paths
   if not os.path.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
-  ctx = _open(config, workdir)
-  write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
+  from e2urec_jax.config import experiment_seeds
+  if model is None and len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
+    from e2urec_jax.experiment import evaluate_seeds
+    evaluate_seeds(config, workdir)
+  else:
+    ctx = _open(config, workdir)
+    write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
   if distributed.is_primary():
-    print(open(os.path.join(ctx.workdir, 'results.md')).read())
+    print(open(os.path.join(os.path.abspath(workdir), 'results.md')).read())
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None) -> None:

@@ -27,6 +27,13 @@ def __getattr__(name):
 def default_config() -> ConfigDict:
   c = ConfigDict()
   c.seed = 42  # Experiment seed: forget-user draw, shard split, and (seeds.derive) every training phase's.
+  # Seeds of the whole experiment, e.g. '42,43,44': `run` repeats everything a seed decides (forget
+  # users, shards, initialisation, data order, original, retrain, noise floor, augmented model and
+  # the methods of `repeat_methods`) per seed and reports per-seed rows, mean ± std and paired
+  # comparisons. The first becomes config.seed (its models sit where a one-seed run puts them);
+  # the others live under <workdir>/seeds/<seed>/. '' = config.seed alone.
+  c.seeds = ''
+  c.repeat_methods = 'e2urec,neggrad,badt'  # Methods run on every seed; the others on the first seed only.
   c.jax_cache_dir = '~/.cache/e2urec_jax/xla'  # Persistent XLA compilation cache; '' turns it off.
   c.progress = True  # tqdm progress bars on long work.
 
@@ -123,12 +130,17 @@ def default_config() -> ConfigDict:
   sw.alphas = ''  # e.g. '0.5,1,4': one e2urec row per alpha.
   sw.ws = ''  # e.g. '0.3,0.8': one e2urec row per w.
   sw.ablations = ''  # 'no_forget_teacher,no_remember_teacher'.
-  sw.seeds = ''  # e.g. '1,2': repeat the unlearning methods per seed; report mean and spread.
+  sw.seeds = ''  # e.g. '1,2': the unlearning methods alone again under other seeds, on the same original.
 
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
   ev.batch_size = 64  # Samples per evaluation batch.
   ev.noise_floor = True  # Train a second retrain (seed + 1) to measure the retrain-vs-retrain distance.
+  # Score every unlearning method every N steps (0 = never): distance to retrain on the forget set,
+  # forget AUC, MIA AUC and test AUC on a fixed subsample, in results.json and trajectories.png.
+  # Scoring time is not counted in a method's time.
+  ev.trajectory_every = 0
+  ev.trajectory_test_samples = 512  # Test samples (a fixed random subset) behind a trajectory's test AUC.
 
   # ------------------------------------------------------------- devices
   # One mesh over every device of every host (hosts join via jax.distributed: see
@@ -150,7 +162,8 @@ def default_config() -> ConfigDict:
 # `validate` runs in main before any work, so a bad value costs seconds, not a training run.
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
 RULES = {
-    'seed': rules.NON_NEGATIVE_INT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
+    'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
+    'repeat_methods': rules.TEXT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
     'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
     'data.raw_dir': rules.TEXT, 'data.download_dir': rules.TEXT, 'data.label_threshold': rules.FINITE,
     'data.history_k': rules.NON_NEGATIVE_INT, 'data.min_history': rules.NON_NEGATIVE_INT,
@@ -188,6 +201,7 @@ RULES = {
     'sweep.ablations': rules.comma_list(rules.one_of('no_forget_teacher', 'no_remember_teacher')),
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
+    'eval.trajectory_every': rules.NON_NEGATIVE_INT, 'eval.trajectory_test_samples': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,
     'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
     # configs/bench.py's section (the `bench` command).
@@ -234,6 +248,13 @@ def validate(config) -> None:
     wants = rule(value) if rule is not None else None
     if wants is not None:
       raise UserError(f'config.{path}={value!r}: must be {wants}')
+  seeds = experiment_seeds(config)
+  if len(set(seeds)) != len(seeds):
+    raise UserError(f'config.seeds={config.seeds!r}: a seed appears twice; list each once')
+  names = method_spec.names()
+  for name in rules.split_list(config.repeat_methods):
+    if name not in names:
+      raise UserError(f'config.repeat_methods: unknown method {name!r}; choose from {", ".join(names)}')
   split = tuple(config.data.split)
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
@@ -242,6 +263,12 @@ def validate(config) -> None:
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
     raise UserError(f'config.model.scratch: d_model={s.d_model} must be a multiple of num_heads={s.num_heads} and '
                     f'num_heads of num_kv_heads={s.num_kv_heads}')
+
+
+def experiment_seeds(config) -> list:
+  """The seeds `run` repeats the experiment over: config.seeds, or [config.seed]."""
+  listed = [int(x) for x in rules.split_list(config.get('seeds', '') or '')]
+  return listed or [int(config.seed)]
 
 
 def load_saved(workdir: str):

@@ -98,6 +98,7 @@ def main(argv, callbacks=()):
     if config is None:  # later commands (forget, evaluate, ...) default to the run's saved config
       config = _load_workdir_config(workdir)
     config_lib.validate(config)  # before any work: nothing below runs on a config that cannot work
+    config.seed = config_lib.experiment_seeds(config)[0]  # the first of config.seeds is the run's seed
     from e2urec_jax import commands, runtime
     runtime.setup(jax_cache_dir=config.jax_cache_dir, model_axis=config.mesh.model_axis,
                   preallocate_gpu=command != 'bench')

@@ -133,8 +133,16 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
   bounds = np.cumsum((0,) + counts)
   out = {name: samples.iloc[bounds[k]:bounds[k + 1]].reset_index(drop=True) for k, name in enumerate(SPLITS)}
   train = out['train']
-  forget_users = choose_forget_users(train['user'], float(d.forget_fraction), seed)
-  train['is_forget'] = np.isin(train['user'].to_numpy(), forget_users)
-  train['sisa_shard'] = sisa_shards(len(train), int(d.num_shards), seed)
-  train['receraser_shard'] = receraser_shards(train['user'].to_numpy(), int(d.num_shards), seed)
+  forget_users, train['is_forget'], train['sisa_shard'], train['receraser_shard'] = seeded_assignment(
+      train['user'].to_numpy(), d, seed)
   return Splits(out, forget_users)
+
+
+def seeded_assignment(train_users, d, seed: int):
+  """What the experiment's seed decides about the train split, from its users in row order:
+  (forget users, is_forget [N], SISA shard [N], RecEraser shard [N]). `prepare` calls it for
+  config.seed; a run over several seeds (config.seeds) calls it again for each of them."""
+  train_users = np.asarray(train_users)
+  forget_users = choose_forget_users(train_users, float(d.forget_fraction), seed)
+  return (forget_users, np.isin(train_users, forget_users), sisa_shards(len(train_users), int(d.num_shards), seed),
+          receraser_shards(train_users, int(d.num_shards), seed))
