@@ -59,6 +59,10 @@ BAD = [
     ('sweep.ws', '0.3,x', 'comma-separated list'),
     ('mesh.model_axis', 0, '>= 1'),
     ('checkpoint.every_steps', 0, '>= 1'),
+    ('data.protocol', 'original', "one of 'default', 'paper'"),
+    ('train.max_grad_norm', -1.0, '>= 0'),
+    ('augment.weight_decay', -0.01, '>= 0'),
+    ('unlearn.max_grad_norm', float('nan'), 'finite'),
 ]
 
 
@@ -119,3 +123,29 @@ def test_saved_config_round_trip(tmp_path):
   runtime.save_config(str(tmp_path), config)
   assert config_lib.load_saved(str(tmp_path)).to_dict() == config.to_dict()
   assert config_lib.load_saved(str(tmp_path / 'nothing')) is None
+
+
+@pytest.mark.parametrize('path', ['configs/ml1m.py', 'configs/ml100k.py', 'configs/goodreads.py'])
+def test_paper_configs_are_the_original_codes_experiment(path):
+  """The paper's configs run the original code's experiment: its protocol and prompt, a full
+  augmented model, batch 32, AdamW weight decay 0.01, early stopping after 3 epochs without a
+  better valid loss, no gradient clipping (justarter/E2URec: normal_train.py, finetune_aug.py)."""
+  c = load_config(path).to_dict()
+  assert c['data']['protocol'] == 'paper'
+  assert c['augment']['mode'] == 'full'
+  assert c['train']['batch_size'] == 32
+  assert c['train']['weight_decay'] == c['augment']['weight_decay'] == c['unlearn']['weight_decay'] == 0.01
+  assert c['train']['max_grad_norm'] == c['augment']['max_grad_norm'] == c['unlearn']['max_grad_norm'] == 0.0
+  assert c['train']['epochs'] == 100 and c['train']['eval_every'] == 0
+  assert c['train']['patience'] == 2  # stops at the 3rd check in a row without improvement (endure_times 3)
+  assert c['train']['mode'] == 'full' and c['model']['name_or_path'] == 't5-base'
+  assert c['unlearn']['e2urec']['batch_size'] == 16 and c['augment']['batch_size'] == 16
+
+
+def test_defaults_and_the_demo_keep_this_projects_setting():
+  """default_config() (and so the demo) is unchanged by the paper's switches."""
+  for c in (config_lib.default_config(), load_config('configs/demo.py'), load_config('configs/ml100k.py:cpu')):
+    assert c.data.protocol == 'default'
+    assert c.train.max_grad_norm == c.augment.max_grad_norm == c.unlearn.max_grad_norm == 1.0
+    assert c.train.weight_decay == c.augment.weight_decay == c.unlearn.weight_decay == 0.0
+  assert config_lib.default_config().augment.mode == 'lora'

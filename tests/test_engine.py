@@ -115,6 +115,41 @@ def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
+def test_loop_time_excludes_validation_saves_and_callbacks(ctx, tmp_path):
+  """PhaseResult.loop_s (done.json's unlearn_time_s, the paper's accounting) leaves out the time
+  spent validating, saving checkpoints and in callbacks; time_s has it all. loop_best_s is the
+  loop time at the check that kept the model."""
+  import time
+  from e2urec_jax.data import make_batch
+  from e2urec_jax.methods import common
+  from e2urec_jax.train import callbacks, sampling, steps
+  from e2urec_jax.train.loop import run_phase
+  params = ctx.bundle.pretrained_params
+  trainable = ctx.new_adapters(params, 0)
+  rows = np.arange(len(ctx.data.splits['train']))
+  losses = iter([3.0, 1.0, 2.0, 2.5, 2.6])  # the 2nd check is the best
+
+  def validate(_):
+    time.sleep(0.3)
+    return next(losses)
+
+  class Slow(callbacks.Callback):
+    def after_step(self, event):
+      time.sleep(0.05)
+
+  result = run_phase(
+      name='timed', phase_dir=str(tmp_path / 'timed'), config=ctx.config,
+      step_fn=ctx.train_step(common.ce_loss_fn, kind='lora'), trainable=ctx.put(trainable),
+      opt_state=ctx.put(steps.init_opt_state(trainable)), frozen={'base': ctx.put(params)},
+      batch_for_step=lambda s: make_batch(ctx.data, 'train', sampling.batch_indices(rows, 8, 0, s)),
+      hparams_for_step=common.hparams(1e-3), num_steps=10, examples_per_step=8, mesh=ctx.mesh,
+      base_sha256='base', seed=0, validate=validate, eval_every=2, patience=10, callbacks=(Slow(),))
+  outside = 5 * 0.3 + 10 * 0.05
+  assert result.time_s - result.compile_s - result.loop_s >= outside
+  assert 0 < result.loop_s < result.time_s - outside
+  assert 0 < result.loop_best_s < result.loop_s  # the step-4 check, of 10 steps
+
+
 @pytest.mark.slow
 def test_sharded_step_equals_single_device():
   """8 CPU devices vs 1: same loss and gradients (rtol 1e-5), in a subprocess with 8 devices."""

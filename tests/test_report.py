@@ -17,7 +17,7 @@ def _entry(rng, time_s, fraction=0.01):
       'forget': {'auc': 0.72, 'acc': 0.66, 'logloss': 0.58, 'jsd': 0.01 * rng.random() + 1e-4,
                  'sym_kl': 0.04, 'l2': 0.05, 'jsd_yesno': 0.002, 'l2_yesno': 0.03,
                  'mia_auc': 0.55, 'mia_ref_auc': 0.52},
-      'time_s': time_s, 'compile_s': 2.5, 'trainable_params': int(fraction * 6e7),
+      'time_s': time_s, 'unlearn_time_s': 0.6 * time_s, 'compile_s': 2.5, 'trainable_params': int(fraction * 6e7),
       'trainable_fraction': fraction, 'checkpoint_bytes': 3_500_000, 'peak_memory_bytes': None,
   }
 
@@ -72,6 +72,28 @@ def test_write_report(tmp_path):
   assert 'Noise floor' in md
 
 
+def test_distance_and_time_names_cannot_be_misread(tmp_path):
+  """The headline forget distance is the paper's quantity (sym_kl) under a name that says so;
+  the true JSD is labelled as such; both times are shown, each labelled."""
+  results = synthetic_results()
+  report.write_report(str(tmp_path), results, order=('original', 'retrain', 'e2urec'))
+  md = (tmp_path / 'results.md').read_text()
+  header = next(line for line in md.splitlines() if line.startswith('| method'))
+  cells = [c.strip() for c in header.strip('|').split('|')]
+  sym, true = 'forget symKL (the paper\'s "JSD")', 'forget JSD (true)'
+  assert cells.index(sym) < cells.index(true)  # the paper's quantity first
+  assert 'forget JSD' not in cells  # no bare "JSD" column that could be read as the paper's
+  assert {'unlearning loop (s)', 'whole cost (s)'} <= set(cells)
+  row = next(line for line in md.splitlines() if line.startswith('| `npo`'))
+  values = [c.strip() for c in row.strip('|').split('|')]
+  assert values[cells.index(sym)] == f"{results['methods']['npo']['forget']['sym_kl']:.4g}"
+  assert values[cells.index(true)] == f"{results['methods']['npo']['forget']['jsd']:.4g}"
+  assert values[cells.index('unlearning loop (s)')] == '18.0' and values[cells.index('whole cost (s)')] == '30.0'
+  assert 'symKL (the paper\'s "JSD") 0.0008' in md  # the noise floor names it the same way
+  entry = report.aggregate_seeds([_entry(np.random.default_rng(2), 10.0), _entry(np.random.default_rng(3), 20.0)])
+  assert entry['unlearn_time_s'] == 9.0
+
+
 def test_validate_results_catches_problems():
   good = synthetic_results()
   bad = copy.deepcopy(good)
@@ -83,6 +105,9 @@ def test_validate_results_catches_problems():
   bad['env'].pop('jax')
   problems = report.validate_results(bad)
   assert set(problems) == {'methods.npo.time_s: missing', 'noise_floor.l2: missing', 'env.jax: missing'}
+  bad = copy.deepcopy(good)
+  del bad['methods']['e2urec']['unlearn_time_s']
+  assert report.validate_results(bad) == ['methods.e2urec.unlearn_time_s: missing']
   bad = copy.deepcopy(good)
   bad['methods']['retrain']['checkpoint_bytes'] = 'big'
   assert len(report.validate_results(bad)) == 1

@@ -15,14 +15,22 @@ from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.errors import UserError
 
 COLUMNS = ('profile', 'history_titles', 'history_ratings', 'target_title')
+SUBJECT = 'subject'  # optional column: the pronoun the paper's template refers to the user with
+
+
+def rows_of(batch: dict) -> list:
+  """(profile, titles, ratings, target, subject) per sample of a batch of COLUMNS (+ SUBJECT)."""
+  n = len(batch['target_title'])
+  subjects = batch.get(SUBJECT) or [''] * n
+  return [(batch['profile'][i], list(batch['history_titles'][i]), list(batch['history_ratings'][i]),
+           batch['target_title'][i], subjects[i]) for i in range(n)]
 
 
 def fit_prompts(batch: dict, tok, template, layout: str, specials: dict, max_len: int) -> dict:
   """One `datasets.map` batch: {'input_ids', 'prompt', 'history_shown'} with every prompt <= max_len tokens."""
-  n = len(batch['target_title'])
-  rows = [(batch['profile'][i], list(batch['history_titles'][i]), list(batch['history_ratings'][i]),
-           batch['target_title'][i]) for i in range(n)]
-  texts = [template.render(p, t, r, target) for p, t, r, target in rows]
+  rows = rows_of(batch)
+  n = len(rows)
+  texts = [template.render(*row) for row in rows]
   ids = tokenizer_lib.encode_texts(tok, texts, layout, specials)
   shown = [len(r[1]) for r in rows]
   for i in (i for i in range(n) if len(ids[i]) > max_len):
@@ -32,9 +40,9 @@ def fit_prompts(batch: dict, tok, template, layout: str, specials: dict, max_len
 
 def _shorten(row, tok, template, layout, specials, max_len):
   """(text, ids, history items shown) of the longest version of `row` that fits."""
-  profile, titles, ratings, target = row
+  profile, titles, ratings, target, subject = row
   # Keep the k most recent history items, for the largest k that fits (one batched tokenizer call).
-  candidates = [template.render(profile, titles[len(titles) - k:], ratings[len(ratings) - k:], target)
+  candidates = [template.render(profile, titles[len(titles) - k:], ratings[len(ratings) - k:], target, subject)
                 for k in range(len(titles) - 1, -1, -1)]
   for k, text, ids in zip(range(len(titles) - 1, -1, -1), candidates,
                           tokenizer_lib.encode_texts(tok, candidates, layout, specials)):
@@ -45,14 +53,14 @@ def _shorten(row, tok, template, layout, specials, max_len):
   lo, hi, best = 0, len(words) - 1, None
   while lo <= hi:
     mid = (lo + hi) // 2
-    text = template.render(' '.join(words[:mid]), [], [], target)
+    text = template.render(' '.join(words[:mid]), [], [], target, subject)
     ids = tokenizer_lib.encode_texts(tok, [text], layout, specials)[0]
     if len(ids) <= max_len:
       best, lo = (text, ids, 0), mid + 1
     else:
       hi = mid - 1
   if best is None:
-    need = len(tokenizer_lib.encode_texts(tok, [template.render('', [], [], target)], layout, specials)[0])
+    need = len(tokenizer_lib.encode_texts(tok, [template.render('', [], [], target, subject)], layout, specials)[0])
     raise UserError(f'the target item {target[:60]!r} and the question alone need {need} tokens, more than '
                     f'config.data.max_input_length={max_len}; raise --config.data.max_input_length')
   return best
@@ -71,8 +79,9 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
                                 'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32')})
   # The tokenizer is not hashed (slow for big vocabularies): the cache lives in this preparation's own folder.
   fingerprint = hashlib.sha256(repr((desc, len(frame), max_len, layout, template, specials)).encode()).hexdigest()[:16]
-  ds = datasets.Dataset.from_pandas(frame[list(COLUMNS)].reset_index(drop=True), preserve_index=False)
-  ds = ds.map(fit_prompts, batched=True, batch_size=1000, remove_columns=list(COLUMNS), features=features,
+  columns = list(COLUMNS) + ([SUBJECT] if SUBJECT in frame else [])
+  ds = datasets.Dataset.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
+  ds = ds.map(fit_prompts, batched=True, batch_size=1000, remove_columns=columns, features=features,
               cache_file_name=cache_file, desc=desc, new_fingerprint=fingerprint,
               fn_kwargs=dict(tok=tok, template=template, layout=layout, specials=specials, max_len=max_len))
   column = ds.data.column('input_ids').combine_chunks()  # pyarrow list<int32>, one row per prompt

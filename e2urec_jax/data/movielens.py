@@ -48,13 +48,14 @@ ML1M_FILES = ('ratings.dat', 'movies.dat', 'users.dat')
 ML100K_GENRES = ('unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy', 'Crime',
                  'Documentary', 'Drama', 'Fantasy', 'Film-Noir', 'Horror', 'Musical', 'Mystery',
                  'Romance', 'Sci-Fi', 'Thriller', 'War', 'Western')
-# ML-1M README: users.dat codes.
+# ML-1M README: users.dat codes (occupation 0: 'other or not specified' in the original code's prompts).
 ML1M_AGES = {1: 'under 18', 18: '18-24', 25: '25-34', 35: '35-44', 45: '45-49', 50: '50-55', 56: 'above 56'}
 ML1M_OCCUPATIONS = (
     'other', 'academic/educator', 'artist', 'clerical/admin', 'college/grad student', 'customer service',
     'doctor/health care', 'executive/managerial', 'farmer', 'homemaker', 'K-12 student', 'lawyer',
     'programmer', 'retired', 'sales/marketing', 'scientist', 'self-employed', 'technician/engineer',
     'tradesman/craftsman', 'unemployed', 'writer')
+ML1M_OCCUPATION_0_PAPER = 'other or not specified'
 
 
 def how_to_get(name: str) -> str:
@@ -98,10 +99,12 @@ def locate(name: str, raw_dir: str, download_dir: str) -> tuple[str, bool]:
 
 
 def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
-                pinned: dict | None = None) -> RawData:
+                pinned: dict | None = None, paper: bool = False) -> RawData:
   """u.data (user item rating ts, tabs), u.user (id|age|gender|occupation|zip), u.item (latin-1).
 
   `pinned`: sha256 per file to compare with (default: the GroupLens release; {} for none).
+  `paper`: profiles in the original code's wording (config.data.protocol 'paper').
+  Users also get `subject`, the pronoun of the paper's prompt.
   """
   hint = how_to_get('ml-100k')
   paths = {f: require_file(os.path.join(directory, f), hint) for f in ML100K_FILES}
@@ -113,9 +116,10 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   u = read_delimited(paths['u.user'], '|', ['user', 'age', 'gender', 'occupation', 'zip'], numeric=('user',))
   users = pd.DataFrame({
       'user': u['user'].astype(np.int64),
-      'profile': [prompts.movielens_profile(g, o.strip(), a.strip())
+      'profile': [prompts.movielens_profile(g, o.strip(), a.strip(), paper=paper)
                   for g, o, a in zip(u['gender'], u['occupation'], u['age'])],
-      'key': u['user'].astype(np.int64).astype(str)})
+      'key': u['user'].astype(np.int64).astype(str),
+      'subject': [prompts.movielens_subject(g) for g in u['gender']]})
   flags = [f'g{i}' for i in range(len(ML100K_GENRES))]
   it = read_delimited(paths['u.item'], '|', ['item', 'title', 'date', 'video_date', 'url'] + flags,
                       numeric=('item',))
@@ -129,8 +133,11 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   return data
 
 
-def read_ml1m(directory: str) -> RawData:
-  """ratings.dat (UserID::MovieID::Rating::Timestamp), users.dat, movies.dat; '::', latin-1."""
+def read_ml1m(directory: str, *, paper: bool = False) -> RawData:
+  """ratings.dat (UserID::MovieID::Rating::Timestamp), users.dat, movies.dat; '::', latin-1.
+
+  `paper`: profiles in the original code's wording (its occupation 0, every non-'M' gender
+  female). Users also get `subject`, the pronoun of the paper's prompt."""
   hint = how_to_get('ml-1m')
   paths = {f: require_file(os.path.join(directory, f), hint) for f in ML1M_FILES}
   hashes = file_hashes(directory, ML1M_FILES)
@@ -140,11 +147,13 @@ def read_ml1m(directory: str) -> RawData:
   u = read_delimited(paths['users.dat'], '::', ['user', 'gender', 'age', 'occupation', 'zip'],
                      numeric=('user', 'age', 'occupation'))
   ages = [ML1M_AGES.get(int(a), str(int(a))) for a in u['age']]
-  jobs = [ML1M_OCCUPATIONS[int(o)] if 0 <= int(o) < len(ML1M_OCCUPATIONS) else 'other' for o in u['occupation']]
+  occupations = (ML1M_OCCUPATION_0_PAPER,) + ML1M_OCCUPATIONS[1:] if paper else ML1M_OCCUPATIONS
+  jobs = [occupations[int(o)] if 0 <= int(o) < len(occupations) else occupations[0] for o in u['occupation']]
   users = pd.DataFrame({
       'user': u['user'].astype(np.int64),
-      'profile': [prompts.movielens_profile(g, o, a) for g, o, a in zip(u['gender'], jobs, ages)],
-      'key': u['user'].astype(np.int64).astype(str)})
+      'profile': [prompts.movielens_profile(g, o, a, paper=paper) for g, o, a in zip(u['gender'], jobs, ages)],
+      'key': u['user'].astype(np.int64).astype(str),
+      'subject': [prompts.movielens_subject(g) for g in u['gender']]})
   m = read_delimited(paths['movies.dat'], '::', ['item', 'title', 'genres'], numeric=('item',))
   items = pd.DataFrame({'item': m['item'].astype(np.int64), 'title': m['title'].str.strip(),
                         'genres': m['genres'].str.strip(), 'key': m['item'].astype(np.int64).astype(str)})

@@ -17,7 +17,7 @@ from e2urec_jax import runtime
 from e2urec_jax.data import encode, protocol, readers
 from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
-from e2urec_jax.data.prompts import NO, YES, Template
+from e2urec_jax.data.prompts import NO, YES, Template, template_for
 from e2urec_jax.data.sources import sha256_file
 from e2urec_jax.data.tokens import SplitArrays, save_split
 
@@ -27,7 +27,10 @@ FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are t
 def config_key(config) -> dict:
   """The settings the prepared data depends on (compared on resume, stored in the manifest)."""
   m = config.model
-  key = {'format': FORMAT_VERSION, 'seed': int(config.seed), 'data': config.data.to_dict(),
+  data = config.data.to_dict()
+  if data.get('protocol') == 'default':  # data prepared before the field existed stays valid
+    del data['protocol']
+  key = {'format': FORMAT_VERSION, 'seed': int(config.seed), 'data': data,
          'model': {'name_or_path': m.name_or_path, 'tokenizer': m.tokenizer,
                    'tokenizer_vocab_size': int(m.tokenizer_vocab_size),
                    'family': '' if m.name_or_path else m.scratch.family}}
@@ -76,12 +79,12 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
   raw = readers.read_source(config, out)
   splits = protocol.apply_protocol(raw.ratings, d, int(config.seed))
-  template = Template(layout, raw.item_noun, raw.verb, raw.rating_scale)
+  template = template_for(protocol.protocol_of(d), layout, raw)
   frames = {name: _with_text(df, raw) for name, df in splits.samples.items()}
 
   if tok_out is not None:
     texts = (template.render(*row) for f in frames.values()
-             for row in zip(f['profile'], f['history_titles'], f['history_ratings'], f['target_title']))
+             for row in zip(f['profile'], f['history_titles'], f['history_ratings'], f['target_title'], f['subject']))
     tok = tokenizer_lib.train_tokenizer(_with_answers(texts, layout), config.model.tokenizer_vocab_size,
                                         layout, progress)
     tok.save_pretrained(tok_out)
@@ -90,7 +93,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   specials = tokenizer_lib.special_ids(tok, layout, decoder_start)
   first = frames['train'].iloc[0]
   sample_prompt = template.render(first['profile'], first['history_titles'], first['history_ratings'],
-                                  first['target_title'])
+                                  first['target_title'], first['subject'])
   answers = tokenizer_lib.answer_ids(tok, layout, specials, sample_prompt, YES, NO)
 
   max_len = int(d.max_input_length)
@@ -146,7 +149,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
 
 
 def _with_text(samples: pd.DataFrame, raw) -> pd.DataFrame:
-  """Adds the prompt pieces (profile, history titles, target title) and the source's own ids."""
+  """Adds the prompt pieces (profile, history titles, target title, subject) and the source's own ids."""
   items = raw.items.set_index('item')
   users = raw.users.set_index('user')
   titles = items['title']
@@ -154,6 +157,7 @@ def _with_text(samples: pd.DataFrame, raw) -> pd.DataFrame:
   out['target_title'] = titles.loc[out['item']].to_numpy()
   out['item_key'] = items['key'].loc[out['item']].to_numpy().astype(str)
   out['profile'] = users['profile'].loc[out['user']].to_numpy()
+  out['subject'] = users['subject'].loc[out['user']].to_numpy() if 'subject' in users else ''  # the paper's pronoun
   out['user_key'] = users['key'].loc[out['user']].to_numpy().astype(str)
   lookup = dict(zip(titles.index.to_numpy(), titles.to_numpy()))
   out['history_titles'] = [[lookup[i] for i in h] for h in out['history_items']]
@@ -168,7 +172,7 @@ def _with_answers(texts, layout: str):
 
 
 def _write_split(out: str, name: str, frame: pd.DataFrame, enc: dict, template: Template) -> None:
-  table = frame.drop(columns=['profile', 'history_titles']).rename(columns={'target_title': 'title'})
+  table = frame.drop(columns=['profile', 'history_titles', 'subject']).rename(columns={'target_title': 'title'})
   table['prompt'] = enc['prompt']
   table['answer'] = [template.answer(y) for y in table['label']]
   table['prompt_len'] = enc['prompt_len']

@@ -1,4 +1,4 @@
-"""The paper's sample protocol (ReLLa / E2URec original code): samples, splits, forget set, shards.
+"""The sample protocol (ReLLa / E2URec original code): samples, splits, forget set, shards.
 
 1. label = rating > label_threshold;
 2. all ratings in global order by (timestamp, user, item); a sample's history is the
@@ -6,15 +6,32 @@
 3. samples with >= min_history earlier ratings are kept; the prompt shows the
    history_k most recent (oldest of them first);
 4. the last num_samples samples in global order are split in time order into
-   train/valid/test by config.data.split (counts: round(N*f_train), round(N*f_valid), the rest);
-5. forget users: round(forget_fraction * #train users) train users drawn with
-   numpy default_rng(seed); the forget set is all their train samples, retain the rest;
-6. SISA: train samples dealt into num_shards equal random shards (default_rng([seed, 1]));
-   RecEraser: train users into num_shards user-disjoint shards balanced by sample
-   count (largest user first into the lightest shard, ties in default_rng([seed, 2]) order).
+   train/valid/test by config.data.split;
+5. the seed's draws over the train split (`seeded_assignment`): the forget users (the forget
+   set is all their train samples, retain the rest), SISA's shards and RecEraser's shards.
+
+Steps 1-4 are the original code's (data_preprocess/ml-1m.ipynb, split_ml-1m.ipynb). Step 5 and
+the split counts follow config.data.protocol:
+- 'default': round(N*f_train), round(N*f_valid) samples, the rest; round(forget_fraction *
+  #train users) forget users drawn with numpy default_rng(seed); SISA: the train samples dealt
+  into num_shards equal random shards (default_rng([seed, 1])); RecEraser: train users into
+  num_shards user-disjoint shards balanced by sample count (largest user first into the
+  lightest shard, ties in default_rng([seed, 2]) order).
+- 'paper': exactly the original code's draws (split_ml-1m.ipynb): int(N*f_train) and
+  int(N*(f_train+f_valid)) split bounds; the train users in order of first appearance,
+  shuffled by Python's `random.seed(seed); random.shuffle(...)`, the first
+  int(forget_fraction * #users) forget; SISA: each sample's shard drawn independently,
+  `np.random.seed(seed); np.random.choice(range(num_shards), size)` (the original draws it over
+  the whole pool of train+valid+test; the train rows come first and legacy numpy draws one
+  value after the other, so drawing over train alone gives the same shards); RecEraser: the
+  retain users of that shuffled order cut into num_shards consecutive chunks
+  (retain[int(R*k/S):int(R*(k+1)/S)]). The original trains RecEraser's shards on retain users
+  only; here shard k also holds the k-th chunk of the forget users, cut the same way, so the
+  shard models retrained without the forget set are the original's and every shard is affected.
 Pure numpy/pandas: the tests recompute all of it independently.
 """
 import dataclasses
+import random
 
 import numpy as np
 import pandas as pd
@@ -22,6 +39,7 @@ import pandas as pd
 from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
+PROTOCOLS = ('default', 'paper')  # config.data.protocol
 
 
 @dataclasses.dataclass
@@ -44,6 +62,8 @@ def check_config(d) -> None:
     raise UserError(f'config.data.num_shards={d.num_shards} must be >= 1')
   if int(d.min_history) < 0 or int(d.history_k) < 0:
     raise UserError('config.data.min_history and config.data.history_k must be >= 0')
+  if protocol_of(d) not in PROTOCOLS:
+    raise UserError(f'config.data.protocol={protocol_of(d)!r} must be one of {", ".join(PROTOCOLS)}')
   if int(d.num_samples) < 3:
     raise UserError(f'config.data.num_samples={d.num_samples} must be >= 3 (one per split at least)')
 
@@ -80,20 +100,33 @@ def build_samples(ratings: pd.DataFrame, *, history_k: int, min_history: int, nu
   return samples
 
 
-def split_counts(n: int, fractions) -> tuple[int, int, int]:
-  n_train = int(round(n * fractions[0]))
-  n_valid = int(round(n * fractions[1]))
+def protocol_of(d) -> str:
+  """config.data.protocol ('default' for a config saved before the field existed)."""
+  return str(d.get('protocol', 'default'))
+
+
+def split_counts(n: int, fractions, protocol: str = 'default') -> tuple[int, int, int]:
+  if protocol == 'paper':  # the original's df[:int(0.6*n)], df[int(0.6*n):int(0.8*n)], the rest
+    n_train = int(n * fractions[0])
+    n_valid = int(n * (fractions[0] + fractions[1])) - n_train
+  else:
+    n_train = int(round(n * fractions[0]))
+    n_valid = int(round(n * fractions[1]))
   return n_train, n_valid, n - n_train - n_valid
 
 
-def choose_forget_users(train_users, fraction: float, seed: int) -> np.ndarray:
-  users = np.unique(np.asarray(train_users))
-  count = int(round(fraction * len(users)))
+def _check_forget_count(count: int, fraction: float, users) -> None:
   if count == 0:
     raise UserError(f'empty forget set: forget_fraction={fraction} of {len(users)} train users rounds to 0 users; '
                     'raise config.data.forget_fraction or use more samples')
   if count == len(users):
     raise UserError(f'forget_fraction={fraction} of {len(users)} train users leaves no retain set; lower it')
+
+
+def choose_forget_users(train_users, fraction: float, seed: int) -> np.ndarray:
+  users = np.unique(np.asarray(train_users))
+  count = int(round(fraction * len(users)))
+  _check_forget_count(count, fraction, users)
   return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
 
 
@@ -107,9 +140,7 @@ def sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
 def receraser_shards(row_users, num_shards: int, seed: int) -> np.ndarray:
   """[num_rows] shard ids, user-disjoint, balanced by sample count (greedy, largest user first)."""
   users, counts = np.unique(np.asarray(row_users), return_counts=True)
-  if len(users) < num_shards:
-    raise UserError(f'{len(users)} train users cannot fill num_shards={num_shards} user-disjoint shards; '
-                    'lower config.data.num_shards')
+  _check_shard_users(len(users), num_shards)
   perm = np.random.default_rng([seed, 2]).permutation(len(users))
   order = perm[np.argsort(-counts[perm], kind='stable')]
   load = np.zeros(num_shards, np.int64)
@@ -121,12 +152,74 @@ def receraser_shards(row_users, num_shards: int, seed: int) -> np.ndarray:
   return user_shard[np.searchsorted(users, np.asarray(row_users))]
 
 
+def _check_shard_users(num_users: int, num_shards: int) -> None:
+  if num_users < num_shards:
+    raise UserError(f'{num_users} train users cannot fill num_shards={num_shards} user-disjoint shards; '
+                    'lower config.data.num_shards')
+
+
+# ------------------------------------------------------------------ protocol 'paper'
+def paper_user_order(train_users, seed: int) -> list:
+  """The original's `unique_user_list`: the train users in order of first appearance (pandas'
+  `unique`), shuffled in place by Python's `random` seeded with `seed`."""
+  users = np.asarray(train_users)
+  _, first = np.unique(users, return_index=True)
+  order = [int(u) for u in users[np.sort(first)]]
+  random.Random(seed).shuffle(order)  # the stream of `random.seed(seed); random.shuffle(order)`
+  return order
+
+
+def paper_forget_users(order: list, fraction: float) -> list:
+  """The first int(fraction * #users) users of the shuffled order."""
+  count = int(fraction * len(order))
+  _check_forget_count(count, fraction, order)
+  return order[:count]
+
+
+def paper_sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
+  """[num_rows] shard ids, each drawn uniformly on its own by legacy numpy seeded with `seed`."""
+  return np.random.RandomState(seed).choice(np.arange(num_shards), size=num_rows).astype(np.int32)
+
+
+def paper_receraser_shards(row_users, order: list, num_forget: int, num_shards: int) -> np.ndarray:
+  """[num_rows] shard ids: retain users (order[num_forget:]) cut into num_shards consecutive
+  chunks as the original cuts them, and the forget users (order[:num_forget]) the same way."""
+  _check_shard_users(len(order) - num_forget, num_shards)
+  shard_of = {}
+  for users in (order[num_forget:], order[:num_forget]):
+    n = len(users)
+    for k in range(num_shards):
+      for u in users[int(n * k / num_shards):int(n * (k + 1) / num_shards)]:
+        shard_of[u] = k
+  return np.asarray([shard_of[int(u)] for u in np.asarray(row_users)], np.int32)
+
+
+def seeded_assignment(train_users, d, seed: int):
+  """What the experiment's seed decides about the train split, from its users in row order
+  (`d` is config.data, its protocol decides how): (forget users (sorted), is_forget [N],
+  SISA shard [N], RecEraser shard [N]). `prepare` calls it for config.seed; a run over other
+  seeds can call it again on the prepared train split's user ids."""
+  users = np.asarray(train_users)
+  fraction, num_shards = float(d.forget_fraction), int(d.num_shards)
+  if protocol_of(d) == 'paper':
+    order = paper_user_order(users, seed)
+    forget = paper_forget_users(order, fraction)
+    forget_users = np.sort(np.asarray(forget, users.dtype))
+    sisa = paper_sisa_shards(len(users), num_shards, seed)
+    receraser = paper_receraser_shards(users, order, len(forget), num_shards)
+  else:
+    forget_users = choose_forget_users(users, fraction, seed)
+    sisa = sisa_shards(len(users), num_shards, seed)
+    receraser = receraser_shards(users, num_shards, seed)
+  return forget_users, np.isin(users, forget_users), sisa, receraser
+
+
 def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
   """All steps on a ratings table (user, item, rating, timestamp); `d` is config.data."""
   check_config(d)
   samples = build_samples(ratings, history_k=int(d.history_k), min_history=int(d.min_history),
                           num_samples=int(d.num_samples), label_threshold=float(d.label_threshold))
-  counts = split_counts(len(samples), [float(x) for x in d.split])
+  counts = split_counts(len(samples), [float(x) for x in d.split], protocol_of(d))
   if min(counts) <= 0:
     raise UserError(f'only {len(samples)} samples have >= {d.min_history} earlier ratings: too few for '
                     f'train/valid/test {counts}; lower config.data.min_history or use more data')

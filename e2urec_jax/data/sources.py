@@ -26,7 +26,8 @@ class RawData:
 
   ratings: user int64, item int64, rating float64, timestamp int64 (unix seconds).
   items:   item int64 (unique), title str, genres str ('|'-joined, '' if unknown), key str.
-  users:   user int64 (unique), profile str (one or more sentences, '' = none), key str.
+  users:   user int64 (unique), profile str (one or more sentences, '' = none), key str,
+           optionally subject str (the pronoun of the paper's prompt: 'he' / 'she').
   `key` is the id as the source file spells it (GoodReads user ids are hex strings and
   are numbered 1..n here); later commands map user-supplied ids through it.
   """

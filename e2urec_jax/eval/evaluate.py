@@ -88,8 +88,8 @@ def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
                                                         ref_nonmember['loss'])
     row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics}
     stats = artifacts.read_done(ctx.phase_dir(name)) or {}
-    for key in ('time_s', 'compile_s', 'trainable_params', 'trainable_fraction', 'checkpoint_bytes',
-                'peak_memory_bytes'):
+    for key in ('time_s', 'unlearn_time_s', 'compile_s', 'trainable_params', 'trainable_fraction',
+                'checkpoint_bytes', 'peak_memory_bytes'):
       row[key] = stats.get(key)
     row['phase'] = {k: v for k, v in stats.items() if k not in row}
     results['methods'][name] = row

@@ -27,7 +27,7 @@ def read_pairs(path: str) -> pd.DataFrame:
 
 
 def pair_prompts(config, pairs: pd.DataFrame, scratch: str) -> pd.DataFrame:
-  """Prompt pieces (profile, history titles/ratings, target title) of each pair, from the raw data."""
+  """Prompt pieces (profile, history titles/ratings, target title, subject) of each pair, from the raw data."""
   from e2urec_jax.data import read_source
   raw = read_source(config, scratch)
   users = raw.users.set_index('key')
@@ -47,13 +47,14 @@ def pair_prompts(config, pairs: pd.DataFrame, scratch: str) -> pd.DataFrame:
     user = users.loc[user_key]
     history = by_user.get_group(user['user']).tail(k) if user['user'] in by_user.groups else raw.ratings.iloc[:0]
     rows.append({'profile': user['profile'], 'history_titles': list(titles.loc[history['item']]),
-                 'history_ratings': list(history['rating']), 'target_title': items.loc[item_key, 'title']})
+                 'history_ratings': list(history['rating']), 'target_title': items.loc[item_key, 'title'],
+                 'subject': str(user.get('subject', ''))})
   return pd.DataFrame(rows), raw
 
 
 def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
   from e2urec_jax.data import encode, tokenizer as tokenizer_lib
-  from e2urec_jax.data.prompts import Template
+  from e2urec_jax.data.prompts import template_for
   from e2urec_jax.data.tokens import SplitArrays
   from e2urec_jax.eval.evaluate import score
   from e2urec_jax.train.inference import load_predictor
@@ -63,7 +64,7 @@ def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
     tok = tokenizer_lib.load_tokenizer(config.model, ctx.workdir)
     layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
     specials = tokenizer_lib.special_ids(tok, layout, decoder_start)
-    template = Template(layout, raw.item_noun, raw.verb, raw.rating_scale)
+    template = template_for(config.data.get('protocol', 'default'), layout, raw)
     enc = encode.encode_frame(frame, tok, template, layout=layout, specials=specials,
                               max_len=int(config.data.max_input_length), cache_file=os.path.join(scratch, 'p.arrow'),
                               progress=False, desc='tokenising pairs')

@@ -33,10 +33,12 @@ def ensure_augmented(ctx, callbacks=()) -> dict:
     return make_batch(ctx.data, 'train', sampling.batch_indices(forget, cfg.batch_size, batch_seed, step))
 
   plan = runner.PhasePlan(
-      name=AUGMENTED, kind=cfg.mode, step=ctx.train_step(common.ce_loss_fn, kind=cfg.mode), start=original,
+      name=AUGMENTED, kind=cfg.mode,
+      step=ctx.train_step(common.ce_loss_fn, kind=cfg.mode, max_grad_norm=cfg.max_grad_norm), start=original,
       trainable=trainable, frozen=frozen,
       batch_for_step=batch_for_step,
-      hparams_for_step=common.hparams(cfg.learning_rate), num_steps=cfg.steps, examples_per_step=cfg.batch_size,
+      hparams_for_step=common.hparams(cfg.learning_rate, cfg.weight_decay), num_steps=cfg.steps,
+      examples_per_step=cfg.batch_size,
       base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'), save='adapters' if cfg.mode == 'lora' else 'full')
   return runner.run_plan(ctx, plan, callbacks)
 

@@ -45,8 +45,8 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) ->
     return make_batch(ctx.data, 'train', sampling.batch_indices(indices, cfg.batch_size, batch_seed, step))
 
   plan = runner.PhasePlan(
-      name=name, kind=kind, step=ctx.train_step(ce_loss_fn, kind=kind), start=params, trainable=trainable,
-      frozen=frozen, batch_for_step=batch_for_step,
+      name=name, kind=kind, step=ctx.train_step(ce_loss_fn, kind=kind, max_grad_norm=cfg.max_grad_norm),
+      start=params, trainable=trainable, frozen=frozen, batch_for_step=batch_for_step,
       hparams_for_step=hparams(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps), num_steps=num_steps,
       examples_per_step=cfg.batch_size, base_dir=ctx.bundle.pretrained_dir, seed=seed_of('dropout'),
       save='full' if kind == 'full' else 'merged', validate=validate,

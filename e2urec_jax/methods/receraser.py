@@ -73,7 +73,7 @@ def unlearn_receraser(ctx, name, section, seed, callbacks=()) -> dict:
 
 SPEC = register(MethodSpec(
     name='receraser',
-    summary='balanced user-disjoint shards; shard models use the train recipe (config.train)',
+    summary='user-disjoint shards (data.protocol: balanced, or the paper\'s chunks); shard models use config.train',
     defaults={
         'aggregate': 'attention',  # 'attention' (learned on retained data) or 'mean'.
         'attention_steps': 200,  # Steps training the aggregation weights.

@@ -54,12 +54,13 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   else:
     trainable = ctx.new_adapters(original, seed_of('init'))
   extra_hp = spec.hparams(ctx, section) if spec.hparams is not None else (lambda step: {})
-  base_hp = common.hparams(section.learning_rate)
+  un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
+  base_hp = common.hparams(section.learning_rate, un.weight_decay)
   static = spec.static(ctx, section) if spec.static is not None else {}
   examples = spec.examples_per_step(section) if spec.examples_per_step else 2 * section.batch_size
   plan = runner.PhasePlan(
-      name=name, kind=spec.trainable, step=ctx.train_step(spec.loss, **static), start=original,
-      trainable=trainable, frozen=frozen, batch_for_step=spec.batches(ctx, section, seed_of),
+      name=name, kind=spec.trainable, step=ctx.train_step(spec.loss, max_grad_norm=un.max_grad_norm, **static),
+      start=original, trainable=trainable, frozen=frozen, batch_for_step=spec.batches(ctx, section, seed_of),
       hparams_for_step=lambda step: {**base_hp(step), **extra_hp(step)}, num_steps=section.steps,
       examples_per_step=examples, base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'),
       save='full' if spec.trainable == 'full' else 'adapters', prior=prior,

@@ -14,7 +14,7 @@ def train_shards(ctx, name: str, shard_of: np.ndarray, seed: int, callbacks=()) 
   """Trains shard k (the model '<name>/shard<k>') on its samples minus the forget set where it holds forget data."""
   is_forget = ctx.data.splits['train'].is_forget
   num_shards = int(shard_of.max()) + 1
-  time_s = compile_s = 0.0
+  time_s = compile_s = loop_s = 0.0
   size = 0
   shard_names, affected = [], []
   for k in range(num_shards):
@@ -26,19 +26,25 @@ def train_shards(ctx, name: str, shard_of: np.ndarray, seed: int, callbacks=()) 
     if hit:
       time_s += stats['time_s']
       compile_s += stats['compile_s']
+      loop = stats.get('unlearn_time_s')  # (None in done.json written before the field existed)
+      loop_s = None if loop is None or loop_s is None else loop_s + loop
       affected.append(k)
     size += artifacts.dir_bytes(ctx.model_dir(shard))
     shard_names.append(shard)
-  totals = {'time_s': time_s, 'compile_s': compile_s, 'checkpoint_bytes': size, 'affected_shards': affected,
-            'num_shards': num_shards}
+  totals = {'time_s': time_s, 'compile_s': compile_s, 'unlearn_time_s': loop_s, 'checkpoint_bytes': size,
+            'affected_shards': affected, 'num_shards': num_shards}
   return totals, shard_names
 
 
 def finish_sharded(ctx, name: str, totals: dict, extra_time_s: float = 0.0) -> dict:
-  """Writes the shard method's stats: the retraining of its affected shards is its cost."""
+  """Writes the shard method's stats: the retraining of its affected shards is its cost
+  (time_s: whole; unlearn_time_s: their training loops), plus `extra_time_s` in both (RecEraser's
+  aggregation: the shards' features and the attention's training)."""
   num_base = ctx.bundle.num_base_params
+  loop_s = totals.get('unlearn_time_s')
   stats = {
-      'time_s': totals['time_s'] + extra_time_s, 'compile_s': totals['compile_s'], 'steps': None,
+      'time_s': totals['time_s'] + extra_time_s, 'compile_s': totals['compile_s'],
+      'unlearn_time_s': None if loop_s is None else loop_s + extra_time_s, 'steps': None,
       'trainable_params': num_base * len(totals['affected_shards']),
       'trainable_fraction': float(len(totals['affected_shards'])),
       'checkpoint_bytes': totals['checkpoint_bytes'],

@@ -173,14 +173,17 @@ class RunContext:
     return mesh_lib.put_frozen(tree, self.mesh)
 
   # ------------------------------------------------------------ steps
-  def train_step(self, loss_builder, **static):
-    """The compiled train step of loss_builder(model, **static), built once per context.
+  def train_step(self, loss_builder, *, max_grad_norm: float | None = None, **static):
+    """The compiled train step of loss_builder(model, **static), built once per context, with
+    gradients clipped to `max_grad_norm` (0 = no clipping; None = steps.MAX_GRAD_NORM).
 
     The cache key is what the step closes over: the builder and its keyword arguments (the
-    compile-time switches), so a new switch can never silently reuse an old step."""
+    compile-time switches) and the clipping bound, so a new switch can never silently reuse an
+    old step."""
     from e2urec_jax.train import steps
-    key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())))
-    return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh))
+    clip = steps.MAX_GRAD_NORM if max_grad_norm is None else float(max_grad_norm)
+    key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())), clip)
+    return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh, clip))
 
   def compiled(self, key, build):
     """build() once per key (evaluation functions, train steps)."""

@@ -79,6 +79,10 @@ class PhaseResult:
   best_valid: float | None = None
   stopped_early: bool = False
   final_loss: float | None = None
+  # The training loop alone, the original code's accounting: steps and data loading, without
+  # compilation, validation, checkpoint saves or callbacks (time_s has them all).
+  loop_s: float = 0.0
+  loop_best_s: float | None = None  # loop_s when the kept (best-valid) model was checked; None without validation
 
 
 def _copy(tree):
@@ -172,7 +176,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   state = {'trainable': _copy(trainable), 'opt_state': opt_state}
   if validate is not None:
     state['best'] = _copy(trainable)
-  meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False}
+  meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False,
+          'loop_s': 0.0, 'loop_best_s': None}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     state = mesh_lib.put_replicated(state, mesh)
@@ -184,6 +189,14 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   base_key = jax.random.key(seed)
   t_session = time.perf_counter()
   t_start = t_session - float(meta['elapsed_s'])  # phase time counts across resumes
+  loop_before = float(meta.get('loop_s') or 0.0)  # (a checkpoint written before loop_s existed: 0)
+  t_loop = time.perf_counter()
+  outside_loop = 0.0  # this session's validation, checkpoint saves and callbacks
+
+  def loop_now():
+    """Seconds of training loop so far (the loop's time: no compile, validation, saves, callbacks)."""
+    return (loop_before + time.perf_counter() - t_loop - outside_loop
+            - (step_fn.compile_s - compile_before))
   bar = tqdm(total=num_steps, initial=start_step, desc=name, disable=not config.progress,
              dynamic_ncols=True, leave=True)
   pending = []  # (step, device metrics) not yet fetched: fetched in groups, no per-step sync
@@ -214,14 +227,16 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     pending = []
 
   def save(step_now):
-    nonlocal last_saved
+    nonlocal last_saved, outside_loop
     flush(step_now)
+    t_save = time.perf_counter()
     saved = {'trainable': trainable, 'opt_state': opt_state}
     if best is not None:
       saved['best'] = best
-    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start)
+    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start, loop_s=loop_now())
     ckpt.save(step_now, saved, meta)
     last_saved = step_now
+    outside_loop += time.perf_counter() - t_save
 
   try:
     while not stop and step < num_steps:
@@ -241,6 +256,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         flush(step)
       if validate is not None and eval_every and (step % eval_every == 0 or step == num_steps):
         flush(step)
+        loop_at_check, t_valid = loop_now(), time.perf_counter()
         valid = float(validate(trainable))
         if not math.isfinite(valid):
           raise UserError(f'{name}: validation loss became non-finite ({valid}) at step {step} of {num_steps}; '
@@ -249,21 +265,21 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         log.write(step, {'valid_loss': valid})
         if valid < meta['best_valid']:
           meta['best_valid'], meta['bad_evals'], best = valid, 0, _copy(trainable)
+          meta['loop_best_s'] = loop_at_check
         else:
           meta['bad_evals'] += 1
           if meta['bad_evals'] > patience:
             stop = meta['stopped'] = True
+        outside_loop += time.perf_counter() - t_valid
       if step % every == 0 or step == num_steps or stop:
         save(step)
       if callbacks:
         event = StepEvent(phase=name, step=step, num_steps=num_steps, trainable=trainable,
                           model=None if model is None else (lambda t=trainable: model(t)), ctx=ctx)
-        t_hooks = time.perf_counter()
+        t_callbacks = time.perf_counter()
         for cb in callbacks:
           cb.after_step(event)
-        hooks_s = time.perf_counter() - t_hooks  # measuring the model is not part of its cost
-        t_start += hooks_s
-        t_session += hooks_s
+        outside_loop += time.perf_counter() - t_callbacks
     flush(step)
   finally:
     bar.close()
@@ -276,4 +292,5 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       trainable=final, steps=step, time_s=elapsed, compile_s=step_fn.compile_s - compile_before,
       examples_per_s=done_steps * examples_per_step / max(time.perf_counter() - t_session, 1e-9),
       best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
-      final_loss=last_loss)
+      final_loss=last_loss, loop_s=max(0.0, loop_now()),
+      loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']))

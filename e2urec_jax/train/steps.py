@@ -5,7 +5,9 @@ Only `trainable` is differentiated and only it has optimizer state (both replica
 FSDP-sharded over the mesh's 'model' axis (`Context.put_frozen`) or replicated, so its
 `in_shardings` are a pytree read off the argument when the step is lowered. Learning rate
 and weight decay are inputs (`hp`), not constants, so methods that differ only in them
-share one compiled step.
+share one compiled step. The gradient clipping bound is a compile-time constant
+(config.{train,augment,unlearn}.max_grad_norm, 0 = no clipping): the default 1.0 compiles the
+very step it always did, so results under it do not move by a bit.
 """
 import jax
 import optax
@@ -13,14 +15,17 @@ import optax
 from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train.loop import TimedJit
 
-MAX_GRAD_NORM = 1.0  # as the Hugging Face Trainer the original code used
+# The configs' default bound (the Hugging Face Trainer's). The original E2URec code does not use
+# that Trainer and never clips: its configs set max_grad_norm = 0.
+MAX_GRAD_NORM = 1.0
 REPLICATED, BATCH, FROZEN = 'replicated', 'batch', 'frozen'  # argument kinds of PlacedJit
 
 
-def make_optimizer() -> optax.GradientTransformation:
-  return optax.chain(
-      optax.clip_by_global_norm(MAX_GRAD_NORM),
-      optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0))
+def make_optimizer(max_grad_norm: float = MAX_GRAD_NORM) -> optax.GradientTransformation:
+  """AdamW after clipping the gradient's global norm to `max_grad_norm` (0: no clipping; the
+  identity has the same empty state, so the optimizer state's structure never changes)."""
+  clip = optax.clip_by_global_norm(max_grad_norm) if max_grad_norm > 0 else optax.identity()
+  return optax.chain(clip, optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=0.0))
 
 
 def init_opt_state(trainable):
@@ -68,9 +73,10 @@ class PlacedJit:
     return self._jit_for(args)(*args)
 
 
-def make_train_step(loss_fn, mesh) -> TimedJit:
-  """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars)."""
-  optimizer = make_optimizer()
+def make_train_step(loss_fn, mesh, max_grad_norm: float = MAX_GRAD_NORM) -> TimedJit:
+  """loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux dict of scalars); gradients
+  clipped to the global norm `max_grad_norm` (0 = not clipped; `grad_norm` is the norm before)."""
+  optimizer = make_optimizer(float(max_grad_norm))
 
   def step(trainable, opt_state, frozen, batch, rng, hp):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch, rng, hp)
