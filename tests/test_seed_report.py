@@ -49,7 +49,7 @@ def test_reseeded_changes_the_forget_set_and_nothing_else(tmp_path):
 def _row(sym_kl, jsd, auc, time_s):
   return {'test': {'auc': auc, 'logloss': 0.5, 'acc': 0.7},
           'forget': {k: 0.1 for k in report.FORGET_KEYS} | {'sym_kl': sym_kl, 'jsd': jsd},
-          'time_s': time_s, 'compile_s': 1.0, 'trainable_params': 10, 'trainable_fraction': 0.1,
+          'time_s': time_s, 'unlearn_time_s': time_s, 'compile_s': 1.0, 'trainable_params': 10, 'trainable_fraction': 0.1,
           'checkpoint_bytes': 100, 'peak_memory_bytes': None}
 
 

@@ -202,6 +202,9 @@ def markdown_sections(results: dict) -> list[str]:
   return out
 
 
+PALETTE = ('tab:blue', 'tab:orange', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:olive', 'tab:cyan', 'tab:gray')
+
+
 def plot_trajectories(results: dict, order=()):
   """Distance to retrain (symKL) and forget AUC against step, one line per method (mean over
   seeds, each seed faint), the noise floor as a band and retrain's forget AUC as a line."""
@@ -213,9 +216,9 @@ def plot_trajectories(results: dict, order=()):
   for by_method in (results.get('trajectories') or {}).values():
     for name, points in by_method.items():
       by_name.setdefault(name, []).append(points)
-  colors = {}
-  for i, name in enumerate(report.ordered_methods(list(by_name), order)):
-    color = colors.setdefault(name, 'tab:red' if name == E2UREC else f'C{i % 10}')
+  palette = iter(PALETTE * 4)  # red is E2URec's, green the noise floor's
+  for name in report.ordered_methods(list(by_name), order):
+    color = 'tab:red' if name == E2UREC else next(palette)
     runs = by_name[name]
     for points in runs:
       for ax, key in ((ax_d, 'sym_kl'), (ax_a, 'forget_auc')):
@@ -223,7 +226,7 @@ def plot_trajectories(results: dict, order=()):
     steps = sorted(set.intersection(*[{p['step'] for p in points} for points in runs]))
     for ax, key in ((ax_d, 'sym_kl'), (ax_a, 'forget_auc')):
       mean = [np.mean([next(p.get(key, np.nan) for p in points if p['step'] == st) for points in runs]) for st in steps]
-      ax.plot(steps, mean, color=color, lw=2, label=f'{name} ({len(runs)} seed{"s" * (len(runs) > 1)})')
+      ax.plot(steps, mean, color=color, lw=2, marker='o', ms=3, label=f'{name} ({len(runs)} seed{"s" * (len(runs) > 1)})')
   floor = results.get('noise_floor') or {}
   floors = [f['sym_kl'] for f in floor.get('seeds') or [floor] if report._is_number(f.get('sym_kl'))]
   if floors:
@@ -235,9 +238,9 @@ def plot_trajectories(results: dict, order=()):
       if math.isfinite(value):
         (ax_d if name == ORIGINAL else ax_a).axhline(value, color='gray', ls=style, lw=1,
                                                    label=f'{name}' + (' forget AUC' if name == RETRAIN else ''))
-  ax_d.set(xlabel='step', ylabel='forget symKL to retrained model', title='Distance to retrain while unlearning')
+  ax_d.set(xlabel='step', ylabel='forget symKL to retrained model (log)', title='Distance to retrain while unlearning')
   ax_a.set(xlabel='step', ylabel='forget AUC', title='Forget AUC (below retrain\'s = overshoot)')
-  ax_d.set_ylim(bottom=0)
+  ax_d.set_yscale('log')  # methods that diverge (NegGrad) sit decades above the others
   for ax in (ax_d, ax_a):
     if ax.lines:
       ax.legend(fontsize=7, loc='best')
