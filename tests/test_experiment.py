@@ -65,16 +65,24 @@ def test_every_seed_runs_the_whole_experiment(demo_run):
 
 
 def test_the_story_holds_on_the_seed_means(demo_run):
-  """What holds over seeds with margin (margins measured against the seed spread; see the
-  closing lines): the original memorised the forget users; E2URec keeps test AUC and trains
-  adapters only; NegGrad ends far from the retrained model."""
+  """What held on every seed we ran, asserted on the two seeds' means with margin. Per-seed
+  values over seeds 42-45 of this variant and 42-44 of the full demo: the original's forget AUC
+  above retrain's by 0.11-0.26; E2URec's symKL 5-20x below NegGrad's; Bad-T's forget AUC below
+  retrain's by 0.16-0.32 (overshoot); E2URec's test AUC within -0.035..+0.006 of the
+  original's, its forget AUC below the original's by 0.02-0.15. Not asserted, because it does
+  not hold on every seed: E2URec closer to retrain than the original or than Bad-T."""
   from e2urec_jax import runtime
   _, workdir = demo_run
   results = runtime.read_json(os.path.join(workdir, 'results.json'))
   methods = results['methods']
   assert methods['original']['test']['auc'] >= 0.6
   assert methods['retrain']['forget']['jsd'] == 0
-  MARGINS_PLACEHOLDER
+  mean = lambda name, group, key: np.mean([row[group][key] for row in methods[name]['seeds']])  # noqa: E731
+  assert mean('original', 'forget', 'auc') > mean('retrain', 'forget', 'auc') + 0.08  # it memorised them
+  assert mean('e2urec', 'forget', 'sym_kl') < 0.5 * mean('neggrad', 'forget', 'sym_kl')
+  assert mean('badt', 'forget', 'auc') < mean('retrain', 'forget', 'auc') - 0.08  # Bad-T overshoots
+  assert mean('e2urec', 'test', 'auc') > mean('original', 'test', 'auc') - 0.06
+  assert mean('e2urec', 'forget', 'auc') < mean('original', 'forget', 'auc')
   # E2URec trains adapters only: far fewer parameters than the full-parameter baselines.
   assert methods['e2urec']['trainable_params'] < methods['neggrad']['trainable_params']
   assert methods['e2urec']['checkpoint_bytes'] < methods['neggrad']['checkpoint_bytes']
