@@ -5,8 +5,9 @@
 
 Sizes: tiny (T5, d_model 128, 2+2 layers, T5's real 32,128-token vocabulary), small (t5-small),
 base (t5-base), llama135m (SmolLM2-135M shape). Weights are random: speed does not depend on
-them. Any field of `bench` below can be set the same way, and `dropout` and `remat` set the
-model's (remat=true lets the 30-layer Llama train at batch 64 on one GPU).
+them. Any field of `bench` below can be set the same way, and `dropout`, `remat` and the speed
+options `attention`, `attention_dropout`, `remat_policy`, `scan_unroll`, `dropout_seeds` set the model's
+(remat=true lets the 30-layer Llama train at batch 64 on one GPU).
 """
 import ml_collections
 
@@ -28,7 +29,8 @@ def get_config(arg: str = ''):
   b.what = 'e2urec_step,train_step,eval'  # Which of our measurements to run ('+' between, on the command line).
   b.profile = ''  # A folder: also trace 3 E2URec steps there and print where device time goes.
   c.model.dropout = 0.1  # Training-mode dropout as the original runs (T5 dropout_rate 0.1).
-  model_options = {'dropout': c.model, 'remat': c.model}  # Model fields the bench may override.
+  model_options = {k: c.model for k in ('dropout', 'remat', 'attention', 'attention_dropout', 'remat_policy',
+                                        'scan_unroll', 'dropout_seeds')}  # Model fields the bench may override.
   for item in filter(None, arg.split(',')):
     key, _, value = item.partition('=')
     section = model_options.get(key, b)

@@ -5,7 +5,7 @@ Each takes a validated config (config.validate) and the workdir; commands that t
 """
 import os
 
-from e2urec_jax import distributed
+from e2urec_jax import distributed, storage
 from e2urec_jax.errors import UserError
 
 
@@ -55,12 +55,18 @@ def run(config, workdir: str, *, callbacks=()) -> None:
   run_experiment(config, workdir, callbacks=callbacks)
 
 
+def sequence(config, workdir: str, *, callbacks=()) -> None:
+  """Deletion requests one after another (config.sequence), each method scored against retraining (sequence.py)."""
+  from e2urec_jax.sequence import run_sequence
+  run_sequence(config, workdir, callbacks=callbacks)
+
+
 def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   """Scores `model` (default: every finished model of the workdir) against the retrained one."""
   from e2urec_jax.eval.evaluate import available_models, write_results
   from e2urec_jax.methods import spec
   from e2urec_jax.train.paths import run_paths
-  if not os.path.isdir(run_paths(workdir).model_dir('retrain')):
+  if not storage.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
   from e2urec_jax.config import experiment_seeds
   if model is None and len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
@@ -70,7 +76,7 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
     ctx = _open(config, workdir)
     write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
   if distributed.is_primary():
-    print(open(os.path.join(os.path.abspath(workdir), 'results.md')).read())
+    print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None) -> None:
@@ -81,7 +87,10 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
   out['p_yes'] = p_yes
-  if output:
+  if output and storage.is_remote(output):
+    storage.write_bytes(output, out.to_csv(index=False).encode())
+    print(f'wrote {len(out)} predictions of {name} to {output}')
+  elif output:
     tmp = output + '.tmp'
     out.to_csv(tmp, index=False)
     os.replace(tmp, output)
@@ -90,12 +99,21 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     print(out.to_csv(index=False), end='')
 
 
-def export(config, workdir: str, *, output: str | None, model: str | None = None) -> None:
-  """`model` (default e2urec) as one Hugging Face folder at `output`, adapters merged in."""
-  from e2urec_jax.eval.export import export_model
+def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:
+  """`model` (default e2urec) at `output`: one Hugging Face folder, adapters merged in (fmt 'merged',
+  the default), or its adapters as a Hugging Face PEFT folder with their base in `output`/base ('peft')."""
+  from e2urec_jax.eval.export import FORMATS, export_model, export_peft_model
+  fmt = fmt or 'merged'
+  if fmt not in FORMATS:
+    raise UserError(f'--format={fmt!r}: must be one of {", ".join(FORMATS)}')
   if not output:
     raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
   name = model or 'e2urec'
+  if fmt == 'peft':
+    out = export_peft_model(_open(config, workdir), name, output)
+    print(f'exported {name} to {output} as PEFT adapters (adapter_config.json, adapter_model.safetensors); '
+          f'their base model in {out}/base: PeftModel.from_pretrained(<base>, {output!r}) loads them')
+    return
   export_model(_open(config, workdir), name, output)
   print(f'exported {name} to {output} (Hugging Face layout: config.json, model.safetensors, tokenizer)')
 
@@ -103,6 +121,7 @@ def export(config, workdir: str, *, output: str | None, model: str | None = None
 def bench(config, workdir: str) -> None:
   """Times our steps (and the PyTorch reference); needs configs/bench.py."""
   from e2urec_jax.bench import run_bench
+  storage.require_local(workdir, 'bench', 'it writes profiler traces and timings next to the XLA cache')
   run_bench(config, workdir)
 
 

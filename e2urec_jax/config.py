@@ -52,6 +52,7 @@ def default_config() -> ConfigDict:
   d.num_samples = 100_000  # Keep the last N samples in global time order.
   d.split = (0.6, 0.2, 0.2)  # train/valid/test fractions, in time order.
   d.forget_fraction = 0.2  # Fraction of train users whose train samples form the forget set.
+  d.forget_selection = 'random'  # Who they are: 'random', 'core' (most train samples) or 'edge' (fewest).
   d.num_shards = 4  # SISA random shards and RecEraser user shards.
   # How the seed draws the forget users and shards, and which prompt (data/protocol.py, prompts.py):
   # 'paper' = the original code's draws (Python `random` shuffle of the users, per-sample random SISA
@@ -103,6 +104,12 @@ def default_config() -> ConfigDict:
   m.base_dtype = 'float32'  # Storage dtype of the frozen base ('bfloat16' to fit large models).
   m.dropout = 0.1  # Model dropout while training (T5's dropout_rate).
   m.remat = False  # Rematerialise each layer in the backward pass (memory for compute).
+  # Speed options (models/attention.py, docs/GPU.md); the defaults are the original paths.
+  m.attention = 'einsum'  # 'einsum' (fp32 probabilities) | 'xla' (jax.nn.dot_product_attention) | 'cudnn'.
+  m.attention_dropout = -1.0  # On attention probabilities in training; -1 = the model's rate; 0 = fused kernels.
+  m.remat_policy = 'nothing'  # With remat: 'nothing' kept, 'dots' (projection/MLP outputs) or 'dots_all' (all matmuls).
+  m.scan_unroll = 0  # Layers unrolled per layer-scan iteration; 0 = all on CPU, 1 (a rolled loop) on accelerators.
+  m.dropout_seeds = 'bits'  # Dropout mask seeds: 'bits' (drawn per site) or 'key' (the site key's words; less HLO).
 
   # ----------------------------------------------------------- LoRA
   c.lora = lo = ConfigDict()  # Adapters of the E2URec student (and LoRA training elsewhere).
@@ -110,6 +117,8 @@ def default_config() -> ConfigDict:
   lo.alpha = 32.0  # lora_alpha; adapters are scaled by alpha / r.
   lo.dropout = 0.05  # Dropout on the adapter input.
   lo.targets = ''  # Comma-separated module names; '' = family default (T5 'q,v'; Llama 'q_proj,v_proj').
+  lo.init_from = ''  # A PEFT LoRA folder (PeftModel.save_pretrained); '' = phases start from fresh adapters.
+  lo.init_phases = 'e2urec'  # Phases that start from init_from: LoRA methods, augmented, original, retrain, shards.
 
   # ---------------------------------------- original model and retrain recipe
   c.train = tr = ConfigDict()  # Instruction tuning of the LLMRec on train (original) or retain (retrain).
@@ -150,6 +159,13 @@ def default_config() -> ConfigDict:
   sw.ablations = ''  # 'no_forget_teacher,no_remember_teacher'.
   sw.seeds = ''  # e.g. '1,2': the unlearning methods alone again under other seeds, on the same original.
 
+  # ---------------------------------------------- sequential requests (`sequence`)
+  c.sequence = sq = ConfigDict()  # Deletion requests one after another (e2urec_jax/sequence.py); opt-in.
+  sq.requests = 5  # Requests in the sequence, dealt from the forget users (data.forget_fraction, forget_selection).
+  sq.fraction = 0.04  # Users per request, as a fraction of the train users (requests x fraction <= forget_fraction).
+  sq.retrain_every = 1  # Retrain the reference after every N-th request (and the last); distances only there.
+  sq.methods = 'e2urec,neggrad,badt'  # Methods serving the requests (chainable ones); retrain is always reported.
+
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
   ev.batch_size = 64  # Samples per evaluation batch.
@@ -179,6 +195,8 @@ def default_config() -> ConfigDict:
 # One rule per field (e2urec_jax/rules.py); a method's own fields take its spec's rules.
 # `validate` runs in main before any work, so a bad value costs seconds, not a training run.
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
+# Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
+INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
 RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'repeat_methods': rules.TEXT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
@@ -190,6 +208,7 @@ RULES = {
     'data.forget_fraction': rules.number(0, 1, low_open=True, high_open=True),
     'data.num_shards': rules.POSITIVE_INT, 'data.protocol': rules.one_of('default', 'paper'),
     'data.max_input_length': rules.POSITIVE_INT,
+    'data.forget_selection': rules.one_of('random', 'core', 'edge'),
     'data.bucket_lengths': rules.sequence(rules.POSITIVE_INT), 'data.goodreads_genre': rules.TEXT,
     'data.synthetic.seed': rules.NON_NEGATIVE_INT, 'data.synthetic.num_users': rules.integer(2),
     'data.synthetic.num_items': rules.integer(10),
@@ -206,8 +225,13 @@ RULES = {
                                                     'gated-silu'),
     'model.dtype': _DTYPES, 'model.base_dtype': _DTYPES, 'model.dropout': rules.PROBABILITY,
     'model.remat': rules.BOOLEAN,
+    'model.attention': rules.one_of('einsum', 'xla', 'cudnn'),
+    'model.attention_dropout': rules.Rule(lambda x: x == -1 or rules.PROBABILITY(x) is None,
+                                          "-1 (the model's dropout rate) or a finite number >= 0 and < 1"),
+    'model.remat_policy': rules.one_of('nothing', 'dots', 'dots_all'), 'model.scan_unroll': rules.NON_NEGATIVE_INT,
+    'model.dropout_seeds': rules.one_of('bits', 'key'),
     'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
-    'lora.targets': rules.TEXT,
+    'lora.targets': rules.TEXT, 'lora.init_from': rules.TEXT,  # lora.init_phases: _method_rules (names methods)
     'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,
     'train.weight_decay': rules.NON_NEGATIVE, 'train.batch_size': rules.POSITIVE_INT,
     'train.epochs': rules.POSITIVE_INT, 'train.max_steps': rules.NON_NEGATIVE_INT,
@@ -223,6 +247,8 @@ RULES = {
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
     'eval.trajectory_every': rules.NON_NEGATIVE_INT, 'eval.trajectory_test_samples': rules.POSITIVE_INT,
+    'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
+    'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,
     'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
     # configs/bench.py's section (the `bench` command).
@@ -238,8 +264,11 @@ RULES = {
 
 def _method_rules() -> dict:
   names = method_spec.names()
+  lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*names),
-         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True)}
+         'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
+         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True),
+         'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True)}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
   return out
@@ -279,6 +308,10 @@ def validate(config) -> None:
   split = tuple(config.data.split)
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
+  _check_init_phases(config)
+  if config.data.forget_selection != 'random' and config.data.protocol == 'paper':
+    raise UserError(f"config.data.forget_selection={config.data.forget_selection!r} needs config.data.protocol="
+                    "'default' (the paper's draws are random); set one of them back")
   s = config.model.scratch
   heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
@@ -290,14 +323,31 @@ def experiment_seeds(config) -> list:
   """The seeds `run` repeats the experiment over: config.seeds, or [config.seed]."""
   listed = [int(x) for x in rules.split_list(config.get('seeds', '') or '')]
   return listed or [int(config.seed)]
+def _check_init_phases(config) -> None:
+  """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
+  from e2urec_jax import storage
+  from e2urec_jax.errors import UserError
+  lo = config.lora
+  if not lo.init_from:
+    return
+  if not storage.exists(storage.join(lo.init_from, 'adapter_config.json')):
+    raise UserError(f'config.lora.init_from={lo.init_from!r}: no adapter_config.json there; pass a folder '
+                    'written by PeftModel.save_pretrained (or `export --format=peft`)')
+  modes = {'original': ('train.mode', config.train.mode), 'retrain': ('train.mode', config.train.mode),
+           'shards': ('train.mode', config.train.mode), 'augmented': ('augment.mode', config.augment.mode)}
+  for phase in rules.split_list(lo.init_phases):
+    if phase in modes and modes[phase][1] != 'lora':
+      key, mode = modes[phase]
+      raise UserError(f'config.lora.init_phases={lo.init_phases!r}: {phase} trains full weights here '
+                      f'(config.{key}={mode!r}), so it has no adapters to start from lora.init_from; '
+                      f'drop it or pass --config.{key}=lora')
 
 
 def load_saved(workdir: str):
   """The config a run was prepared with (<workdir>/config.json, over today's defaults), or None."""
-  import os
-  from e2urec_jax import runtime
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  from e2urec_jax import runtime, storage
+  path = storage.join(workdir, 'config.json')
+  if not storage.exists(path):
     return None
   config = default_config()
   _update(config, runtime.read_json(path), path)

@@ -12,7 +12,7 @@ import os
 import time
 
 from e2urec_jax import config as config_lib
-from e2urec_jax import distributed, rules
+from e2urec_jax import distributed, rules, storage
 from e2urec_jax.eval import seed_report
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
@@ -70,11 +70,27 @@ def evaluate_seeds(config, workdir) -> dict:
   return seed_report.write(first, per_seed, order=spec.report_order())
 
 
+def opening_line(config, workdir: str, names, seeds=()) -> str:
+  """`run`'s first line: what it trains, on what data and devices, where its results go."""
+  import jax
+  m = config.model
+  model = m.name_or_path or (f'a {m.scratch.family} from scratch ({m.scratch.num_layers} layers, '
+                             f'd_model {m.scratch.d_model})')
+  devices = jax.devices()
+  return (f'run: {config.data.source} data, {model}, {len(devices)} {devices[0].platform} device'
+          f'{"s" if len(devices) > 1 else ""}; models {", ".join(names)}; '
+          + (f'seeds {", ".join(map(str, seeds))} (the whole experiment per seed); ' if len(seeds) > 1 else '')
+          + f'workdir {workdir} '
+          '(phases already finished there are kept)')
+
+
 def run_experiment(config, workdir, *, callbacks=()):
   """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
   seeds = config_lib.experiment_seeds(config)
+  if distributed.is_primary():
+    print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows], seeds))
   config.seed = seeds[0]
   first = context.open_run(config, paths.run_paths(workdir))
   if len(seeds) == 1:
@@ -91,5 +107,5 @@ def run_experiment(config, workdir, *, callbacks=()):
     seed_report.write(first, per_seed, order=spec.report_order())
   if not distributed.is_primary():  # process 0 wrote the report
     return
-  print(open(os.path.join(first.workdir, 'results.md')).read())
+  print(storage.read_text(os.path.join(first.workdir, 'results.md')))
   print(f'run finished in {time.perf_counter() - start:.0f}s; results in {first.workdir}/results.json')

@@ -202,16 +202,7 @@ def base_for(workdir: str, version: int) -> str:
   if not os.path.isdir(prev):
     raise UserError(f'{prev} is missing: the versions of {workdir} are broken; restore it (forget versions build '
                     'on each other)')
-  if not artifacts.is_adapter_dir(prev):
-    return prev
-  merged = os.path.join(prev, 'merged')
-  if not os.path.exists(os.path.join(merged, 'config.json')):
-    import jax
-    from e2urec_jax.models import lora
-    adapters, meta = artifacts.load_adapters(prev)
-    model, base = artifacts.load_full(meta['base_dir'])
-    artifacts.save_full(model, jax.device_get(lora.merge(base, adapters, meta['alpha'] / meta['r'])), merged)
-  return merged
+  return artifacts.full_weights_dir(prev)
 
 
 def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
@@ -244,7 +235,10 @@ def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
 def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
           callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
+  from e2urec_jax import storage
   from e2urec_jax.methods import spec
+  storage.require_local(workdir, 'forget', 'its request lock (flock) and its secret salt (an owner-only file) '
+                        'need a local file system')
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
   method = config.unlearn.method

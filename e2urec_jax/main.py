@@ -23,14 +23,16 @@ COMMANDS = {
     'evaluate': ('evaluate', 'score every model in the workdir', {'model': 'model'}),
     'predict': ('predict', 'score (user, item) pairs from a CSV', {'input': 'input', 'output': 'output',
                                                                    'model': 'model'}),
-    'export': ('export', 'write a merged Hugging Face folder', {'output': 'output', 'model': 'model'}),
+    'export': ('export', 'write a merged Hugging Face (or a PEFT) folder', {'output': 'output', 'model': 'model',
+                                                                           'format': 'fmt'}),
     'run': ('run', 'the whole experiment, resuming finished phases', {}),
+    'sequence': ('sequence', 'deletion requests one after another vs retraining', {}),
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
                                                                      'interactions': 'interactions'}),
 }
-TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'forget')  # commands that take callbacks
-COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model')
+TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'sequence', 'forget')  # commands that take callbacks
+COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format')
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file: configs/<name>.py[:arg].', lock_config=True)
@@ -39,6 +41,8 @@ flags.DEFINE_string('users', None, 'forget: user ids (comma-separated) or a file
 flags.DEFINE_string('interactions', None, 'forget: CSV of user_id,item_id pairs to forget.')
 flags.DEFINE_string('input', None, 'predict: CSV with user_id,item_id columns.')
 flags.DEFINE_string('output', None, 'predict/export: where to write.')
+flags.DEFINE_string('format', None, 'export: merged (default; adapters folded into the weights) or peft '
+                    '(a Hugging Face PEFT adapter folder, its base model in <output>/base).')
 flags.DEFINE_string('model', None, 'evaluate/predict/export: model name in the workdir (original, e2urec, ...).')
 
 
@@ -81,11 +85,7 @@ def main(argv, callbacks=()):
   if stray:
     print(f'error: {", ".join(stray)} is not an option of {command}', file=sys.stderr)
     sys.exit(2)
-  workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded
-  if workdir.startswith('gs://'):
-    print('error: --workdir must be a local folder; on a TPU VM mirror it to a bucket with tpu/sync.sh '
-          '(or launch.sh SYNC_TO=gs://...)', file=sys.stderr)
-    sys.exit(2)
+  workdir = os.path.expanduser(_WORKDIR.value or '')  # '--workdir=~/x' reaches us unexpanded (gs://... too)
   if not workdir:
     print('error: --workdir is required (the run directory)', file=sys.stderr)
     sys.exit(2)
@@ -124,7 +124,18 @@ def _load_workdir_config(workdir):
   return mod.get_config()
 
 
+# Library noise the command line silences (a variable the user set wins): transformers' advice
+# "PyTorch was not found..." (irrelevant to a JAX run) and its warnings below errors, and the
+# datasets library's below errors. Progress bars stay; errors still print.
+QUIET_ENV = {'TRANSFORMERS_NO_ADVISORY_WARNINGS': '1', 'TRANSFORMERS_VERBOSITY': 'error',
+             'DATASETS_VERBOSITY': 'error'}
+
+
 def run_cli(callbacks=()):
+  for key, value in QUIET_ENV.items():  # before anything imports transformers or datasets
+    os.environ.setdefault(key, value)
+  if hasattr(sys.stdout, 'reconfigure'):  # our lines reach a log in order with the bars on stderr
+    sys.stdout.reconfigure(line_buffering=True)
   logging.set_verbosity(logging.WARNING)
   app.run(functools.partial(main, callbacks=callbacks), flags_parser=_parse)
 

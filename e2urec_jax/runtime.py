@@ -12,6 +12,7 @@ import tempfile
 
 import ml_collections
 
+from e2urec_jax import storage
 from e2urec_jax.errors import UserError
 
 
@@ -43,8 +44,24 @@ def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+def interactive() -> bool:
+  """True when progress bars redraw in place: a terminal, or a notebook (tqdm.auto's widgets).
+
+  Elsewhere (a log file, a pipe) every redraw is kept: library bars that last seconds are left
+  out there, and the training bars update sparsely (LOG_BAR_INTERVAL_S)."""
+  import sys
+  return sys.stderr.isatty() or 'ipykernel' in sys.modules
+
+
+LOG_BAR_INTERVAL_S = 15.0  # a training bar's update interval when the output is a log, not a terminal
+
+
 def ensure_writable_dir(path: str) -> str:
-  """`path`, created if needed, after a probe write; else a UserError before any work starts."""
+  """`path`, created if needed, after a probe write; else a UserError before any work starts
+  (for a gs://... workdir: the missing driver or credentials, named with the fix)."""
+  if storage.is_remote(path):
+    storage.check_writable(path)
+    return path
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'workdir {path!r} is a file, not a folder; pass a --workdir folder you can write to')
   try:
@@ -86,7 +103,11 @@ def publish(tmp: str, final: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-  """Atomic JSON write (temp file + rename); a full disk is a UserError and leaves the old file."""
+  """Atomic JSON write (temp file + rename); a full disk is a UserError and leaves the old file.
+  A URL gets one object write (storage.py)."""
+  if storage.is_remote(path):
+    storage.write_bytes(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default).encode())
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
   try:
@@ -104,8 +125,28 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str):
+  if storage.is_remote(path):
+    return json.loads(storage.read_text(path))
   with open(path) as f:
     return json.load(f)
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+  """A local file written as write_json writes (temp file + fsync + rename, umask permissions)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    publish(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+      raise disk_error(e, f'writing {path}') from e
+    raise
 
 
 def _json_default(o):
@@ -129,7 +170,13 @@ def atomic_dir(final: str):
 
   A full (or read-only) disk inside the block becomes a UserError; `final` is untouched.
   A crash between the two renames leaves `final`.old, which `recover_dir` puts back.
+  For a URL the temp dir is local and is uploaded at the end (storage.publish_dir: no rename
+  on an object store; the folder's .json markers go last).
   """
+  if storage.is_remote(final):
+    with _remote_atomic_dir(final) as tmp:
+      yield tmp
+    return
   parent = os.path.dirname(os.path.abspath(final))
   os.makedirs(parent, exist_ok=True)
   recover_dir(final)
@@ -152,6 +199,21 @@ def atomic_dir(final: str):
     raise
 
 
+@contextlib.contextmanager
+def _remote_atomic_dir(final: str):
+  tmp = tempfile.mkdtemp(dir=storage.staging_root(), prefix='build_')
+  try:
+    yield tmp
+    storage.publish_dir(tmp, final)
+  except BaseException as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    full = disk_full_error(e)
+    if full is not None:
+      raise disk_error(full, f'writing {final} (built in {tmp} before the upload)') from e
+    raise
+  storage.adopt_copy(final, tmp)  # the process reads what it built from here, not from the bucket
+
+
 def disk_full_error(e: BaseException) -> OSError | None:
   """The OSError of a full or read-only disk behind `e` (libraries such as safetensors only quote it)."""
   if isinstance(e, OSError):
@@ -164,6 +226,8 @@ def disk_full_error(e: BaseException) -> OSError | None:
 
 def recover_dir(final: str) -> None:
   """Puts `final`.old back where a crash between atomic_dir's two renames left no `final`."""
+  if storage.is_remote(final):  # nothing is renamed on an object store
+    return
   old = final + '.old'
   if os.path.isdir(old):
     if os.path.exists(final):

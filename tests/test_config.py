@@ -6,7 +6,9 @@ from e2urec_jax import config as config_lib
 from e2urec_jax.errors import UserError
 
 SHIPPED = ('configs/demo.py', 'configs/demo.py:test', 'configs/ml100k.py', 'configs/ml100k.py:cpu',
-           'configs/ml1m.py', 'configs/goodreads.py', 'configs/bench.py', 'configs/bench.py:size=base,batch=64')
+           'configs/ml1m.py', 'configs/goodreads.py', 'configs/bench.py', 'configs/bench.py:size=base,batch=64',
+           'configs/bench.py:attention=cudnn,attention_dropout=0,remat=true,remat_policy=dots,scan_unroll=1,'
+           'dropout_seeds=key')
 
 
 def _leaves(config, prefix=''):
@@ -53,6 +55,12 @@ BAD = [
     ('data.source', 'ml-10m', "'ml-100k'"),
     ('model.scratch.family', 'gpt', "one of 't5', 'llama'"),
     ('model.dtype', 'fp16', "'bfloat16'"),
+    ('model.attention', 'flash', "one of 'einsum', 'xla', 'cudnn'"),
+    ('model.attention_dropout', 1.0, "-1 (the model's dropout rate)"),
+    ('model.attention_dropout', -0.5, '>= 0 and < 1'),
+    ('model.remat_policy', 'all', "one of 'nothing', 'dots', 'dots_all'"),
+    ('model.scan_unroll', -1, '>= 0'),
+    ('model.dropout_seeds', 'philox', "one of 'bits', 'key'"),
     ('lora.r', 0, '>= 1'),
     ('lora.dropout', 1.0, '< 1'),
     ('sweep.ablations', 'no_teachers', 'no_forget_teacher'),

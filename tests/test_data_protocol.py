@@ -117,3 +117,60 @@ def test_ties_in_time_are_ordered_by_user_then_item():
   # order: (1,3) (1,4) (1,9) (2,1) (2,2) (2,5)
   assert list(zip(s['user'], s['item'])) == [(1, 9), (2, 5)]
   assert [list(h) for h in s['history_items']] == [[3, 4], [1, 2]]
+
+
+def test_forget_selection_core_and_edge_take_the_most_and_least_active_users(small):
+  _, ratings = small
+  chosen = {}
+  for selection in protocol.SELECTIONS:
+    d = tiny_config('').data
+    d.forget_selection = selection
+    out = protocol.apply_protocol(ratings, d, seed=5)
+    train = out.samples['train']
+    counts = train['user'].value_counts()
+    chosen[selection] = set(out.forget_users.tolist())
+    assert len(out.forget_users) == int(round(0.2 * len(counts)))  # the same number of users whatever the rule
+    assert set(train.loc[train['is_forget'], 'user']) == chosen[selection]
+    inside, outside = counts[list(chosen[selection])], counts.drop(list(chosen[selection]))
+    if selection == 'core':
+      assert inside.min() >= outside.max()
+    elif selection == 'edge':
+      assert inside.max() <= outside.min()
+  d = tiny_config('').data
+  np.testing.assert_array_equal(  # 'random' is the draw it always was
+      sorted(chosen['random']), protocol.choose_forget_users(
+          protocol.apply_protocol(ratings, d, seed=5).samples['train']['user'], 0.2, 5))
+
+
+def test_forget_selection_by_hand_and_its_rule():
+  rows = np.repeat([10, 11, 12, 13, 14], [5, 1, 3, 3, 9])  # samples per user: 5, 1, 3, 3, 9
+  assert protocol.choose_forget_users(rows, 0.4, seed=0, selection='core').tolist() == [10, 14]
+  assert protocol.choose_forget_users(rows, 0.2, seed=0, selection='edge').tolist() == [11]
+  ties = {tuple(protocol.choose_forget_users(rows, 0.4, seed=s, selection='edge')) for s in range(20)}
+  assert ties == {(11, 12), (11, 13)}  # the tie between 12 and 13 is broken by the seed, both ways
+  with pytest.raises(UserError, match='forget_selection'):
+    protocol.choose_forget_users(rows, 0.4, seed=0, selection='active')
+  from e2urec_jax import config as config_lib
+  c = config_lib.default_config()
+  c.data.forget_selection = 'active'
+  with pytest.raises(UserError, match=r"config.data.forget_selection='active': must be one of 'random', 'core'"):
+    config_lib.validate(c)
+
+
+def test_prepared_data_is_keyed_by_a_non_default_selection_only():
+  from e2urec_jax import config as config_lib
+  from e2urec_jax.data.prepare import config_key
+  c = config_lib.default_config()
+  assert 'forget_selection' not in config_key(c)['data']  # data prepared before the field existed still fits
+  c.data.forget_selection = 'core'
+  assert config_key(c)['data']['forget_selection'] == 'core'  # another forget set: prepared again
+
+
+def test_forget_selection_needs_the_default_protocol():
+  from e2urec_jax import config as config_lib
+  c = config_lib.default_config()
+  c.data.forget_selection, c.data.protocol = 'edge', 'paper'
+  with pytest.raises(UserError, match=r"config.data.forget_selection='edge' needs config.data.protocol='default'"):
+    config_lib.validate(c)
+  with pytest.raises(UserError, match='needs config.data.protocol'):
+    protocol.check_config(c.data)

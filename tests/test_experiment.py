@@ -22,6 +22,14 @@ def test_run_writes_report_with_schema(demo_run):
   for name in expected:
     assert f'`{name}`' in table
   assert results['noise_floor']['jsd'] > 0
+  # The MIA suite and the fairness split, for every method (the reference attack: the noise floor's retrain).
+  assert results['mia']['reference_model'] == 'retrain_seed2' and results['mia']['members'] > 0
+  for name in expected:
+    assert all(0.0 <= results['methods'][name]['mia'][a] <= 1.0 for a in report.MIA_KEYS), name
+    assert results['methods'][name]['fairness']['auc_active'] is not None, name
+  assert results['methods']['original']['fairness']['gap_change'] == 0.0
+  assert results['fairness']['active_test_samples'] > 0 and results['fairness']['inactive_test_samples'] > 0
+  assert '## Membership inference' in table and '## Fairness' in table
 
 
 def test_every_seed_runs_the_whole_experiment(demo_run):

@@ -55,3 +55,21 @@ def test_suite_members_with_sharper_answers_are_found():
   assert all(v == 1.0 for v in out.values())
   out = mia.suite({k: v for k, v in members.items() if k != 'ref_loss'}, nonmembers, yes_id=YES, no_id=NO)
   assert 'reference' not in out
+
+
+def test_sample_scores_and_aucs_as_evaluation_uses_them():
+  first = _logits([0.9, 0.6, 0.2])
+  labels, loss = np.array([1, 1, 0]), np.array([0.1, 0.5, 0.2])
+  out = mia.sample_scores(first_logits=first, labels=labels, loss=loss, yes_id=YES, no_id=NO)
+  assert set(out) == {'loss', 'confidence', 'entropy', 'modified_entropy'}  # no reference model given
+  np.testing.assert_allclose(out['confidence'], [0.9, 0.6, 0.8], atol=1e-9)
+  np.testing.assert_allclose(out['loss'], -loss)
+  with_ref = mia.sample_scores(first_logits=first, labels=labels, loss=loss, ref_loss=np.array([0.3, 0.3, 0.3]),
+                               yes_id=YES, no_id=NO)
+  np.testing.assert_allclose(with_ref['reference'], [0.2, -0.2, 0.1])
+  # Members = rows 0 and 2 (confidence 0.9, 0.8), non-members = row 1 (0.6): confidence separates them fully;
+  # loss: member scores -0.1, -0.2 vs -0.5: fully too; the reference attack appears only with both sides scored.
+  take = lambda d, rows: {k: v[rows] for k, v in d.items()}  # noqa: E731
+  table = mia.aucs(take(with_ref, [0, 2]), take(out, [1]))
+  assert table['confidence'] == 1.0 and table['loss'] == 1.0 and table['reference'] is None
+  assert set(table) == set(mia.ATTACKS)

@@ -126,3 +126,38 @@ def test_aggregate_seeds_and_env():
   assert len(entry['seeds']) == 2
   env = report.env_info()
   assert {'jax', 'devices', 'platform'} <= set(env) and env['devices']
+
+
+def test_mia_and_fairness_sections(tmp_path):
+  results = synthetic_results()
+  attacks = ('loss', 'confidence', 'entropy', 'modified_entropy', 'reference')
+  for i, (name, entry) in enumerate(results['methods'].items()):
+    entry['mia'] = {a: 0.5 + 0.01 * i + 0.001 * k for k, a in enumerate(attacks)}
+    entry['fairness'] = {'auc_active': 0.8, 'auc_inactive': 0.7 - 0.01 * i, 'gap': 0.1 + 0.01 * i, 'gap_change': None}
+  results['methods']['retrain']['mia']['loss'] = 0.6
+  results['methods']['e2urec']['mia']['loss'] = 0.65
+  results['methods']['e2urec']['mia']['reference'] = float('nan')  # not measured: null
+  for seed_entry in results['methods']['e2urec']['seeds']:  # a seeded row's cells come from its seeds
+    seed_entry['mia'] = dict(results['methods']['e2urec']['mia'])
+    seed_entry['fairness'] = dict(results['methods']['e2urec']['fairness'])
+  results['mia'] = {'attacks': list(attacks), 'reference_model': 'retrain_seed2', 'target': 'retrain',
+                    'members': 120, 'nonmembers': 300}
+  results['fairness'] = {'rule': 'median split', 'median_train_samples': 12.0, 'active_users': 40,
+                         'inactive_users': 41, 'active_test_samples': 200, 'inactive_test_samples': 180}
+  assert report.validate_results(results) == []
+  report.write_report(str(tmp_path), results, order=('original', 'retrain', 'e2urec'))
+  md = (tmp_path / 'results.md').read_text()
+  mia_part = md.split('## Membership inference')[1].split('## Fairness')[0]
+  e2urec_row = next(line for line in mia_part.splitlines() if line.startswith('| `e2urec`'))
+  assert '0.6500 (+0.0500)' in e2urec_row  # the value beside its difference from retrain's
+  retrain_row = next(line for line in mia_part.splitlines() if line.startswith('| `retrain`'))
+  assert '0.6000' in retrain_row and '(+' not in retrain_row
+  assert '`retrain_seed2`' in mia_part
+  assert 'Median train samples per user 12.0' in md
+  bad = copy.deepcopy(results)
+  del bad['methods']['npo']['mia']['entropy']
+  bad['methods']['npo']['fairness']['gap'] = 'wide'
+  bad['fairness'] = {'rule': 3}
+  assert set(report.validate_results(bad)) == {
+      'methods.npo.mia.entropy: missing', "methods.npo.fairness.gap: expected a number or null, got 'wide'",
+      'fairness: expected an object with "rule" (text) and "median_train_samples" (a number)'}

@@ -109,7 +109,7 @@ quote() {
 # remote_command SCRIPT [ARGS...]: a shell command that writes tpu/remote/lib.sh and
 # tpu/remote/SCRIPT into ~/.e2urec_tpu/ on the worker and runs SCRIPT with ARGS. The
 # variables named in REMOTE_VARS that are set here are passed along.
-REMOTE_VARS="REPO_URL REPO_REF REPO_DIR VENV_DIR LOG_DIR JAX_SPEC PYTHON SOURCE_DESC CHECK_TIMEOUT NUM_WORKERS SYNC_TO SYNC_EVERY E2UREC_ENV STOP_GRACE"
+REMOTE_VARS="REPO_URL REPO_REF REPO_DIR VENV_DIR LOG_DIR JAX_SPEC GCSFS_SPEC PYTHON SOURCE_DESC CHECK_TIMEOUT NUM_WORKERS SYNC_TO SYNC_EVERY E2UREC_ENV STOP_GRACE"
 remote_command() {
   local script="$1" file cmd envs=() var
   shift

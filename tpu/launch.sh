@@ -13,7 +13,8 @@
 # Optional:
 #   SYNC_TO=gs://BUCKET/runs/NAME  restore --workdir from there before the run (if it holds
 #                    anything) and mirror the workdir there from worker 0 every SYNC_EVERY
-#                    seconds (default 600) and at the end. One SYNC_TO per workdir.
+#                    seconds (default 600) and at the end. One SYNC_TO per workdir. Not with
+#                    --workdir=gs://... (the run writes to the bucket itself; see tpu/README.md).
 #   FOLLOW=0         return right after starting (watch later with tpu/logs.sh)
 #   E2UREC_DISTRIBUTED  set here to override: by default 1 on a pod slice (more than one
 #                    worker), which makes the code call jax.distributed.initialize(); else 0
@@ -47,13 +48,6 @@ for arg in "$@"; do
 done
 set -- "${args[@]}"
 
-for arg in "$@"; do
-  if [[ "$arg" == --workdir=gs://* && "${ALLOW_GCS_WORKDIR:-0}" != 1 ]]; then
-    die "a gs:// --workdir is not supported yet (the code writes its workdir with local file operations):
-  use a workdir on the VM's disk and let SYNC_TO mirror it to the bucket, e.g.
-  SYNC_TO=${arg#--workdir=} tpu/launch.sh $1 ... --workdir=~/runs/$(basename "${arg#--workdir=}")"
-  fi
-done
 workdir=""
 for arg in "$@"; do
   if [[ "$arg" == --workdir=* ]]; then workdir="${arg#--workdir=}"; fi
@@ -61,6 +55,8 @@ done
 if [[ -n "${SYNC_TO:-}" ]]; then
   [[ "$SYNC_TO" == gs://* ]] || die "SYNC_TO must be a gs:// folder, not $SYNC_TO"
   [[ -n "$workdir" ]] || die "SYNC_TO needs --workdir=DIR (with =) in the command"
+  # A gs:// workdir is written to the bucket by the run itself (gcsfs); there is nothing to mirror.
+  [[ "$workdir" != gs://* ]] || die "SYNC_TO mirrors a workdir on the VM's disk, but --workdir=$workdir is in the bucket already: drop SYNC_TO"
 fi
 
 require_ready

@@ -7,8 +7,9 @@
 #   REPO_URL=local tpu/setup.sh                                    # copy this checkout instead
 #
 # Optional: REPO_REF (branch, tag or commit; default main), JAX_SPEC (default "jax[tpu]";
-# pin it, e.g. "jax[tpu]==0.10.2", to keep reruns reproducible), PYTHON, REPO_DIR, VENV_DIR,
-# CHECK=0 (skip opening the TPU at the end).
+# pin it, e.g. "jax[tpu]==0.10.2", to keep reruns reproducible), GCSFS_SPEC (default "gcsfs",
+# the driver of --workdir=gs://...; empty to skip), PYTHON, REPO_DIR, VENV_DIR, CHECK=0 (skip
+# opening the TPU at the end).
 set -euo pipefail
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -74,7 +74,9 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
   'prompt': list[str] (the final text), 'history_shown': int32 [N]}.
   """
   import datasets
-  (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
+  from e2urec_jax import runtime
+  # Seconds of work: a bar on a terminal or in a notebook; in a log it would only add lines.
+  (datasets.enable_progress_bars if progress and runtime.interactive() else datasets.disable_progress_bars)()
   features = datasets.Features({'input_ids': datasets.Sequence(datasets.Value('int32')),
                                 'prompt': datasets.Value('string'), 'history_shown': datasets.Value('int32')})
   # The tokenizer is not hashed (slow for big vocabularies): the cache lives in this preparation's own folder.

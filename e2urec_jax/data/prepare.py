@@ -6,6 +6,7 @@ trust. A second call with the same data and tokenizer settings returns at once (
 other settings (training, unlearning) never invalidate the data.
 """
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.data import encode, protocol, readers
 from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
@@ -30,6 +31,8 @@ def config_key(config) -> dict:
   data = config.data.to_dict()
   if data.get('protocol') == 'default':  # data prepared before the field existed stays valid
     del data['protocol']
+  if data.get('forget_selection') == 'random':  # the default: data prepared before the field existed still fits
+    del data['forget_selection']
   key = {'format': FORMAT_VERSION, 'seed': int(config.seed), 'data': data,
          'model': {'name_or_path': m.name_or_path, 'tokenizer': m.tokenizer,
                    'tokenizer_vocab_size': int(m.tokenizer_vocab_size),
@@ -40,7 +43,7 @@ def config_key(config) -> dict:
 def prepared_manifest(config, workdir: str):
   """The manifest of data already prepared with these settings (and its tokenizer intact), else None."""
   path = os.path.join(workdir, 'data', 'manifest.json')
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return None
   manifest = runtime.read_json(path)
   if manifest.get('config') != config_key(config):
@@ -54,7 +57,7 @@ def prepared_manifest(config, workdir: str):
 def prepare(config, workdir: str) -> dict:
   """Writes <workdir>/data (splits, tokens, manifest.json), <workdir>/tokenizer if trained, config.json."""
   start = time.time()
-  workdir = runtime.ensure_writable_dir(os.path.abspath(os.path.expanduser(workdir)))
+  workdir = runtime.ensure_writable_dir(storage.abspath(os.path.expanduser(workdir)))
   manifest = prepared_manifest(config, workdir)
   if manifest is not None:
     print(f'data already prepared in {workdir}/data with these settings; delete that folder to prepare again')
@@ -190,6 +193,8 @@ def _write_split(out: str, name: str, frame: pd.DataFrame, enc: dict, template: 
 
 def _tokenizer_sha256(folder: str) -> str | None:
   path = os.path.join(folder, 'tokenizer.json')
+  if storage.is_remote(path):
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest() if storage.exists(path) else None
   return sha256_file(path) if os.path.exists(path) else None
 
 

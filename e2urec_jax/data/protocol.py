@@ -9,6 +9,9 @@
    train/valid/test by config.data.split;
 5. the seed's draws over the train split (`seeded_assignment`): the forget users (the forget
    set is all their train samples, retain the rest), SISA's shards and RecEraser's shards.
+   config.data.forget_selection picks who is forgotten (protocol 'default' only): 'random'
+   draws them as below; 'core' takes the round(forget_fraction * #train users) users with the
+   most train samples, 'edge' those with the fewest (ties in default_rng([seed, 3]) order).
 
 Steps 1-4 are the original code's (data_preprocess/ml-1m.ipynb, split_ml-1m.ipynb). Step 5 and
 the split counts follow config.data.protocol:
@@ -40,6 +43,7 @@ from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
 PROTOCOLS = ('default', 'paper')  # config.data.protocol
+SELECTIONS = ('random', 'core', 'edge')  # config.data.forget_selection: any users, the most active, the least active
 
 
 @dataclasses.dataclass
@@ -64,6 +68,11 @@ def check_config(d) -> None:
     raise UserError('config.data.min_history and config.data.history_k must be >= 0')
   if protocol_of(d) not in PROTOCOLS:
     raise UserError(f'config.data.protocol={protocol_of(d)!r} must be one of {", ".join(PROTOCOLS)}')
+  if selection_of(d) not in SELECTIONS:
+    raise UserError(f'config.data.forget_selection={selection_of(d)!r} must be one of {", ".join(SELECTIONS)}')
+  if selection_of(d) != 'random' and protocol_of(d) == 'paper':
+    raise UserError(f"config.data.forget_selection={selection_of(d)!r} needs config.data.protocol='default' "
+                    "(the paper's draws are random); set one of them back")
   if int(d.num_samples) < 3:
     raise UserError(f'config.data.num_samples={d.num_samples} must be >= 3 (one per split at least)')
 
@@ -105,6 +114,11 @@ def protocol_of(d) -> str:
   return str(d.get('protocol', 'default'))
 
 
+def selection_of(d) -> str:
+  """config.data.forget_selection ('random' for a config saved before the field existed)."""
+  return str(d.get('forget_selection', 'random'))
+
+
 def split_counts(n: int, fractions, protocol: str = 'default') -> tuple[int, int, int]:
   if protocol == 'paper':  # the original's df[:int(0.6*n)], df[int(0.6*n):int(0.8*n)], the rest
     n_train = int(n * fractions[0])
@@ -123,11 +137,21 @@ def _check_forget_count(count: int, fraction: float, users) -> None:
     raise UserError(f'forget_fraction={fraction} of {len(users)} train users leaves no retain set; lower it')
 
 
-def choose_forget_users(train_users, fraction: float, seed: int) -> np.ndarray:
-  users = np.unique(np.asarray(train_users))
+def choose_forget_users(train_users, fraction: float, seed: int, selection: str = 'random') -> np.ndarray:
+  """Sorted ids of round(fraction * #users) users; `train_users` is the user of every train row.
+
+  'random': a seeded draw; 'core': the users with the most train rows; 'edge': the fewest.
+  Equal counts are ordered by a seeded permutation, so the choice is deterministic per seed."""
+  users, counts = np.unique(np.asarray(train_users), return_counts=True)
   count = int(round(fraction * len(users)))
   _check_forget_count(count, fraction, users)
-  return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+  if selection == 'random':
+    return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+  if selection not in SELECTIONS:
+    raise UserError(f'config.data.forget_selection={selection!r} must be one of {", ".join(SELECTIONS)}')
+  perm = np.random.default_rng([seed, 3]).permutation(len(users))
+  key = -counts[perm] if selection == 'core' else counts[perm]
+  return np.sort(users[perm[np.argsort(key, kind='stable')[:count]]])
 
 
 def sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
@@ -208,7 +232,7 @@ def seeded_assignment(train_users, d, seed: int):
     sisa = paper_sisa_shards(len(users), num_shards, seed)
     receraser = paper_receraser_shards(users, order, len(forget), num_shards)
   else:
-    forget_users = choose_forget_users(users, fraction, seed)
+    forget_users = choose_forget_users(users, fraction, seed, selection_of(d))
     sisa = sisa_shards(len(users), num_shards, seed)
     receraser = receraser_shards(users, num_shards, seed)
   return forget_users, np.isin(users, forget_users), sisa, receraser

@@ -9,7 +9,9 @@ one vocabulary and two in another.
 """
 import os
 import string
+import sys
 
+from e2urec_jax import storage
 from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
@@ -45,8 +47,9 @@ def train_tokenizer(texts, vocab_size: int, layout: str, progress: bool = False)
   tok = Tokenizer(models.BPE(unk_token=UNK))
   tok.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation; spaces are not tokens
   alphabet = [c for c in string.printable if not c.isspace()]  # unseen ASCII never becomes <unk>
+  # tokenizers' bars draw only on a terminal; elsewhere (a log file, a pipe) they print blank lines.
   trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), special_tokens=[PAD, EOS, UNK, BOS],
-                                initial_alphabet=alphabet, show_progress=progress)
+                                initial_alphabet=alphabet, show_progress=progress and sys.stderr.isatty())
   tok.train_from_iterator(texts, trainer)
   # Plain tokenizer(text) calls outside this package add the same ends as encode_prompt does.
   if layout == ENCODER_DECODER:
@@ -63,8 +66,9 @@ def load_tokenizer(model_cfg, workdir: str):
   from transformers import AutoTokenizer
   if model_cfg.tokenizer == 'train':
     path = os.path.join(workdir, 'tokenizer')
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
       raise UserError(f'no tokenizer in {path}; run `prepare` for this workdir first')
+    path = storage.local_copy(path)  # a gs://... workdir's tokenizer, downloaded
   else:
     path = model_cfg.tokenizer or model_cfg.name_or_path
     if not path:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.data.layouts import ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
@@ -62,12 +62,13 @@ def load_tokenized(workdir: str) -> TokenizedData:
   """The token arrays and ids `prepare` wrote under <workdir>/data."""
   data_dir = os.path.join(workdir, 'data')
   manifest_path = os.path.join(data_dir, 'manifest.json')
-  if not os.path.exists(manifest_path):
+  if not storage.exists(manifest_path):
     raise UserError(f'no prepared data in {data_dir}; run `python -m e2urec_jax prepare --workdir={workdir}` first')
   meta = runtime.read_json(manifest_path)['tokens']
+  tokens_dir = storage.local_copy(os.path.join(data_dir, 'tokens'))  # a gs://... workdir's arrays, downloaded
   splits = {}
   for split in ('train', 'valid', 'test'):
-    folder = os.path.join(data_dir, 'tokens', split)
+    folder = os.path.join(tokens_dir, split)
     values = {}
     for field in dataclasses.fields(SplitArrays):
       path = os.path.join(folder, field.name + '.npy')

@@ -1,16 +1,19 @@
 """Scores every model in a workdir against the retrained one and writes the report.
 
-Test set: AUC / LogLoss / ACC. Forget set: the same, the distance of each model's answer
-distribution to the retrained model's (JSD, symmetric KL, L2; full vocabulary and Yes/No),
-and membership inference against test samples of users outside the forget set.
+Test set: AUC / LogLoss / ACC, and the same AUC for active and inactive users (eval/fairness.py).
+Forget set: the same, the distance of each model's answer distribution to the retrained model's
+(JSD, symmetric KL, L2; full vocabulary and Yes/No), and the membership-inference suite
+(eval/mia.py) against test samples of users outside the forget set; its reference attack is
+calibrated by the noise floor's second retrain (a model an attacker could train without the
+targets) where the run has one.
 """
 import os
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from e2urec_jax import distributed, runtime
-from e2urec_jax.eval import metrics
+from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.eval import fairness, metrics, mia
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
 
@@ -27,8 +30,9 @@ def per_example_loss(logits, labels, mask) -> np.ndarray:
 
 
 def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = False, desc: str = '') -> dict:
-  """p_yes [N], loss [N] (and first-answer-position logits [N, V] if asked) of one model on a set."""
-  p_yes, loss, first = [], [], []
+  """p_yes [N], loss [N], 'mia': {attack: membership score [N]} (eval/mia.py, every attack but the
+  reference one) and, if asked, the first-answer-position logits [N, V] of one model on a set."""
+  p_yes, loss, first, attacks = [], [], [], []
   yes, no = ctx.data.yes_id, ctx.data.no_id
   chunks = iterate_eval(ctx, split, indices, with_host=True)
   for device, host, real in tqdm(chunks, desc=desc or split, leave=False, disable=not ctx.config.progress,
@@ -36,9 +40,12 @@ def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = F
     logits = predictor.logits(device)[:real]  # [batch, answer, vocab]
     p_yes.append(metrics.yes_probability(logits[:, 0], yes, no))
     loss.append(per_example_loss(logits, host['answer_labels'][:real], host['answer_mask'][:real]))
+    attacks.append(mia.sample_scores(first_logits=logits[:, 0], labels=host['label'][:real], loss=loss[-1],
+                                     yes_id=yes, no_id=no))
     if keep_logits:
       first.append(logits[:, 0])
-  out = {'p_yes': np.concatenate(p_yes), 'loss': np.concatenate(loss)}
+  out = {'p_yes': np.concatenate(p_yes), 'loss': np.concatenate(loss),
+         'mia': {k: np.concatenate([a[k] for a in attacks]) for k in (attacks[0] if attacks else ())}}
   if keep_logits:
     out['first_logits'] = np.concatenate(first)
   return out
@@ -68,11 +75,17 @@ def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
   ref_forget = score(ctx, reference, 'train', forget, keep_logits=True, desc='retrain/forget')
   ref_nonmember = score(ctx, reference, 'test', nonmember, desc='retrain/nonmember')
   results = {'methods': {}, 'noise_floor': None}
-  if os.path.isdir(ctx.model_dir('retrain_seed2')):
-    twin = score(ctx, load_predictor(ctx, 'retrain_seed2'), 'train', forget, keep_logits=True, desc='noise floor')
+  twin = twin_nonmember = None
+  if storage.isdir(ctx.model_dir('retrain_seed2')):
+    twin_model = load_predictor(ctx, 'retrain_seed2')
+    twin = score(ctx, twin_model, 'train', forget, keep_logits=True, desc='noise floor')
+    twin_nonmember = score(ctx, twin_model, 'test', nonmember, desc='noise floor/nonmember')
     d = _distances(twin['first_logits'], ref_forget['first_logits'], yes, no)
     results['noise_floor'] = {k: d[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')}
   forget_first = {}
+  results['mia'] = {'attacks': list(mia.ATTACKS), 'reference_model': 'retrain_seed2' if twin is not None else None,
+                    'target': 'retrain', 'members': int(len(forget)), 'nonmembers': int(len(nonmember))}
+  active, results['fairness'] = fairness.activity_split(train.user_id, test.user_id)
   for name in names:
     predictor = reference if name == 'retrain' else load_predictor(ctx, name)
     on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
@@ -86,7 +99,14 @@ def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
     forget_metrics['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
     forget_metrics['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
                                                         ref_nonmember['loss'])
-    row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics}
+    member_scores = dict(on_forget['mia'])
+    nonmember_scores = {k: v[nonmember] for k, v in on_test['mia'].items()}
+    if twin is not None:  # calibrated by a model trained without the targets (the attacker's reference)
+      member_scores['reference'] = mia.scores('reference', loss=on_forget['loss'], ref_loss=twin['loss'])
+      nonmember_scores['reference'] = mia.scores('reference', loss=nonmember_loss, ref_loss=twin_nonmember['loss'])
+    row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics,
+           'mia': mia.aucs(member_scores, nonmember_scores),
+           'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
     stats = artifacts.read_done(ctx.phase_dir(name)) or {}
     for key in ('time_s', 'unlearn_time_s', 'compile_s', 'trainable_params', 'trainable_fraction',
                 'checkpoint_bytes', 'peak_memory_bytes'):
@@ -95,6 +115,7 @@ def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
     results['methods'][name] = row
   _add_mechanism(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
                  [n for n in mechanism_for if n in names])
+  fairness.with_gap_change(results['methods'])
   return results
 
 
@@ -103,7 +124,7 @@ def _add_mechanism(ctx, rows: dict, forget_first: dict, retrain_first, forget, n
   from e2urec_jax.eval import mechanism
   from e2urec_jax.train.paths import ORIGINAL
   names = [n for n in names if rows[n]['phase'].get('use_forget_teacher', True)]
-  if not names or not os.path.isdir(ctx.model_dir('augmented')):
+  if not names or not storage.isdir(ctx.model_dir('augmented')):
     return
   data, train = ctx.data, ctx.data.splits['train']
   original = forget_first.get(ORIGINAL)
@@ -122,7 +143,7 @@ def _add_mechanism(ctx, rows: dict, forget_first: dict, retrain_first, forget, n
 def available_models(ctx) -> list[str]:
   """The finished models of a run's workdir worth reporting (not the augmented model or the noise floor)."""
   models_dir = os.path.join(ctx.workdir, 'models')
-  found = sorted(os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+  found = sorted(storage.listdir(models_dir)) if storage.isdir(models_dir) else []
   return [n for n in found if n not in ('augmented', 'retrain_seed2') and not n.startswith('.')
           and artifacts.read_done(ctx.phase_dir(n)) is not None]
 

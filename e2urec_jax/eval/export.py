@@ -1,11 +1,22 @@
-"""`export`: a trained or unlearned model as one Hugging Face folder (adapters merged in), with its tokenizer."""
+"""`export`: a trained or unlearned model as one Hugging Face folder (adapters merged in), with its
+tokenizer; or, `--format=peft`, its adapters as a Hugging Face PEFT folder beside their base.
+
+The PEFT export is self-contained: `<out>/` is the PEFT adapter folder (adapter_config.json,
+adapter_model.safetensors) and `<out>/base/` the model the adapters were trained on (the run's
+original, unmerged, in the Hugging Face layout with the tokenizer). adapter_config.json's
+base_model_name_or_path is that base folder's absolute path, which AutoPeftModel reads; a copy
+moved elsewhere loads with `PeftModel.from_pretrained(<the base model>, <the folder>)`.
+"""
 import os
-import shutil
 
 import jax
 
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts, inference
+
+FORMATS = ('merged', 'peft')
+BASE_SUBDIR = 'base'  # <out>/base: the PEFT export's base model
 
 
 def export_model(ctx, name: str, out_dir: str) -> str:
@@ -17,14 +28,42 @@ def export_model(ctx, name: str, out_dir: str) -> str:
     adapters, meta = artifacts.load_adapters(path)
     _, base = artifacts.load_full(meta['base_dir'])
     params = lora.merge(base, adapters, meta['alpha'] / meta['r'])
-  elif os.path.exists(os.path.join(path, 'config.json')):
+  elif storage.exists(os.path.join(path, 'config.json')):
     _, params = artifacts.load_full(path)
   else:
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
   artifacts.save_full(ctx.model, jax.device_get(params), out_dir)
-  tokenizer_dir = os.path.join(ctx.workdir, 'tokenizer')
-  source = tokenizer_dir if os.path.isdir(tokenizer_dir) else ctx.bundle.pretrained_dir
-  for f in os.listdir(source):
-    if 'token' in f or f.endswith('.model') or f == 'special_tokens_map.json':
-      shutil.copy(os.path.join(source, f), os.path.join(out_dir, f))
+  _copy_tokenizer(ctx, out_dir)
   return out_dir
+
+
+def export_peft_model(ctx, name: str, out_dir: str) -> str:
+  """`name`'s adapters as a PEFT folder at `out_dir`, their base model at `out_dir`/base (atomic)."""
+  from e2urec_jax.models import save_pretrained
+  from e2urec_jax.models.peft_format import write_peft
+  path = ctx.model_dir(name)
+  if inference.is_ensemble(path):
+    raise UserError(f'{name} is an ensemble of shard models, which have no adapters; export a shard with '
+                    f'--format=merged (e.g. --model={name}/shard0)')
+  if not artifacts.is_adapter_dir(path):
+    if storage.exists(os.path.join(path, 'config.json')):
+      raise UserError(f'{name} is a full-weights model without adapters; export it with --format=merged '
+                      '(PEFT folders hold LoRA adapters: e2urec, augmented, forget_v<N>)')
+    raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
+  adapters, meta = artifacts.load_adapters(path)  # checks the base is the one they were trained on
+  _, base = artifacts.load_full(meta['base_dir'])
+  final = storage.abspath(out_dir)
+  with runtime.atomic_dir(final) as tmp:
+    write_peft(ctx.model, adapters, tmp, alpha=meta['alpha'], dropout=meta.get('dropout', 0.0),
+               base_model_name_or_path=os.path.join(final, BASE_SUBDIR))
+    save_pretrained(ctx.model, jax.device_get(base), os.path.join(tmp, BASE_SUBDIR))
+    _copy_tokenizer(ctx, os.path.join(tmp, BASE_SUBDIR))
+  return final
+
+
+def _copy_tokenizer(ctx, out_dir: str) -> None:
+  tokenizer_dir = os.path.join(ctx.workdir, 'tokenizer')
+  source = tokenizer_dir if storage.isdir(tokenizer_dir) else ctx.bundle.pretrained_dir
+  for f in storage.listdir(source):
+    if 'token' in f or f.endswith('.model') or f == 'special_tokens_map.json':
+      storage.copy_file(os.path.join(source, f), os.path.join(out_dir, f))

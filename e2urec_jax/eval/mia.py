@@ -60,6 +60,21 @@ def attack_auc(member_scores, nonmember_scores) -> float:
   return metrics.auc(np.concatenate([np.ones(m.size, np.int64), np.zeros(n.size, np.int64)]), np.concatenate([m, n]))
 
 
+def sample_scores(*, first_logits, labels, loss, yes_id: int, no_id: int, ref_loss=None) -> dict:
+  """attack -> membership scores [N] of every attack whose inputs are given (the reference
+  attack only with ref_loss). Evaluation calls it per batch, so no [N, V] logits are kept."""
+  inputs = {'first_logits': first_logits, 'labels': labels, 'loss': loss, 'ref_loss': ref_loss}
+  return {attack: scores(attack, yes_id=yes_id, no_id=no_id, **inputs) for attack in ATTACKS
+          if attack != 'reference' or ref_loss is not None}
+
+
+def aucs(member_scores: dict, nonmember_scores: dict) -> dict:
+  """attack -> AUC for every attack scored on both sides (scores from `sample_scores`); an
+  attack missing on either side (no reference model) maps to None."""
+  return {attack: (attack_auc(member_scores[attack], nonmember_scores[attack])
+                   if attack in member_scores and attack in nonmember_scores else None) for attack in ATTACKS}
+
+
 def suite(members: dict, nonmembers: dict, *, yes_id: int, no_id: int) -> dict:
   """AUC of every attack whose inputs are present. `members` / `nonmembers`: dicts with
   'first_logits', 'labels', 'loss' and optionally 'ref_loss' (then the reference attack runs)."""

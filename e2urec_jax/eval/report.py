@@ -7,13 +7,14 @@ and JAX scalars become Python numbers. The markdown table follows the paper's la
 Plots use matplotlib's object API with the Agg canvas: no pyplot global state, no display.
 """
 import contextlib
+import io
 import math
 import os
 import tempfile
 
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 
 TEST_KEYS = ('auc', 'logloss', 'acc')
 FORGET_KEYS = ('auc', 'acc', 'logloss', 'jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno',
@@ -25,6 +26,9 @@ NOISE_FLOOR_KEYS = ('jsd', 'sym_kl', 'l2')
 # the paper (and its code) calls the symmetric KL "JSD"; `jsd` is the true Jensen-Shannon divergence.
 SYM_KL_NAME = 'symKL (the paper\'s "JSD")'
 JSD_NAME = 'JSD (true)'
+MIA_KEYS = ('loss', 'confidence', 'entropy', 'modified_entropy', 'reference')  # eval/mia.py's ATTACKS
+FAIRNESS_KEYS = ('auc_active', 'auc_inactive', 'gap', 'gap_change')
+OPTIONAL_GROUPS = (('mia', MIA_KEYS), ('fairness', FAIRNESS_KEYS))  # checked where present (older files lack them)
 ENV_KEYS = ('jax', 'devices')
 
 
@@ -57,6 +61,9 @@ def _check_method(problems, where, entry):
     if group not in entry:
       problems.append(f'{where}.{group}: missing')
     else:
+      _check_group(problems, f'{where}.{group}', entry[group], keys)
+  for group, keys in OPTIONAL_GROUPS:
+    if group in entry:
       _check_group(problems, f'{where}.{group}', entry[group], keys)
   for key in FLOAT_KEYS + INT_KEYS:
     if key not in entry:
@@ -91,6 +98,15 @@ def validate_results(results, required_methods=()):
     problems.append('noise_floor: missing')
   else:
     _check_group(problems, 'noise_floor', results['noise_floor'], NOISE_FLOOR_KEYS)
+  if 'mia' in results:
+    info = results['mia']
+    if not isinstance(info, dict) or not isinstance(info.get('attacks'), list) or 'reference_model' not in info:
+      problems.append('mia: expected an object with "attacks" (a list) and "reference_model"')
+  if 'fairness' in results:
+    info = results['fairness']
+    if not isinstance(info, dict) or not isinstance(info.get('rule'), str) or \
+        not _is_number(info.get('median_train_samples')):
+      problems.append('fairness: expected an object with "rule" (text) and "median_train_samples" (a number)')
   if not isinstance(results.get('config'), dict):
     problems.append('config: missing or not an object')
   env = results.get('env')
@@ -243,7 +259,8 @@ def markdown_report(results, order=()):
          f'{SYM_KL_NAME} = 0.5 KL(p||q) + 0.5 KL(q||p), the quantity the paper and its code report '
          f'as "JSD" (results.json: forget.sym_kl); {JSD_NAME} is the Jensen-Shannon divergence '
          '(<= ln 2; forget.jsd), about a quarter of symKL for nearby distributions. MIA AUC: loss '
-         'attack telling forget samples from non-members (0.5 = forgotten). Unlearning loop: the '
+         'attack telling forget samples from non-members (the retrained model\'s value is the target; more '
+         'attacks below). Unlearning loop: the '
          'method\'s training steps alone, the paper\'s accounting (for trained models, up to the '
          'kept check; unlearn_time_s). Whole cost: everything the method needs, compilation, '
          'validation, checkpoints and E2URec\'s augmented model included (time_s). Mean ± std over '
@@ -251,6 +268,8 @@ def markdown_report(results, order=()):
   out += _table(methods, MAIN_COLUMNS, extra, order)
   out += ['', '## Details', '']
   out += _table(methods, DETAIL_COLUMNS, order=order)
+  out += _mia_section(results, order)
+  out += _fairness_section(results, order)
   floor = results.get('noise_floor') or {}
   names = {'sym_kl': SYM_KL_NAME, 'jsd': JSD_NAME, 'l2': 'L2'}
   parts = [f'{names[k]} {_G4(floor[k])}' for k in ('sym_kl', 'jsd', 'l2') if _is_number(floor.get(k))]
@@ -263,6 +282,65 @@ def markdown_report(results, order=()):
     out += ['', f"Environment: jax {env.get('jax', '?')}, platform {env.get('platform', '?')}, "
             f"devices {', '.join(map(str, env.get('devices', [])))}"]
   return '\n'.join(out) + '\n'
+
+
+def _has_group(methods, group):
+  return any(isinstance(e, dict) and isinstance(e.get(group), dict) for e in methods.values())
+
+
+def _beside(target):
+  """A cell's text: the value, and its difference from the target row's value (retrain's)."""
+  def cell(entry, path, fmt):
+    text = _cell(entry, path, fmt)
+    values, goal = _values(entry, path), _values(target, path) if target else []
+    if values and goal and entry is not target:
+      text += f' ({float(np.mean(values)) - float(np.mean(goal)):+.4f})'
+    return text
+  return cell
+
+
+def _group_table(methods, group, keys, titles, cell, order):
+  header = ['method'] + list(titles)
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for name in ordered_methods(methods, order):
+    entry = methods[name] if isinstance(methods[name], dict) else {}
+    if not isinstance(entry.get(group), dict):
+      continue
+    lines.append('| ' + ' | '.join([f'`{name}`'] + [cell(entry, (group, k), _F4) for k in keys]) + ' |')
+  return lines
+
+
+def _mia_section(results, order):
+  methods = results.get('methods', {})
+  if not _has_group(methods, 'mia'):
+    return []
+  info = results.get('mia') or {}
+  ref = info.get('reference_model')
+  target = methods.get('retrain') if isinstance(methods.get('retrain'), dict) else None
+  out = ['', '## Membership inference', '',
+         f"AUC of telling forget-set samples (members, {info.get('members', '?')}) from test samples of users "
+         f"outside the forget set (non-members, {info.get('nonmembers', '?')}) by each attack's score "
+         '(eval/mia.py): loss, confidence (probability of the true first answer token), entropy and modified '
+         'entropy of the Yes/No prediction, and the reference attack (loss minus the loss under '
+         + (f'`{ref}`, a model trained without the forget users' if ref else 'a reference model: none in this run')
+         + '). The target is the retrained model\'s value, not 0.5 (forget users differ from other users); '
+         'each cell shows the value and, in brackets, its difference from retrain\'s.', '']
+  return out + _group_table(methods, 'mia', MIA_KEYS, ('loss', 'confidence', 'entropy', 'modified entropy',
+                                                       'reference'), _beside(target), order)
+
+
+def _fairness_section(results, order):
+  methods = results.get('methods', {})
+  if not _has_group(methods, 'fairness'):
+    return []
+  info = results.get('fairness') or {}
+  out = ['', '## Fairness: active vs inactive users', '',
+         f"Split: {info.get('rule', '?')}. Median train samples per user {info.get('median_train_samples', '?')}; "
+         f"active: {info.get('active_users', '?')} users ({info.get('active_test_samples', '?')} test samples), "
+         f"inactive: {info.get('inactive_users', '?')} users ({info.get('inactive_test_samples', '?')} test samples). "
+         'Gap change: this model\'s gap minus the original model\'s (> 0: active users gained on inactive ones).', '']
+  return out + _group_table(methods, 'fairness', FAIRNESS_KEYS, ('active AUC', 'inactive AUC', 'gap',
+                                                                 'gap change vs original'), _cell, order)
 
 
 # Plots. -----------------------------------------------------------------------------
@@ -355,6 +433,12 @@ def plot_test_auc(results, order=()):
 
 @contextlib.contextmanager
 def _atomic_file(path, mode):
+  if storage.is_remote(path):  # one object write when the block ends (storage.py)
+    buffer = io.BytesIO() if 'b' in mode else io.StringIO()
+    yield buffer
+    data = buffer.getvalue()
+    storage.write_bytes(path, data if isinstance(data, bytes) else data.encode())
+    return
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
   try:
@@ -374,7 +458,7 @@ def write_report(workdir, results, order=()):
   half-written report. Missing methods are skipped; nothing is required beyond a
   `methods` dict, so a partial run can still be reported (check `validate_results`).
   """
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   clean = _plain(results)
   paths = {name: os.path.join(workdir, name) for name in
            ('results.json', 'results.md', 'distance_vs_time.png', 'test_auc.png')}

@@ -78,9 +78,16 @@ def hparams(lr: float, weight_decay: float = 0.0, warmup: int = 0, **extra):
   return for_step
 
 
-def trainable_start(ctx, kind: str, params, seed: int):
+def trainable_start(ctx, kind: str, params, seed: int, role: str | None = None):
   """(trainable, frozen) of a phase that starts from `params`: the weights themselves ('full'),
-  or fresh adapters on the frozen base ('lora')."""
+  or adapters on the frozen base ('lora'): fresh, or config.lora.init_from's for a `role` in
+  config.lora.init_phases (RunContext.new_adapters)."""
   if kind == 'full':
     return params, {}
-  return ctx.new_adapters(params, seed), {'base': ctx.put(ctx.base_dtype(params))}
+  return ctx.new_adapters(params, seed, role), {'base': ctx.put(ctx.base_dtype(params))}
+
+
+def init_record(ctx, kind: str, role: str) -> dict:
+  """done.json's record of where a phase's adapters started: {'init_from': folder} or {}."""
+  source = ctx.init_from(role) if kind == 'lora' else ''
+  return {'init_from': source} if source else {}

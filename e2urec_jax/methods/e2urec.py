@@ -26,7 +26,7 @@ def ensure_augmented(ctx, callbacks=()) -> dict:
   original = ctx.load_params(ORIGINAL)
   _, forget = common.split_indices(ctx.data)
   seed_of = lambda phase: seeds.derive(ctx.config.seed, AUGMENTED, phase)  # noqa: E731
-  trainable, frozen = common.trainable_start(ctx, cfg.mode, original, seed_of('init'))
+  trainable, frozen = common.trainable_start(ctx, cfg.mode, original, seed_of('init'), AUGMENTED)
   batch_seed = seed_of('batches')
 
   def batch_for_step(step):
@@ -39,7 +39,8 @@ def ensure_augmented(ctx, callbacks=()) -> dict:
       batch_for_step=batch_for_step,
       hparams_for_step=common.hparams(cfg.learning_rate, cfg.weight_decay), num_steps=cfg.steps,
       examples_per_step=cfg.batch_size,
-      base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'), save='adapters' if cfg.mode == 'lora' else 'full')
+      base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'), save='adapters' if cfg.mode == 'lora' else 'full',
+      extra=common.init_record(ctx, cfg.mode, AUGMENTED))
   return runner.run_plan(ctx, plan, callbacks)
 
 

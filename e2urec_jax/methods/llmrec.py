@@ -5,7 +5,7 @@ common pretrained start: CE on the answer tokens, AdamW, early stopping on the v
 import numpy as np
 
 from e2urec_jax import seeds
-from e2urec_jax.methods.common import ce_loss_fn, hparams, split_indices, trainable_start
+from e2urec_jax.methods.common import ce_loss_fn, hparams, init_record, split_indices, trainable_start
 from e2urec_jax.train import sampling
 from e2urec_jax.train.paths import ORIGINAL
 
@@ -13,12 +13,13 @@ RETRAIN = 'retrain'
 NOISE_FLOOR = 'retrain_seed2'  # a second retrain (other seeds): how far two exact unlearnings differ
 
 
-def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) -> dict:
+def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, role: str, callbacks=()) -> dict:
   """The LLMRec recipe (config.train): CE on the answer tokens, AdamW, early stopping on valid loss.
 
   train.mode 'full' trains every weight; 'lora' trains adapters and merges them into the saved
   model. Used by the original model, retrain, the noise-floor retrain and the shard models
   (`name` is also the seeds' method name); every one starts from the common pretrained model.
+  `role` ('original', 'retrain' or 'shards') names it in config.lora.init_phases.
   """
   from e2urec_jax.train import inference, runner
   stats = runner.done(ctx, name)
@@ -32,7 +33,7 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) ->
   if cfg.max_steps:
     num_steps = min(num_steps, cfg.max_steps)
   seed_of = lambda phase: seeds.derive(seed, name, phase)  # noqa: E731
-  trainable, frozen = trainable_start(ctx, kind, params, seed_of('init'))
+  trainable, frozen = trainable_start(ctx, kind, params, seed_of('init'), role)
   if kind == 'full':
     zeros = ctx.put(ctx.zero_adapters(params))
     validate = lambda t: inference.validation_loss(ctx, t, zeros)  # noqa: E731
@@ -50,7 +51,8 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, callbacks=()) ->
       hparams_for_step=hparams(cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps), num_steps=num_steps,
       examples_per_step=cfg.batch_size, base_dir=ctx.bundle.pretrained_dir, seed=seed_of('dropout'),
       save='full' if kind == 'full' else 'merged', validate=validate,
-      eval_every=cfg.eval_every or min(per_epoch, num_steps), patience=cfg.patience)
+      eval_every=cfg.eval_every or min(per_epoch, num_steps), patience=cfg.patience,
+      extra=init_record(ctx, kind, role))
   return runner.run_plan(ctx, plan, callbacks)
 
 
@@ -60,7 +62,8 @@ def ensure_original(ctx, callbacks=()) -> dict:
   if not ctx.paths.train_start:
     return {'time_s': 0.0, 'compile_s': 0.0, 'given': ctx.paths.start}
   train = ctx.data.splits['train']
-  return train_ce(ctx, ORIGINAL, indices=np.arange(len(train.label)), seed=ctx.config.seed, callbacks=callbacks)
+  return train_ce(ctx, ORIGINAL, indices=np.arange(len(train.label)), seed=ctx.config.seed, role='original',
+                  callbacks=callbacks)
 
 
 def ensure_retrain(ctx, *, noise_floor: bool = False, callbacks=()) -> dict:
@@ -69,4 +72,4 @@ def ensure_retrain(ctx, *, noise_floor: bool = False, callbacks=()) -> dict:
   against how far two exact unlearnings land from each other."""
   retain, _ = split_indices(ctx.data)
   name = NOISE_FLOOR if noise_floor else RETRAIN
-  return train_ce(ctx, name, indices=retain, seed=ctx.config.seed, callbacks=callbacks)
+  return train_ce(ctx, name, indices=retain, seed=ctx.config.seed, role='retrain', callbacks=callbacks)

@@ -52,7 +52,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   if spec.trainable == 'full':
     trainable = original
   else:
-    trainable = ctx.new_adapters(original, seed_of('init'))
+    trainable = ctx.new_adapters(original, seed_of('init'), method)
   extra_hp = spec.hparams(ctx, section) if spec.hparams is not None else (lambda step: {})
   un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
   base_hp = common.hparams(section.learning_rate, un.weight_decay)
@@ -64,7 +64,8 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
       hparams_for_step=lambda step: {**base_hp(step), **extra_hp(step)}, num_steps=section.steps,
       examples_per_step=examples, base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'),
       save='full' if spec.trainable == 'full' else 'adapters', prior=prior,
-      extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed})
+      extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed,
+             **common.init_record(ctx, spec.trainable, method)})
   return runner.run_plan(ctx, plan, callbacks)
 
 

@@ -22,7 +22,7 @@ def train_shards(ctx, name: str, shard_of: np.ndarray, seed: int, callbacks=()) 
     hit = bool((in_shard & is_forget).any())
     rows = np.flatnonzero(in_shard & ~is_forget) if hit else np.flatnonzero(in_shard)
     shard = f'{name}/shard{k}'
-    stats = llmrec.train_ce(ctx, shard, indices=rows, seed=seed, callbacks=callbacks)
+    stats = llmrec.train_ce(ctx, shard, indices=rows, seed=seed, role='shards', callbacks=callbacks)
     if hit:
       time_s += stats['time_s']
       compile_s += stats['compile_s']

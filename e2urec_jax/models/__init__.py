@@ -8,11 +8,11 @@
 """
 from e2urec_jax.models import lora
 from e2urec_jax.models.api import (FAMILIES, abstract_params, answer_logits, answer_token_ids, forward,
-                                   forward_flops, init_params, load_pretrained, model_from_hf_config, save_pretrained,
-                                   scratch_hf_config)
+                                   forward_flops, init_params, load_pretrained, model_from_hf_config, model_options,
+                                   save_pretrained, scratch_hf_config)
 from e2urec_jax.models.llama import Llama, LlamaArch
 from e2urec_jax.models.t5 import T5, T5Arch
 
 __all__ = ['FAMILIES', 'Llama', 'LlamaArch', 'T5', 'T5Arch', 'abstract_params', 'answer_logits', 'answer_token_ids',
            'forward', 'forward_flops', 'init_params', 'load_pretrained', 'lora', 'model_from_hf_config',
-           'save_pretrained', 'scratch_hf_config']
+           'model_options', 'save_pretrained', 'scratch_hf_config']

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e2urec_jax import storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import convert
 from e2urec_jax.models.llama import Llama, LlamaArch
@@ -34,13 +35,46 @@ def _dtype_name(dtype) -> str:
   return jnp.dtype(dtype).name
 
 
-def model_from_hf_config(hf_config, *, dtype='float32', remat=False, param_dtype='float32', tied=None):
+# config.model's speed fields and their defaults (the original paths); models/layers.LanguageModel.
+SPEED_OPTIONS = {'attention': 'einsum', 'attention_dropout': -1.0, 'remat_policy': 'nothing', 'scan_unroll': 0,
+                 'dropout_seeds': 'bits'}
+
+
+def model_options(model_config) -> dict:
+  """remat and the speed options of a config's `model` section, as keyword arguments of
+  `model_from_hf_config` and `load_pretrained` (a section without them gets the defaults)."""
+  options = {'remat': bool(model_config.get('remat', False))}
+  for key, default in SPEED_OPTIONS.items():
+    options[key] = type(default)(model_config.get(key, default))
+  return options
+
+
+def _speed_kwargs(speed: dict) -> dict:
+  unknown = set(speed) - set(SPEED_OPTIONS)
+  if unknown:
+    raise TypeError(f'unknown model options {sorted(unknown)}; known: {sorted(SPEED_OPTIONS)}')
+  from e2urec_jax.models.attention import IMPLEMENTATIONS
+  from e2urec_jax.models.layers import REMAT_POLICIES
+  out = {k: type(SPEED_OPTIONS[k])(v) for k, v in speed.items()}
+  if out.get('attention', 'einsum') not in IMPLEMENTATIONS:
+    raise UserError(f"model.attention={out['attention']!r}: one of {', '.join(IMPLEMENTATIONS)}")
+  if out.get('remat_policy', 'nothing') not in REMAT_POLICIES:
+    raise UserError(f"model.remat_policy={out['remat_policy']!r}: one of {', '.join(REMAT_POLICIES)}")
+  if out.get('dropout_seeds', 'bits') not in ('bits', 'key'):
+    raise UserError(f"model.dropout_seeds={out['dropout_seeds']!r}: 'bits' or 'key'")
+  if out.get('attention_dropout', -1.0) >= 1:
+    raise UserError(f"model.attention_dropout={out['attention_dropout']!r}: below 1 (< 0 = the model's own rate)")
+  return out
+
+
+def model_from_hf_config(hf_config, *, dtype='float32', remat=False, param_dtype='float32', tied=None, **speed):
   """A model for a transformers config (T5Config, LlamaConfig, Qwen2Config). `dtype` is the
   compute dtype, `param_dtype` the dtype `init_params` creates; `tied` (T5 only) overrides
-  whether the LM head is the shared embedding (loading decides it from the checkpoint)."""
+  whether the LM head is the shared embedding (loading decides it from the checkpoint);
+  `speed`: SPEED_OPTIONS (attention, attention_dropout, remat_policy, scan_unroll, dropout_seeds)."""
   family = _family(getattr(hf_config, 'model_type', None))
   kwargs = dict(dtype=_dtype_name(dtype), param_dtype=_dtype_name(param_dtype), remat=bool(remat),
-                hf_config_json=hf_config.to_json_string(use_diff=False))
+                hf_config_json=hf_config.to_json_string(use_diff=False), **_speed_kwargs(speed))
   if family == 't5':
     return T5(T5Arch.from_hf(hf_config, tied=tied), **kwargs)
   return Llama(LlamaArch.from_hf(hf_config), **kwargs)
@@ -86,7 +120,12 @@ def scratch_hf_config(scratch_cfg, vocab_size, pad_id, eos_id, bos_id, dropout):
 
 
 def _resolve(name_or_path: str) -> str:
-  """A local folder, or a hub id downloaded through huggingface_hub (a UserError when offline)."""
+  """A local folder, a URL's folder (a gs://... workdir's model, downloaded: storage.py), or a hub
+  id downloaded through huggingface_hub (a UserError when offline)."""
+  if storage.is_remote(name_or_path):
+    if not storage.isdir(name_or_path):
+      raise UserError(f'{name_or_path}: no such folder')
+    return storage.local_copy(name_or_path)
   path = os.path.expanduser(name_or_path)
   if os.path.isdir(path):
     return path
@@ -113,11 +152,11 @@ def _load_tokenizer(folder):
     raise UserError(f'{folder}: the tokenizer files do not load ({type(e).__name__}: {e})')
 
 
-def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, remat=False):
+def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, remat=False, **speed):
   """(model, params, tokenizer or None) from a Hugging Face folder or hub id.
 
   `dtype` is the storage dtype of the params (bf16 halves a frozen base) and, unless
-  `compute_dtype` is given, the compute dtype too."""
+  `compute_dtype` is given, the compute dtype too; `speed` as in model_from_hf_config."""
   folder = _resolve(str(name_or_path))
   config_path = os.path.join(folder, 'config.json')
   if not os.path.exists(config_path):
@@ -134,7 +173,8 @@ def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, rema
   tied = None
   if model_type == 't5':  # v1.1 has its own head; a checkpoint without one (or an equal copy) is tied
     tied = 'lm_head.weight' not in store or np.array_equal(store.get('lm_head.weight'), store.get('shared.weight'))
-  model = model_from_hf_config(hf_config, dtype=compute_dtype or dtype, remat=remat, param_dtype=dtype, tied=tied)
+  model = model_from_hf_config(hf_config, dtype=compute_dtype or dtype, remat=remat, param_dtype=dtype, tied=tied,
+                               **speed)
   a = model.arch
   num_layers = ({'encoder': a.num_layers, 'decoder': a.num_decoder_layers} if model.family == 't5'
                 else {'layers': a.num_layers})

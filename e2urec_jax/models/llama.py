@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax.errors import UserError
+from e2urec_jax.models.attention import attention
 from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
-                                      activation, attention, dropout_fn, gather_positions, scan_layers)
+                                      activation, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 SUPPORTED_ROPE = ('default', 'linear', 'llama3')
@@ -117,7 +118,7 @@ class LlamaAttention(nn.Module):
   rt: Runtime
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask):  # x [batch, length, hidden]
+  def __call__(self, x, cos, sin, key_mask):  # x [batch, length, hidden], key_mask bool [batch, length]
     a, rt = self.arch, self.rt
     init = nn.initializers.normal(a.initializer_range)
     dense = lambda n, name, bias: Dense(n, rt, use_bias=bias, kernel_init=init, name=name)
@@ -128,8 +129,9 @@ class LlamaAttention(nn.Module):
     q = apply_rope(q.reshape(b, length, a.num_heads, a.head_dim), cos, sin)
     k = apply_rope(k.reshape(b, length, a.num_kv_heads, a.head_dim), cos, sin)
     v = v.reshape(b, length, a.num_kv_heads, a.head_dim)
-    out = attention(q, k, v, mask=mask, scale=a.head_dim ** -0.5,
-                    dropout=dropout_fn(self, a.attention_dropout, rt))  # [batch, length, heads, head_dim]
+    out = attention(q, k, v, key_mask=key_mask, causal=True, scale=a.head_dim ** -0.5,
+                    dropout=dropout_fn(self, rt.attention_dropout_rate(a.attention_dropout), rt),
+                    implementation=rt.attention)  # [batch, length, heads, head_dim]
     return dense(a.hidden_size, 'o_proj', a.o_bias)(out.reshape(b, length, a.num_heads * a.head_dim))
 
 
@@ -151,10 +153,10 @@ class LlamaBlock(nn.Module):
   rt: Runtime
 
   @nn.compact
-  def __call__(self, h, cos, sin, mask):  # h [batch, length, hidden]
+  def __call__(self, h, cos, sin, key_mask):  # h [batch, length, hidden]
     a, rt = self.arch, self.rt
     h = h + LlamaAttention(a, rt, name='self_attn')(RMSNorm(a.rms_norm_eps, rt, name='input_layernorm')(h),
-                                                      cos, sin, mask)
+                                                      cos, sin, key_mask)
     h = h + LlamaMLP(a, rt, name='mlp')(RMSNorm(a.rms_norm_eps, rt, name='post_attention_layernorm')(h))
     return h, None
 
@@ -172,12 +174,9 @@ class Llama(LanguageModel):
     a = self.arch
     rt = self.runtime(deterministic)
     embed = Embed(a.vocab_size, a.hidden_size, a.initializer_range, rt, name='embed_tokens')
-    length = input_ids.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]  # [1, 1, length, length]
-    mask = causal & attention_mask.astype(bool)[:, None, None, :]  # [batch, 1, length, length]
-    cos, sin = rope_tables(a, length)
-    stack = scan_layers(LlamaBlock, a.num_layers, self.remat, arch=a, rt=rt, name='layers')
-    h, _ = stack(embed(input_ids), cos, sin, mask)
+    cos, sin = rope_tables(a, input_ids.shape[1])
+    stack = scan_layers(LlamaBlock, a.num_layers, **self.scan_options(), arch=a, rt=rt, name='layers')
+    h, _ = stack(embed(input_ids), cos, sin, attention_mask.astype(bool))  # causal + key padding
     h = RMSNorm(a.rms_norm_eps, rt, name='norm')(h)
     if answer_positions is not None:
       h = gather_positions(h, answer_positions)  # [batch, answers, hidden]

@@ -46,7 +46,7 @@ class Dense(nn.Module):
     if self.has_variable(COLLECTION, 'lora_a'):
       a = self.get_variable(COLLECTION, 'lora_a')  # [d_in, r]
       b = self.get_variable(COLLECTION, 'lora_b')  # [r, d_out]
-      h = Dropout(self.rt.lora_dropout)(x, deterministic=self.rt.deterministic)
+      h = Dropout(self.rt.lora_dropout, self.rt.dropout_seeds)(x, deterministic=self.rt.deterministic)
       update = jnp.dot(jnp.dot(h, a.astype(dtype)), b.astype(dtype), preferred_element_type=out_type)
       y = y + (update * self.rt.lora_scale).astype(y.dtype)
     return y

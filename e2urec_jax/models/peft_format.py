@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import convert, lora
 from e2urec_jax.models.api import abstract_params
@@ -47,6 +47,14 @@ def export_peft(model, adapters, out_dir: str, *, alpha: float, dropout: float =
   `peft.PeftModel.from_pretrained(<transformers base>, out_dir)` loads; atomic; returns its size
   in bytes. `alpha` and `dropout` are the run's lora.alpha and lora.dropout (the rank is the
   adapters'); `base_model_name_or_path` is what PEFT records as the base (a hub id or folder)."""
+  with runtime.atomic_dir(out_dir) as tmp:
+    write_peft(model, adapters, tmp, alpha=alpha, dropout=dropout, base_model_name_or_path=base_model_name_or_path)
+  return sum(storage.files_under(out_dir).values())
+
+
+def write_peft(model, adapters, folder: str, *, alpha: float, dropout: float = 0.0,
+               base_model_name_or_path: str | None = None) -> None:
+  """export_peft's two files, written into the existing `folder` (not atomically: the caller's temp folder)."""
   family = model.family
   modules = _hf_modules(family, abstract_params(model))
   flat = traverse_util.flatten_dict(adapters)
@@ -76,14 +84,13 @@ def export_peft(model, adapters, out_dir: str, *, alpha: float, dropout: float =
       'rank_pattern': {}, 'alpha_pattern': {},
   }  # the fields PEFT has read for years; the newer ones PEFT 0.21 writes all default to "off"
   from safetensors.numpy import save_file
-  with runtime.atomic_dir(out_dir) as tmp:
-    save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={'format': 'pt'})
-    runtime.write_json(os.path.join(tmp, CONFIG_FILE), config)
-  return sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+  save_file(tensors, os.path.join(folder, WEIGHTS_FILE), metadata={'format': 'pt'})
+  runtime.write_json(os.path.join(folder, CONFIG_FILE), config)
 
 
 def read_peft_config(path: str) -> dict:
   """The folder's adapter_config.json, refused (one line) unless it describes plain LoRA."""
+  path = _local(path)
   config_path = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise UserError(f'{path}: no {CONFIG_FILE}; not a PEFT adapter folder (PeftModel.save_pretrained writes one)')
@@ -110,6 +117,7 @@ def load_peft_adapters(path: str, model, params, *, r: int, alpha: float, target
   shapes), every layer of an adapted module must be present, and the rank and targets must be
   the run's: each mismatch is one UserError line naming the file, the key and the fix. B is
   rescaled by PEFT's scale / ours, so the logits are PEFT's under the run's alpha / r."""
+  path = _local(path)
   config = read_peft_config(path)
   weights_path = os.path.join(path, WEIGHTS_FILE)
   if not os.path.isfile(weights_path):
@@ -171,6 +179,13 @@ def load_peft_adapters(path: str, model, params, *, r: int, alpha: float, target
       pair[leaf] = stacked * b_factor if leaf == 'lora_b' and b_factor != 1 else stacked
     adapters[dense] = pair  # lora_a [layers, d_in, r], lora_b [layers, r, d_out]
   return traverse_util.unflatten_dict({d + (leaf,): v for d, pair in adapters.items() for leaf, v in pair.items()})
+
+
+def _local(path: str) -> str:
+  """A local folder with the content of `path` (a gs://... folder is downloaded: storage.py)."""
+  if storage.is_remote(path) and not storage.isdir(path):
+    raise UserError(f'{path}: no such folder; not a PEFT adapter folder')
+  return storage.local_copy(path)
 
 
 def _hf_modules(family: str, params) -> dict:

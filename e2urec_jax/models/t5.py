@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax.errors import UserError
+from e2urec_jax.models.attention import attention
 from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Dropout, Embed, LanguageModel, RMSNorm, Runtime,
-                                      activation, attention, dropout_fn, gather_positions, scan_layers)
+                                      activation, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 
@@ -91,9 +92,10 @@ def relative_position_buckets(q_len, k_len, bidirectional, num_buckets, max_dist
 class T5Attention(nn.Module):
   arch: T5Arch
   rt: Runtime
+  causal: bool = False
 
   @nn.compact
-  def __call__(self, x, kv, bias, mask):  # x [batch, q_len, d_model], kv [batch, kv_len, d_model]
+  def __call__(self, x, kv, bias, key_mask):  # x [batch, q_len, d_model], kv [batch, kv_len, d_model]
     a, f = self.arch, self.arch.init_factor
     inner = a.num_heads * a.d_kv
     dense = lambda name, std: Dense(inner, self.rt, kernel_init=nn.initializers.normal(std), name=name)
@@ -101,8 +103,9 @@ class T5Attention(nn.Module):
     k = dense('k', f * a.d_model ** -0.5)(kv)
     v = dense('v', f * a.d_model ** -0.5)(kv)
     split = lambda t: t.reshape(*t.shape[:2], a.num_heads, a.d_kv)  # [batch, len, heads, d_kv]
-    out = attention(split(q), split(k), split(v), bias=bias, mask=mask, scale=1.0,
-                    dropout=dropout_fn(self, a.dropout_rate, self.rt))
+    out = attention(split(q), split(k), split(v), bias=bias, key_mask=key_mask, causal=self.causal, scale=1.0,
+                    dropout=dropout_fn(self, self.rt.attention_dropout_rate(a.dropout_rate), self.rt),
+                    implementation=self.rt.attention)
     out = out.reshape(*out.shape[:2], inner)  # [batch, q_len, heads * d_kv]
     return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * inner ** -0.5), name='o')(out)
 
@@ -121,7 +124,7 @@ class T5MLP(nn.Module):
       h = h * Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi_1')(x)
     else:
       h = act(Dense(a.d_ff, self.rt, kernel_init=wi_init, name='wi')(x))  # [batch, len, d_ff]
-    h = Dropout(a.dropout_rate)(h, deterministic=self.rt.deterministic)
+    h = Dropout(a.dropout_rate, self.rt.dropout_seeds)(h, deterministic=self.rt.deterministic)
     return Dense(a.d_model, self.rt, kernel_init=nn.initializers.normal(f * a.d_ff ** -0.5), name='wo')(h)
 
 
@@ -132,29 +135,31 @@ class T5Block(nn.Module):
   decoder: bool
 
   @nn.compact
-  def __call__(self, h, bias, mask, enc, enc_mask):  # h [batch, len, d_model]
+  def __call__(self, h, bias, key_mask, enc, enc_key_mask):  # h [batch, len, d_model]; masks bool [batch, len]
     a, rt = self.arch, self.rt
-    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate, rt.dropout_seeds)(x, deterministic=rt.deterministic)
     n = RMSNorm(a.eps, rt, name='self_attn_norm')(h)
-    h = h + drop(T5Attention(a, rt, name='self_attn')(n, n, bias, mask))
+    h = h + drop(T5Attention(a, rt, causal=self.decoder, name='self_attn')(n, n, bias, key_mask))
     if self.decoder:
       n = RMSNorm(a.eps, rt, name='cross_attn_norm')(h)
-      h = h + drop(T5Attention(a, rt, name='cross_attn')(n, enc, None, enc_mask))
+      h = h + drop(T5Attention(a, rt, name='cross_attn')(n, enc, None, enc_key_mask))
     n = RMSNorm(a.eps, rt, name='mlp_norm')(h)
     h = h + drop(T5MLP(a, rt, name='mlp')(n))
     return h, None
 
 
 class T5Stack(nn.Module):
+  """Embedded tokens -> final hidden states. The position bias is computed here, once per
+  stack and forward, and broadcast to every layer of the scan."""
   arch: T5Arch
   rt: Runtime
   decoder: bool
-  remat: bool
+  scan_options: tuple = ()  # (key, value) pairs for scan_layers (remat, remat_policy, unroll)
 
   @nn.compact
-  def __call__(self, h, mask, enc=None, enc_mask=None):  # h [batch, len, d_model] embedded tokens
+  def __call__(self, h, key_mask, enc=None, enc_key_mask=None):  # h [batch, len, d_model] embedded tokens
     a, rt = self.arch, self.rt
-    drop = lambda x: Dropout(a.dropout_rate)(x, deterministic=rt.deterministic)
+    drop = lambda x: Dropout(a.dropout_rate, rt.dropout_seeds)(x, deterministic=rt.deterministic)
     length = h.shape[1]
     buckets = relative_position_buckets(length, length, not self.decoder, a.num_buckets, a.max_distance)
     table = Embed(a.num_buckets, a.num_heads, a.init_factor * a.d_model ** -0.5,
@@ -164,8 +169,9 @@ class T5Stack(nn.Module):
     onehot = jax.nn.one_hot(jnp.asarray(buckets), a.num_buckets, dtype=jnp.float32)  # [len, len, buckets]
     bias = jnp.einsum('qkb,bh->hqk', onehot, table.embedding.astype(jnp.float32))[None]  # [1, heads, len, len]
     layers = a.num_decoder_layers if self.decoder else a.num_layers
-    stack = scan_layers(T5Block, layers, self.remat, arch=a, rt=rt, decoder=self.decoder, name='layers')
-    h, _ = stack(drop(h), bias, mask, enc, enc_mask)
+    stack = scan_layers(T5Block, layers, **dict(self.scan_options), arch=a, rt=rt, decoder=self.decoder,
+                        name='layers')
+    h, _ = stack(drop(h), bias, key_mask, enc, enc_key_mask)
     return drop(RMSNorm(a.eps, rt, name='final_norm')(h))
 
 
@@ -182,12 +188,10 @@ class T5(LanguageModel):
     a = self.arch
     rt = self.runtime(deterministic)
     shared = Embed(a.vocab_size, a.d_model, a.init_factor, rt, name='shared')
-    batch, src_len = input_ids.shape
-    dec_len = decoder_input_ids.shape[1]
-    enc_mask = jnp.broadcast_to(attention_mask.astype(bool)[:, None, None, :], (batch, 1, 1, src_len))
-    enc = T5Stack(a, rt, False, self.remat, name='encoder')(shared(input_ids), enc_mask)
-    causal = jnp.tril(jnp.ones((dec_len, dec_len), bool))[None, None]  # [1, 1, dec_len, dec_len]
-    h = T5Stack(a, rt, True, self.remat, name='decoder')(shared(decoder_input_ids), causal, enc, enc_mask)
+    enc_key_mask = attention_mask.astype(bool)  # [batch, src_len]; the decoder is causal, unpadded
+    scan = tuple(self.scan_options().items())
+    enc = T5Stack(a, rt, False, scan, name='encoder')(shared(input_ids), enc_key_mask)
+    h = T5Stack(a, rt, True, scan, name='decoder')(shared(decoder_input_ids), None, enc, enc_key_mask)
     if answer_positions is not None:
       h = gather_positions(h, answer_positions)  # [batch, answers, d_model]
     if a.scale_decoder_outputs:

@@ -10,7 +10,7 @@ import os
 import numpy as np
 from flax import traverse_util
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 
 ADAPTERS_FILE = 'adapters.safetensors'
@@ -19,18 +19,19 @@ ADAPTER_META = 'adapter_config.json'
 
 def content_hash(model_dir: str) -> str:
   """sha256 over the weight files of a Hugging Face folder (names sorted), cached beside them."""
-  files = sorted(f for f in os.listdir(model_dir) if f.endswith('.safetensors'))
+  files = sorted(f for f in storage.listdir(model_dir) if f.endswith('.safetensors'))
   if not files:
     raise UserError(f'{model_dir}: no *.safetensors weights; is this a model folder?')
-  stamp = [(f, os.path.getsize(os.path.join(model_dir, f)), os.path.getmtime(os.path.join(model_dir, f))) for f in files]
+  stamp = [(f, *storage.stamp(os.path.join(model_dir, f))) for f in files]
   cache = os.path.join(model_dir, '.sha256.json')
-  if os.path.exists(cache):
+  if storage.exists(cache):
     cached = runtime.read_json(cache)
     if cached.get('stamp') == [list(s) for s in stamp]:
       return cached['sha256']
   h = hashlib.sha256()
+  local = storage.local_copy(model_dir)  # a URL's folder is downloaded once: loading it reuses the copy
   for f in files:
-    with open(os.path.join(model_dir, f), 'rb') as fh:
+    with open(os.path.join(local, f), 'rb') as fh:
       for block in iter(lambda: fh.read(1 << 22), b''):
         h.update(block)
   digest = h.hexdigest()
@@ -42,10 +43,7 @@ def content_hash(model_dir: str) -> str:
 
 
 def dir_bytes(path: str) -> int:
-  total = 0
-  for root, _, files in os.walk(path):
-    total += sum(os.path.getsize(os.path.join(root, f)) for f in files if not f.startswith('.'))
-  return total
+  return sum(size for rel, size in storage.files_under(path).items() if not os.path.basename(rel).startswith('.'))
 
 
 def save_full(model, params, path: str) -> int:
@@ -66,7 +64,7 @@ def save_adapters(adapters, path: str, *, base_dir: str, lora: dict) -> int:
   """Adapters + a reference to their base; returns the artifact's size in bytes."""
   from safetensors.numpy import save_file
   flat = {'/'.join(k): np.asarray(v, dtype=np.float32) for k, v in traverse_util.flatten_dict(adapters).items()}
-  meta = {'base_dir': os.path.abspath(base_dir), 'base_sha256': content_hash(base_dir), **lora}
+  meta = {'base_dir': storage.abspath(base_dir), 'base_sha256': content_hash(base_dir), **lora}
   with runtime.atomic_dir(path) as tmp:
     save_file(flat, os.path.join(tmp, ADAPTERS_FILE))
     runtime.write_json(os.path.join(tmp, ADAPTER_META), meta)
@@ -83,17 +81,17 @@ def load_adapters(path: str, base_dir: str | None = None, *, expect: dict | None
   """
   from safetensors.numpy import load_file
   meta_path = os.path.join(path, ADAPTER_META)
-  if not os.path.exists(meta_path):
+  if not storage.exists(meta_path):
     raise UserError(f'{path}: no {ADAPTER_META}; not an adapter folder written by e2urec_jax')
   meta = runtime.read_json(meta_path)
   base_dir = base_dir or meta['base_dir']
-  if not os.path.isdir(base_dir):
+  if not storage.isdir(base_dir):
     raise UserError(f'{path}: the base model {base_dir} these adapters were trained on is gone; '
                     'restore it or retrain the adapters')
   if content_hash(base_dir) != meta['base_sha256']:
     raise UserError(f'{path}: adapters were trained on a different base than {base_dir} '
                     '(sha256 mismatch); use the base they were trained on or retrain them')
-  flat = load_file(os.path.join(path, ADAPTERS_FILE))
+  flat = load_file(storage.local_copy(os.path.join(path, ADAPTERS_FILE)))
   ranks = sorted({int(v.shape[-1]) for k, v in flat.items() if k.endswith('lora_a')})
   if ranks != [int(meta['r'])]:
     raise UserError(f'{path}: {ADAPTERS_FILE} holds rank {ranks} adapters but {ADAPTER_META} says r={meta["r"]}; '
@@ -127,7 +125,22 @@ def check_adapter_dir(path: str, expect: dict) -> None:
 
 
 def is_adapter_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, ADAPTER_META))
+  return storage.exists(os.path.join(path, ADAPTER_META))
+
+
+def full_weights_dir(path: str) -> str:
+  """A model folder as full weights, to start the next unlearning from: `path` itself, or for
+  an adapter folder its adapters merged into the base it names, saved once as <path>/merged."""
+  if not is_adapter_dir(path):
+    return path
+  merged = os.path.join(path, 'merged')
+  if not os.path.exists(os.path.join(merged, 'config.json')):
+    import jax
+    from e2urec_jax.models import lora
+    adapters, meta = load_adapters(path)
+    model, base = load_full(meta['base_dir'])
+    save_full(model, jax.device_get(lora.merge(base, adapters, meta['alpha'] / meta['r'])), merged)
+  return merged
 
 
 def write_done(phase_dir: str, stats: dict) -> None:
@@ -136,7 +149,7 @@ def write_done(phase_dir: str, stats: dict) -> None:
 
 def read_done(phase_dir: str):
   path = os.path.join(phase_dir, 'done.json')
-  return runtime.read_json(path) if os.path.exists(path) else None
+  return runtime.read_json(path) if storage.exists(path) else None
 
 
 def dumps(obj) -> str:

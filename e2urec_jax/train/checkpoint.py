@@ -8,6 +8,12 @@ is never saved here: the metadata holds its content hash, checked on restore.
 Tests fail or interrupt a save through orbax's public `temporary_path_class` option: a
 subclass of `ocp.path.atomicity.AtomicRenameTemporaryPath` whose `finalize` (the commit)
 raises or kills (see train/callbacks.py).
+
+A folder on an object store (a gs://... workdir: storage.py) is staged: orbax saves and
+restores in a local folder as above, each committed step is uploaded after its save (its
+files, then the marker UPLOADED; steps orbax dropped are deleted from the bucket), and a new
+process downloads the uploaded steps before it resumes. A preempted VM resumes from the last
+uploaded step.
 """
 import contextlib
 import errno
@@ -18,17 +24,22 @@ import shutil
 import jax
 import orbax.checkpoint as ocp
 
+from e2urec_jax import distributed, storage
 from e2urec_jax.errors import UserError
 
 TMP_MARK = '.orbax-checkpoint-tmp'
+UPLOADED = 'uploaded.json'  # in a step folder on an object store: written after the step's files
 
 
 class ResumeCheckpoints:
 
   def __init__(self, directory: str, *, max_to_keep: int, base_sha256: str | None, temporary_path_class=None):
     """temporary_path_class: orbax's own when None (tests pass one that fails inside the commit)."""
-    self.directory = os.path.abspath(directory)
+    self.remote = storage.abspath(directory) if storage.is_remote(directory) else None
+    self.directory = storage.staging_dir(self.remote, 'ckpt') if self.remote else os.path.abspath(directory)
     self.base_sha256 = base_sha256
+    if self.remote:
+      self._download()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True,
         temporary_path_class=temporary_path_class)
@@ -57,6 +68,36 @@ class ResumeCheckpoints:
       kept = f'the previous checkpoint, step {last}, is intact' if last is not None else 'no earlier checkpoint'
       raise UserError(f'checkpoint save at step {step} failed in {self.directory}: {cause.strerror or cause}; '
                       f'{_fix(cause)} and rerun the same command ({kept})') from e
+    if self.remote:  # a failed upload is a UserError (storage.py); the next save uploads what is missing
+      self._upload()
+
+  def _committed_steps(self) -> set:
+    """Steps on the object store whose upload finished."""
+    if not storage.isdir(self.remote):
+      return set()
+    return {int(name) for name in storage.listdir(self.remote)
+            if name.isdigit() and storage.exists(f'{self.remote}/{name}/{UPLOADED}')}
+
+  def _download(self) -> None:
+    for step in sorted(self._committed_steps()):
+      local = os.path.join(self.directory, str(step))
+      if not os.path.isdir(local):
+        storage.download_files(f'{self.remote}/{step}', local + TMP_MARK + '-download')
+        os.remove(os.path.join(local + TMP_MARK + '-download', UPLOADED))
+        os.replace(local + TMP_MARK + '-download', local)
+
+  def _upload(self) -> None:
+    """The local steps the bucket lacks, each committed by its marker; the steps orbax dropped, deleted."""
+    if not distributed.is_primary():
+      return
+    local = {int(n) for n in os.listdir(self.directory) if n.isdigit()}
+    remote = self._committed_steps()
+    for step in sorted(local - remote):
+      storage.rmtree(f'{self.remote}/{step}')  # what an interrupted upload left
+      storage.upload_files(os.path.join(self.directory, str(step)), f'{self.remote}/{step}')
+      storage.write_bytes(f'{self.remote}/{step}/{UPLOADED}', b'{}')
+    for step in sorted(remote - local):
+      storage.rmtree(f'{self.remote}/{step}')
 
   def _remove_partial(self, step: int) -> None:
     """Deletes what a failed save of `step` left (its temp folder), never a committed checkpoint."""

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from e2urec_jax import distributed, runtime
+from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts
 from e2urec_jax.train import mesh as mesh_lib
@@ -46,6 +46,8 @@ class ModelBundle:
   lora_meta: dict  # r, alpha, dropout, targets: recorded with every adapter artifact
   base_dtype: str  # storage dtype of frozen weights (config.model.base_dtype)
   lora_r: int
+  init_adapters: Any = None  # adapters read from config.lora.init_from (host arrays), or None
+  init_phases: tuple = ()  # the phases (config.lora.init_phases) that start from them
 
 
 def prepared_data(config, paths: Paths):
@@ -57,7 +59,7 @@ def prepared_data(config, paths: Paths):
   def prepare():
     from e2urec_jax.data.prepare import prepare
     prepare(config, workdir)
-  distributed.primary_first('prepare', lambda: os.path.exists(manifest), prepare)
+  distributed.primary_first('prepare', lambda: storage.exists(manifest), prepare)
   return load_tokenized(workdir)
 
 
@@ -78,24 +80,30 @@ def ensure_pretrained(config, paths: Paths, data) -> str:
     model = model_from_hf_config(hf_config)
     params = init_params(model, jax.random.key(seeds.derive(config.seed, 'pretrained', 'init')))
     artifacts.save_full(model, params, path)
-  distributed.primary_first('pretrained', lambda: os.path.exists(os.path.join(path, 'config.json')), make)
+  distributed.primary_first('pretrained', lambda: storage.exists(os.path.join(path, 'config.json')), make)
   return path
 
 
 def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
   """Loads the common start and configures LoRA on it."""
-  from e2urec_jax.models import load_pretrained, lora
-  model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, remat=config.model.remat)
+  from e2urec_jax.models import load_pretrained, lora, model_options
+  model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, **model_options(config.model))
   if data.vocab_size > model.arch.vocab_size:
     raise UserError(f'tokenizer has {data.vocab_size} tokens but model {pretrained_dir} has vocab_size '
                     f'{model.arch.vocab_size}; use the tokenizer that belongs to the model (config.model.tokenizer)')
   targets = lora.parse_targets(config.lora.targets, model.family)
   meta = {'r': int(config.lora.r), 'alpha': float(config.lora.alpha), 'dropout': float(config.lora.dropout),
           'targets': list(targets)}
+  init = None
+  if config.lora.init_from:  # read (and refused on a rank, shape or target mismatch) before any phase runs
+    from e2urec_jax.models.peft_format import load_peft_adapters
+    init = load_peft_adapters(config.lora.init_from, model, params, r=int(config.lora.r),
+                              alpha=float(config.lora.alpha), targets=targets)
   return ModelBundle(
       model=lora.configure(model, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout),
       pretrained_dir=pretrained_dir, pretrained_params=params, num_base_params=lora.count_params(params),
-      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r))
+      lora_targets=targets, lora_meta=meta, base_dtype=config.model.base_dtype, lora_r=int(config.lora.r),
+      init_adapters=init, init_phases=tuple(t.strip() for t in config.lora.init_phases.split(',') if t.strip()))
 
 
 def _snapshot(repo_id: str) -> str:
@@ -141,7 +149,7 @@ class RunContext:
   def load_params(self, name: str):
     """Full weights of a saved model (as stored; `base_dtype` casts a frozen copy)."""
     path = self.model_dir(name)
-    if not os.path.exists(os.path.join(path, 'config.json')):
+    if not storage.exists(os.path.join(path, 'config.json')):
       raise UserError(f'no model {name!r} in {os.path.dirname(path)}; run its phase first')
     _, params = artifacts.load_full(path)
     return params
@@ -151,9 +159,20 @@ class RunContext:
     adapters = lora.init_adapters(params, jax.random.key(0), self.bundle.lora_r, self.bundle.lora_targets)
     return jax.tree.map(np.zeros_like, adapters)
 
-  def new_adapters(self, params, seed: int):
+  def new_adapters(self, params, seed: int, role: str | None = None):
+    """The adapters a LoRA phase starts from: those of config.lora.init_from when `role` (the
+    method's name, or 'original', 'retrain', 'shards', 'augmented') is in config.lora.init_phases,
+    else fresh ones (A random from `seed`, B zero)."""
     from e2urec_jax.models import lora
+    if self.init_from(role):
+      return jax.tree.map(np.array, self.bundle.init_adapters)  # a copy per phase
     return lora.init_adapters(params, jax.random.key(seed), self.bundle.lora_r, self.bundle.lora_targets)
+
+  def init_from(self, role: str | None) -> str:
+    """config.lora.init_from when phases of `role` start from it, else ''."""
+    if role is None or self.bundle.init_adapters is None or role not in self.bundle.init_phases:
+      return ''
+    return self.config.lora.init_from
 
   def base_dtype(self, params):
     """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from e2urec_jax import losses, runtime
+from e2urec_jax import losses, runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts, sampling, steps
 from e2urec_jax.train import mesh as mesh_lib
@@ -112,7 +112,7 @@ def single_from_dir(ctx, path: str) -> SingleModel:
     adapters, meta = artifacts.load_adapters(path, expect=ctx.bundle.lora_meta)  # the run's scale must fit
     _, base = artifacts.load_full(meta['base_dir'])
     return SingleModel(ctx, ctx.base_dtype(base), adapters)
-  if not os.path.exists(os.path.join(path, 'config.json')):
+  if not storage.exists(os.path.join(path, 'config.json')):
     raise UserError(f'{path} is not a model folder (no config.json or adapter_config.json)')
   _, params = artifacts.load_full(path)
   return SingleModel(ctx, params, ctx.zero_adapters(params))
@@ -125,15 +125,15 @@ def write_ensemble(ctx, name: str, shard_names: list[str], aggregate: str, aggre
 
 
 def is_ensemble(path: str) -> bool:
-  return os.path.exists(os.path.join(path, ENSEMBLE_FILE))
+  return storage.exists(os.path.join(path, ENSEMBLE_FILE))
 
 
 def load_predictor(ctx, name: str):
   """Model `name` of the run (a single model or a shard ensemble)."""
   path = ctx.model_dir(name)
-  if not os.path.isdir(path):
+  if not storage.isdir(path):
     parent = os.path.dirname(path)
-    known = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+    known = sorted(storage.listdir(parent)) if storage.isdir(parent) else []
     raise UserError(f'no model {name!r} in {parent} (have: {", ".join(known) or "none"}); '
                     'train it first or pass one of those to --model')
   if is_ensemble(path):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import mesh as mesh_lib
 from e2urec_jax.train.callbacks import Callback, StepEvent, checkpoint_path_class
@@ -90,9 +90,13 @@ def _copy(tree):
 
 
 class _Log:
-  """metrics.jsonl (+ TensorBoard events). A full disk here is a UserError like a failed checkpoint."""
+  """metrics.jsonl (+ TensorBoard events). A full disk here is a UserError like a failed checkpoint.
 
-  def __init__(self, phase_dir: str):
+  `remote`: the phase folder on an object store (storage.py) when `phase_dir` is its local
+  staging copy; `sync` uploads the files there (at each checkpoint and at the end)."""
+
+  def __init__(self, phase_dir: str, remote: str | None = None):
+    self._dir, self._remote = phase_dir, remote
     self._path = os.path.join(phase_dir, 'metrics.jsonl')
     self._jsonl = self._tb = None
     from e2urec_jax import distributed
@@ -120,6 +124,16 @@ class _Log:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
 
+  def sync(self):
+    """Uploads metrics.jsonl and the TensorBoard events to the object store (no-op on a local workdir)."""
+    if self._remote is None or self._jsonl is None:
+      return
+    self._jsonl.flush()
+    if self._tb is not None:
+      self._tb.flush()
+    names = [os.path.relpath(os.path.join(root, f), self._dir) for root, _, files in os.walk(self._dir) for f in files]
+    storage.sync_up(self._dir, self._remote, names)
+
   def close(self):
     if self._jsonl is not None:
       with contextlib.suppress(OSError):  # a full disk was already reported where it struck
@@ -127,6 +141,19 @@ class _Log:
     if self._tb is not None:
       with contextlib.suppress(Exception):
         self._tb.close()
+
+
+def _log_dir(phase_dir: str) -> str:
+  """Where the phase's metrics are written: the phase folder, or for a folder on an object
+  store a local staging copy holding what was uploaded before (so a resume appends to it)."""
+  if not storage.is_remote(phase_dir):
+    return phase_dir
+  local = storage.staging_dir(phase_dir, 'log')
+  from e2urec_jax import distributed
+  if distributed.is_primary() and storage.isdir(phase_dir):
+    have = storage.files_under(phase_dir)
+    storage.download_files(phase_dir, local, [rel for rel in have if rel == 'metrics.jsonl' or rel.startswith('tb/')])
+  return local
 
 
 def _drop_metrics_after(path: str, step: int) -> None:
@@ -168,7 +195,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   so the last checkpoint on disk is always a finite one. Steps and checkpoints count from 1
   (checkpoint N holds the state after N steps).
   """
-  os.makedirs(phase_dir, exist_ok=True)
+  storage.makedirs(phase_dir)
   ckpt = ResumeCheckpoints(os.path.join(phase_dir, 'ckpt'), max_to_keep=config.checkpoint.max_to_keep,
                            base_sha256=base_sha256,
                            temporary_path_class=checkpoint_path_class(callbacks, name))
@@ -183,8 +210,9 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     state = mesh_lib.put_replicated(state, mesh)
   start_step = int(meta['step'])
   every = max(1, int(config.checkpoint.every_steps))
-  _drop_metrics_after(os.path.join(phase_dir, 'metrics.jsonl'), start_step)
-  log = _Log(phase_dir)
+  log_dir = _log_dir(phase_dir)
+  _drop_metrics_after(os.path.join(log_dir, 'metrics.jsonl'), start_step)
+  log = _Log(log_dir, remote=phase_dir if log_dir != phase_dir else None)
   compile_before = step_fn.compile_s
   base_key = jax.random.key(seed)
   t_session = time.perf_counter()
@@ -198,7 +226,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     return (loop_before + time.perf_counter() - t_loop - outside_loop
             - (step_fn.compile_s - compile_before))
   bar = tqdm(total=num_steps, initial=start_step, desc=name, disable=not config.progress,
-             dynamic_ncols=True, leave=True)
+             dynamic_ncols=True, leave=True,
+             mininterval=0.1 if runtime.interactive() else runtime.LOG_BAR_INTERVAL_S)
   pending = []  # (step, device metrics) not yet fetched: fetched in groups, no per-step sync
   last_saved = start_step
   trainable, opt_state = state['trainable'], state['opt_state']
@@ -223,7 +252,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     if pending:
       values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(time.perf_counter() - t_session, 1e-9)
       log.write(step_now, values)
-      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}')
+      bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}', refresh=False)
     pending = []
 
   def save(step_now):
@@ -235,6 +264,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       saved['best'] = best
     meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start, loop_s=loop_now())
     ckpt.save(step_now, saved, meta)
+    log.sync()
     last_saved = step_now
     outside_loop += time.perf_counter() - t_save
 
@@ -281,6 +311,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
           cb.after_step(event)
         outside_loop += time.perf_counter() - t_callbacks
     flush(step)
+    log.sync()
   finally:
     bar.close()
     log.close()

@@ -2,10 +2,12 @@
 
 An experiment's workdir has one layout (`run_paths`); a forget request builds other `Paths`
 (its own phase folders, the model it starts from, the folder of its result) and runs the
-same methods on them. Plain `os.path`: the CLI imports this before JAX.
+same methods on them. Plain `os.path` (URLs too: storage.py): the CLI imports this before JAX.
 """
 import dataclasses
 import os
+
+from e2urec_jax import storage
 
 ORIGINAL = 'original'  # the model unlearning starts from, whichever folder `Paths.start` names
 
@@ -46,7 +48,7 @@ class Paths:
 
 def run_paths(workdir: str) -> Paths:
   """The layout of an experiment's workdir (docs/ARCHITECTURE.md, "Workdir layout")."""
-  workdir = os.path.abspath(workdir)
+  workdir = storage.abspath(workdir)
   return Paths(workdir=workdir, phases=os.path.join(workdir, 'phases'), models=os.path.join(workdir, 'models'),
                start=os.path.join(workdir, 'models', ORIGINAL), train_start=True)
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import jax
 
+from e2urec_jax import storage
 from e2urec_jax.train import artifacts, steps
 from e2urec_jax.train.context import peak_memory_bytes
 from e2urec_jax.train.loop import PhaseResult, run_phase
@@ -49,7 +50,7 @@ class PhasePlan:
 def done(ctx, name: str):
   """The stats of a finished phase whose model is still in place, else None."""
   stats = artifacts.read_done(ctx.phase_dir(name))
-  if stats is not None and os.path.exists(ctx.model_dir(name)):
+  if stats is not None and storage.exists(ctx.model_dir(name)):
     return stats
   return None
 

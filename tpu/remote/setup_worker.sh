@@ -95,8 +95,11 @@ make_venv() {
 install() {
   local pip=("$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check)
   "${pip[@]}" --upgrade pip
-  # One resolve for both, so pip picks a jax that both requirements.txt and jax[tpu] accept.
-  "${pip[@]}" -r "$REPO_DIR/requirements.txt" "$JAX_SPEC"
+  # One resolve for all, so pip picks a jax that both requirements.txt and jax[tpu] accept;
+  # gcsfs (GCSFS_SPEC, empty to skip) is fsspec's gs:// driver, for --workdir=gs://...
+  local extra=()
+  [[ -z "${GCSFS_SPEC-gcsfs}" ]] || extra+=("${GCSFS_SPEC-gcsfs}")
+  "${pip[@]}" -r "$REPO_DIR/requirements.txt" "$JAX_SPEC" ${extra[@]+"${extra[@]}"}
   "${pip[@]}" --no-deps -e "$REPO_DIR"
   local versions
   versions="$(cd "$HOME" && "$VENV_DIR/bin/python" -c 'import jax, e2urec_jax; print("jax", jax.__version__)')" ||

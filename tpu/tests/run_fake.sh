@@ -51,7 +51,7 @@ git -C "$repo" add -A
 git -C "$repo" -c user.name=t -c user.email=t@t commit -qm fake
 git -C "$repo" branch -M main
 for w in 0 1; do python3 -m venv --system-site-packages "$FAKE_ROOT/w$w/e2urec_venv"; done
-out="$(REPO_URL="$repo" JAX_SPEC=pip CHECK=0 "$TPU/setup.sh" 2>&1)" || fail "setup.sh: $out"
+out="$(REPO_URL="$repo" JAX_SPEC=pip GCSFS_SPEC='' CHECK=0 "$TPU/setup.sh" 2>&1)" || fail "setup.sh: $out"
 expect "[worker 1] code: $repo @ main" "$out"
 expect "[worker 0] installed:" "$out"
 
@@ -105,9 +105,9 @@ rm -rf "$FAKE_ROOT/w1/runs/b"
 WORKDIR="$tilde/runs/b" GCS_DEST=gs://bucket/copy "$TPU/sync.sh" pull >/dev/null
 [[ -f "$FAKE_ROOT/w1/runs/b/results.md" ]] || fail "pull did not restore the workdir"
 
-step "a gs:// workdir is refused with advice"
-out="$("$TPU/launch.sh" run --workdir=gs://bucket/runs/z 2>&1)" && fail "a gs:// workdir was accepted"
-expect "SYNC_TO=gs://bucket/runs/z" "$out"
+step "SYNC_TO with a gs:// workdir (which the run writes itself) is refused"
+out="$(SYNC_TO=gs://bucket/runs/z "$TPU/launch.sh" run --workdir=gs://bucket/runs/z 2>&1)" && fail "SYNC_TO was accepted"
+expect "drop SYNC_TO" "$out"
 
 step "delete (twice: the second does nothing)"
 YES=1 "$TPU/delete.sh" >/dev/null
