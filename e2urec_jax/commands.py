@@ -73,8 +73,10 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
     from e2urec_jax.experiment import evaluate_seeds
     evaluate_seeds(config, workdir)
   else:
+    from e2urec_jax.experiment import e2urec_rows
     ctx = _open(config, workdir)
-    write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order())
+    write_results(ctx, [model] if model else available_models(ctx), order=spec.report_order(),
+                  mechanism_for=e2urec_rows(config))
   if distributed.is_primary():
     print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
 

@@ -41,6 +41,11 @@ def seed_rows(config, rows, first_seed: bool):
   return [row for row in rows if row.method in repeat and row.name == row.method]
 
 
+def e2urec_rows(config) -> list[str]:
+  """The report rows run by E2URec: their teacher is measured (eval/mechanism.py)."""
+  return [row.name for row in runner.rows(config) if row.method == 'e2urec']
+
+
 def train_seed(ctx, rows, callbacks=()) -> list[str]:
   """Original, retrain, noise floor and the rows' methods of one seed; returns the report's names."""
   llmrec.ensure_original(ctx, callbacks)
@@ -66,7 +71,8 @@ def evaluate_seeds(config, workdir) -> dict:
   for i, seed in enumerate(seeds):
     ctx = first if i == 0 else seed_context(first, seed)
     if os.path.isdir(ctx.model_dir(llmrec.RETRAIN)):
-      per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False)
+      per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False,
+                                     mechanism_for=e2urec_rows(config))
   return seed_report.write(first, per_seed, order=spec.report_order())
 
 
@@ -95,13 +101,14 @@ def run_experiment(config, workdir, *, callbacks=()):
   first = context.open_run(config, paths.run_paths(workdir))
   if len(seeds) == 1:
     names = train_seed(first, rows, callbacks)
-    write_results(first, names, order=spec.report_order())
+    write_results(first, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
   else:
     per_seed = {}
     for i, seed in enumerate(seeds):
       ctx = first if i == 0 else seed_context(first, seed)
       names = train_seed(ctx, seed_rows(config, rows, i == 0), callbacks)
-      per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False)
+      per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False,
+                                     mechanism_for=e2urec_rows(config))
       if distributed.is_primary():
         print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
     seed_report.write(first, per_seed, order=spec.report_order())

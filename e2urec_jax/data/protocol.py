@@ -254,12 +254,3 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
       train['user'].to_numpy(), d, seed)
   return Splits(out, forget_users)
 
-
-def seeded_assignment(train_users, d, seed: int):
-  """What the experiment's seed decides about the train split, from its users in row order:
-  (forget users, is_forget [N], SISA shard [N], RecEraser shard [N]). `prepare` calls it for
-  config.seed; a run over several seeds (config.seeds) calls it again for each of them."""
-  train_users = np.asarray(train_users)
-  forget_users = choose_forget_users(train_users, float(d.forget_fraction), seed)
-  return (forget_users, np.isin(train_users, forget_users), sisa_shards(len(train_users), int(d.num_shards), seed),
-          receraser_shards(train_users, int(d.num_shards), seed))

@@ -168,14 +168,13 @@ def trajectories(ctx, names) -> dict:
   return {name: points for name, points in found.items() if points}
 
 
-def write_results(ctx, names: list[str], order=(), *, write: bool = True) -> dict:
+def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=()) -> dict:
   """Scores `names` and writes the report (rows in `order` first, then the others as given);
-  `write=False` returns the results alone (one seed of several: eval/seed_report.py writes)."""
+  `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).
+  `mechanism_for`: the E2URec rows whose teacher is measured."""
   from e2urec_jax.eval import report
-  from e2urec_jax.methods import runner
   ordered = report.ordered_methods(names, order)
-  e2urec_rows = [row.name for row in runner.rows(ctx.config) if row.method == 'e2urec']
-  results = evaluate_models(ctx, ordered, mechanism_for=e2urec_rows)
+  results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
   results['methods'] = merge_seed_rows(results['methods'])
   found = trajectories(ctx, ordered)
   results['trajectories'] = {str(ctx.config.seed): found} if found else {}

@@ -37,7 +37,6 @@ class _Reference:
   the fixed row sets, computed once per seed (the retrained model must be trained before)."""
 
   def __init__(self, ctx, test_samples: int):
-    from e2urec_jax.methods.llmrec import RETRAIN
     from e2urec_jax.train import inference
     data = ctx.data
     train, valid, test = data.splits['train'], data.splits['valid'], data.splits['test']
@@ -48,7 +47,7 @@ class _Reference:
     self.nonmember = self.test[~np.isin(test.user_id[self.test], forget_users)]
     self.heldout = np.flatnonzero(np.isin(valid.user_id, forget_users))
     self.forget_labels, self.test_labels = train.label[self.forget], test.label[self.test]
-    self.retrain_first = _scores(ctx, inference.load_predictor(ctx, RETRAIN), 'train', self.forget)['first_logits']
+    self.retrain_first = _scores(ctx, inference.load_predictor(ctx, 'retrain'), 'train', self.forget)['first_logits']
 
 
 def score_point(ctx, reference: _Reference, params, adapters) -> dict:
