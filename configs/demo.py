@@ -13,7 +13,8 @@ users it is later asked to forget, clearly beyond what two retrains differ by:
 - no history in the prompt: with 3-5 items a 2-layer T5 this small never learns to find the
   target title's quality word within the demo's budget (test AUC ~0.55 without the users it
   memorised); the profile and the target title alone give AUC ~0.8 in 48-token prompts
-  (one history item never fitted max_input_length 64 anyway: the same tokens);
+  (one history item never fitted max_input_length 64, so the prompt texts are the same; the
+  tokenizer trained on them is smaller, 357 words instead of 369, so the token ids differ);
 - the original/retrain recipe trains 5 epochs at batch 32 (the best valid-loss check is
   kept). Measured over 4 seeds each (docs/UNLEARNING.md): 5 epochs leave the original 4.7x
   the noise floor from the retrained model, the most memorisation over noise of the lengths
