@@ -105,13 +105,19 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   _existing(workdir, 'evaluate')
   if not storage.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
+  from e2urec_jax.config import experiment_seeds
   with workdir_lock.hold(storage.abspath(workdir), 'evaluate'):
-    ctx = _open(config, workdir)
-    names = [model] if model else available_models(ctx)
-    resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
-    write_results(ctx, names, order=spec.report_order())
+    if model is None and len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
+      from e2urec_jax.experiment import evaluate_seeds
+      evaluate_seeds(config, workdir)
+    else:
+      from e2urec_jax.experiment import e2urec_rows
+      ctx = _open(config, workdir)
+      names = [model] if model else available_models(ctx)
+      resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
+      write_results(ctx, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
   if distributed.is_primary():
-    print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
+    print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None,

@@ -31,6 +31,13 @@ def __getattr__(name):
 def default_config() -> ConfigDict:
   c = ConfigDict()
   c.seed = 42  # Experiment seed: forget-user draw, shard split, and (seeds.derive) every training phase's.
+  # Seeds of the whole experiment, e.g. '42,43,44': `run` repeats everything a seed decides (forget
+  # users, shards, initialisation, data order, original, retrain, noise floor, augmented model and
+  # the methods of `repeat_methods`) per seed and reports per-seed rows, mean ± std and paired
+  # comparisons. The first becomes config.seed (its models sit where a one-seed run puts them);
+  # the others live under <workdir>/seeds/<seed>/. '' = config.seed alone.
+  c.seeds = ''
+  c.repeat_methods = 'e2urec,neggrad,badt'  # Methods run on every seed; the others on the first seed only.
   c.jax_cache_dir = '~/.cache/e2urec_jax/xla'  # Persistent XLA compilation cache; '' turns it off.
   c.progress = True  # tqdm progress bars on long work.
 
@@ -153,7 +160,7 @@ def default_config() -> ConfigDict:
   sw.alphas = ''  # e.g. '0.5,1,4': one e2urec row per alpha.
   sw.ws = ''  # e.g. '0.3,0.8': one e2urec row per w.
   sw.ablations = ''  # 'no_forget_teacher,no_remember_teacher'.
-  sw.seeds = ''  # e.g. '1,2': repeat the unlearning methods per seed; report mean and spread.
+  sw.seeds = ''  # e.g. '1,2': the unlearning methods alone again under other seeds, on the same original.
 
   # ---------------------------------------------- sequential requests (`sequence`)
   c.sequence = sq = ConfigDict()  # Deletion requests one after another (e2urec_jax/sequence.py); opt-in.
@@ -166,6 +173,11 @@ def default_config() -> ConfigDict:
   c.eval = ev = ConfigDict()
   ev.batch_size = 64  # Samples per evaluation batch.
   ev.noise_floor = True  # Train a second retrain (seed + 1) to measure the retrain-vs-retrain distance.
+  # Score every unlearning method every N steps (0 = never): distance to retrain on the forget set,
+  # forget AUC, MIA AUC and test AUC on a fixed subsample, in results.json and trajectories.png.
+  # Scoring time is not counted in a method's time.
+  ev.trajectory_every = 0
+  ev.trajectory_test_samples = 512  # Test samples (a fixed random subset) behind a trajectory's test AUC.
 
   # ------------------------------------------------------------- devices
   # One mesh over every device of every host (hosts join via jax.distributed: see
@@ -189,7 +201,8 @@ _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
 # Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
 INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
 RULES = {
-    'seed': rules.NON_NEGATIVE_INT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
+    'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
+    'repeat_methods': rules.TEXT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
     'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
     'data.raw_dir': rules.TEXT, 'data.download_dir': rules.TEXT, 'data.label_threshold': rules.FINITE,
     'data.rating_scale': rules.Rule(lambda x: isinstance(x, (tuple, list)) and (
@@ -241,6 +254,7 @@ RULES = {
     'sweep.ablations': rules.comma_list(rules.one_of('no_forget_teacher', 'no_remember_teacher')),
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
+    'eval.trajectory_every': rules.NON_NEGATIVE_INT, 'eval.trajectory_test_samples': rules.POSITIVE_INT,
     'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
     'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,
@@ -292,6 +306,13 @@ def validate(config) -> None:
     wants = rule(value) if rule is not None else None
     if wants is not None:
       raise UserError(f'config.{path}={value!r}: must be {wants}')
+  seeds = experiment_seeds(config)
+  if len(set(seeds)) != len(seeds):
+    raise UserError(f'config.seeds={config.seeds!r}: a seed appears twice; list each once')
+  names = method_spec.names()
+  for name in rules.split_list(config.repeat_methods):
+    if name not in names:
+      raise UserError(f'config.repeat_methods: unknown method {name!r}; choose from {", ".join(names)}')
   split = tuple(config.data.split)
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
@@ -306,6 +327,10 @@ def validate(config) -> None:
                     f'num_heads of num_kv_heads={s.num_kv_heads}')
 
 
+def experiment_seeds(config) -> list:
+  """The seeds `run` repeats the experiment over: config.seeds, or [config.seed]."""
+  listed = [int(x) for x in rules.split_list(config.get('seeds', '') or '')]
+  return listed or [int(config.seed)]
 def _check_init_phases(config) -> None:
   """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
   from e2urec_jax import storage

@@ -1,5 +1,10 @@
 """`run`: prepare -> original -> retrain -> augment -> every unlearning method -> evaluate -> report.
 
+With config.seeds listing several seeds, everything a seed decides (forget users, shards,
+initialisation, data order, original, retrain, noise floor, augmented model, the methods of
+config.repeat_methods) runs once per seed on the same prepared data, sharing compiled steps;
+the report gives per-seed rows, mean ± std and paired comparisons (eval/seed_report.py).
+
 Each phase is skipped when its result is already in the workdir, so rerunning the same
 command after an interruption resumes where it stopped; a phase trained with other settings
 is refused before any work unless `restart` asks to train it again (resume.py).
@@ -7,13 +12,72 @@ is refused before any work unless `restart` asks to train it again (resume.py).
 import os
 import time
 
-from e2urec_jax import distributed, resume, storage
+from e2urec_jax import config as config_lib
+from e2urec_jax import distributed, resume, rules, storage
+from e2urec_jax.eval import seed_report
 from e2urec_jax.eval.evaluate import write_results
+from e2urec_jax.eval.trajectory import TrajectoryRecorder
 from e2urec_jax.methods import llmrec, runner, spec
+from e2urec_jax.train import context, paths
 from e2urec_jax.train.paths import ORIGINAL
 
 
-def opening_line(config, workdir: str, names) -> str:
+def seed_context(first, seed: int):
+  """The run context of one more seed: the first seed's data with this seed's forget set and
+  shards, its own folders under <workdir>/seeds/<seed>/, the same mesh and compiled steps."""
+  from e2urec_jax.data.tokens import reseeded
+  config = first.config.copy_and_resolve_references()
+  config.seed = int(seed)
+  data = reseeded(first.data, config.data, seed)
+  ctx = context.open_run(config, paths.seed_paths(first.workdir, seed), data=data, mesh=first.mesh)
+  ctx._compiled = first._compiled  # same model, same shapes: a step compiled once serves every seed
+  return ctx
+
+
+def seed_rows(config, rows, first_seed: bool):
+  """The rows a seed runs: all of them on the first seed; config.repeat_methods' plain rows on the others."""
+  if first_seed:
+    return rows
+  repeat = set(rules.split_list(config.repeat_methods))
+  return [row for row in rows if row.method in repeat and row.name == row.method]
+
+
+def e2urec_rows(config) -> list[str]:
+  """The report rows run by E2URec: their teacher is measured (eval/mechanism.py)."""
+  return [row.name for row in runner.rows(config) if row.method == 'e2urec']
+
+
+def train_seed(ctx, rows, callbacks=()) -> list[str]:
+  """Original, retrain, noise floor and the rows' methods of one seed; returns the report's names."""
+  llmrec.ensure_original(ctx, callbacks)
+  llmrec.ensure_retrain(ctx, callbacks=callbacks)
+  if ctx.config.eval.noise_floor:
+    llmrec.ensure_retrain(ctx, noise_floor=True, callbacks=callbacks)
+  every = int(ctx.config.eval.trajectory_every)
+  hooks = tuple(callbacks)
+  if every > 0:  # after the retrain: each point is scored against it
+    hooks += (TrajectoryRecorder([row.name for row in rows], every, ctx.config.eval.trajectory_test_samples),)
+  for row in rows:
+    runner.run_row(ctx, row, hooks)
+  return [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]
+
+
+def evaluate_seeds(config, workdir) -> dict:
+  """Re-scores every finished model of every seed of a run over several seeds and rewrites its report."""
+  from e2urec_jax.eval.evaluate import available_models
+  seeds = config_lib.experiment_seeds(config)
+  config.seed = seeds[0]
+  first = context.open_run(config, paths.run_paths(workdir))
+  per_seed = {}
+  for i, seed in enumerate(seeds):
+    ctx = first if i == 0 else seed_context(first, seed)
+    if os.path.isdir(ctx.model_dir(llmrec.RETRAIN)):
+      per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False,
+                                     mechanism_for=e2urec_rows(config))
+  return seed_report.write(first, per_seed, order=spec.report_order())
+
+
+def opening_line(config, workdir: str, names, seeds=()) -> str:
   """`run`'s first line: what it trains, on what data and devices, where its results go."""
   import jax
   m = config.model
@@ -21,7 +85,9 @@ def opening_line(config, workdir: str, names) -> str:
                              f'd_model {m.scratch.d_model})')
   devices = jax.devices()
   return (f'run: {config.data.source} data, {model}, {len(devices)} {devices[0].platform} device'
-          f'{"s" if len(devices) > 1 else ""}; models {", ".join(names)}; workdir {workdir} '
+          f'{"s" if len(devices) > 1 else ""}; models {", ".join(names)}; '
+          + (f'seeds {", ".join(map(str, seeds))} (the whole experiment per seed); ' if len(seeds) > 1 else '')
+          + f'workdir {workdir} '
           '(phases already finished there are kept)')
 
 
@@ -30,18 +96,25 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
   `restart` (--restart: 'changed', 'all' or phase names) trains those phases again (resume.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
+  seeds = config_lib.experiment_seeds(config)
   if distributed.is_primary():
-    print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]))
-  ctx = resume.prepare_run(config, workdir, 'run', restart)
-  llmrec.ensure_original(ctx, callbacks)
-  llmrec.ensure_retrain(ctx, callbacks=callbacks)
-  if config.eval.noise_floor:
-    llmrec.ensure_retrain(ctx, noise_floor=True, callbacks=callbacks)
-  for row in rows:
-    runner.run_row(ctx, row, callbacks)
-  names = [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows]
-  write_results(ctx, names, order=spec.report_order())
+    print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows], seeds))
+  config.seed = seeds[0]
+  first = resume.prepare_run(config, workdir, 'run', restart)
+  if len(seeds) == 1:
+    names = train_seed(first, rows, callbacks)
+    write_results(first, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
+  else:
+    per_seed = {}
+    for i, seed in enumerate(seeds):
+      ctx = first if i == 0 else seed_context(first, seed)
+      names = train_seed(ctx, seed_rows(config, rows, i == 0), callbacks)
+      per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False,
+                                     mechanism_for=e2urec_rows(config))
+      if distributed.is_primary():
+        print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
+    seed_report.write(first, per_seed, order=spec.report_order())
   if not distributed.is_primary():  # process 0 wrote the report
     return
-  print(storage.read_text(os.path.join(ctx.workdir, 'results.md')))
-  print(f'run finished in {time.perf_counter() - start:.0f}s; results in {ctx.workdir}/results.json')
+  print(storage.read_text(os.path.join(first.workdir, 'results.md')))
+  print(f'run finished in {time.perf_counter() - start:.0f}s; results in {first.workdir}/results.json')

@@ -90,6 +90,18 @@ def _default_config_path() -> str:
   return os.path.join(here, 'configs', 'demo.py')
 
 
+def _check_seed_flags(config, args) -> None:
+  """--config.seed=S on a config that lists several seeds would be silently replaced by the first
+  of them (configs/demo.py runs 42, 43, 44): refuse it, naming the flag that does what was meant."""
+  from e2urec_jax import config as config_lib
+  given = any(a.startswith('--config.seed=') for a in args)
+  seeds = config_lib.experiment_seeds(config)
+  if given and not any(a.startswith('--config.seeds=') for a in args) and len(seeds) > 1:
+    raise UserError(f'--config.seed={config.seed}: this config runs the seeds config.seeds={config.seeds!r}, '
+                    f'which decide; pass --config.seeds={config.seed} for that seed alone '
+                    f'(or --config.seeds=... for several)')
+
+
 def main(argv, callbacks=()):
   """Runs one command. `callbacks` (train/callbacks.py) reach every training phase (tests pass fault hooks)."""
   if len(argv) < 2 or argv[1] in ('-h', 'help'):
@@ -122,6 +134,8 @@ def main(argv, callbacks=()):
     if config is None:  # later commands (forget, evaluate, ...) default to the run's saved config
       config = _load_workdir_config(workdir)
     config_lib.validate(config)  # before any work: nothing below runs on a config that cannot work
+    _check_seed_flags(config, sys.argv[1:])
+    config.seed = config_lib.experiment_seeds(config)[0]  # the first of config.seeds is the run's seed
     from e2urec_jax import commands, runtime
     runtime.setup(jax_cache_dir=config.jax_cache_dir, model_axis=config.mesh.model_axis,
                   preallocate_gpu=command != 'bench')

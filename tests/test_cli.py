@@ -104,3 +104,11 @@ def test_one_invalid_value_fails_in_under_five_seconds(tmp_path):
 def test_a_flag_of_another_command_is_refused(tmp_path):
   out = _cli('train', '--config=configs/demo.py', '--users=1,2', f'--workdir={tmp_path}')
   assert out.returncode == 2 and out.stderr.strip() == 'error: --users is not an option of train'
+
+
+def test_a_seed_the_config_would_replace_is_refused(tmp_path):
+  """configs/demo.py runs seeds 42, 43, 44: --config.seed=7 alone would be replaced by 42."""
+  out = _cli('run', '--config=configs/demo.py', '--config.seed=7', f'--workdir={tmp_path / "w"}')
+  assert out.returncode == 1 and out.stderr.strip().count('\n') == 0
+  assert '--config.seeds=7' in out.stderr
+  assert not (tmp_path / 'w').exists()

@@ -32,20 +32,65 @@ def test_run_writes_report_with_schema(demo_run):
   assert '## Membership inference' in table and '## Fairness' in table
 
 
-def test_original_learns_and_e2urec_moves_towards_retrain(demo_run):
+def test_every_seed_runs_the_whole_experiment(demo_run):
+  """configs/demo.py:test runs seeds 42 and 43: each its own forget set, original, retrain, noise
+  floor and repeated methods; the other methods on the first seed; one combined report."""
+  from e2urec_jax import runtime
+  from e2urec_jax.data import load_tokenized
+  from e2urec_jax.data.tokens import reseeded
+  from e2urec_jax.train.paths import seed_paths
+  config, workdir = demo_run
+  results = runtime.read_json(os.path.join(workdir, 'results.json'))
+  assert results['seeds'] == [42, 43]
+  methods = results['methods']
+  for name in ('original', 'retrain', 'e2urec', 'neggrad', 'badt'):
+    assert [row['seed'] for row in methods[name]['seeds']] == [42, 43], name
+  assert 'seeds' not in methods['sisa'] and methods['sisa']['seed'] == 42
+  assert [f['seed'] for f in results['noise_floor']['seeds']] == [42, 43]
+  other = seed_paths(workdir, 43)
+  for name in ('original', 'retrain', 'retrain_seed2', 'e2urec', 'neggrad', 'badt'):
+    assert os.path.isdir(other.model_dir(name)), name
+  assert not os.path.exists(other.model_dir('sisa'))
+  data = load_tokenized(workdir)  # the first seed's forget set is the prepared one; 43 draws its own
+  first = reseeded(data, config.data, 42)
+  np.testing.assert_array_equal(first.splits['train'].is_forget, data.splits['train'].is_forget)
+  assert not np.array_equal(reseeded(data, config.data, 43).splits['train'].is_forget,
+                            data.splits['train'].is_forget)
+  summary = results['summary']
+  for name in ('neggrad', 'badt'):
+    assert summary['comparisons'][name]['sym_kl']['n'] == 2
+  mechanism = methods['e2urec']['mechanism']
+  assert mechanism['original']['sym_kl'] == pytest.approx(methods['original']['forget']['sym_kl'], rel=1e-6)
+  assert mechanism['kd_to_teacher']['end'] < mechanism['kd_to_teacher']['start']  # it learnt its teacher
+  for seed in ('42', '43'):
+    points = results['trajectories'][seed]['e2urec']
+    assert [p['step'] for p in points] == [50, 100]
+  assert points[-1]['sym_kl'] == pytest.approx(methods['e2urec']['seeds'][1]['forget']['sym_kl'], rel=1e-6)
+  table = open(os.path.join(workdir, 'results.md')).read()
+  assert '## E2URec against each method, paired over seeds' in table and '`e2urec` (2 seeds)' in table
+  with open(os.path.join(workdir, 'trajectories.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_story_holds_on_the_seed_means(demo_run):
+  """What held on every seed we ran, asserted on the two seeds' means with margin. Per-seed
+  values over seeds 42-45 of this variant and 42-44 of the full demo: the original's forget AUC
+  above retrain's by 0.11-0.27; E2URec's symKL 5-30x below NegGrad's; Bad-T's forget AUC below
+  retrain's by 0.11-0.44 (overshoot); E2URec's test AUC within -0.035..+0.024 of the
+  original's, its forget AUC below the original's by 0.02-0.15. Not asserted, because it does
+  not hold on every seed: E2URec closer to retrain than the original or than Bad-T."""
   from e2urec_jax import runtime
   _, workdir = demo_run
-  methods = runtime.read_json(os.path.join(workdir, 'results.json'))['methods']
-  assert methods['original']['test']['auc'] >= 0.6
-  assert methods['e2urec']['forget']['jsd'] < methods['original']['forget']['jsd']
-  assert methods['retrain']['forget']['jsd'] == 0
-  # The paper's story: the original memorised the forget users (its distance to retrain is
-  # beyond what two retrains differ by), and E2URec forgets without losing test quality.
   results = runtime.read_json(os.path.join(workdir, 'results.json'))
-  assert methods['original']['forget']['jsd'] > results['noise_floor']['jsd']
-  assert methods['original']['forget']['auc'] > methods['retrain']['forget']['auc'] + 0.1
-  assert methods['e2urec']['forget']['jsd'] < methods['neggrad']['forget']['jsd']
-  assert methods['e2urec']['test']['auc'] >= methods['original']['test']['auc'] - 0.02
+  methods = results['methods']
+  assert methods['original']['test']['auc'] >= 0.6
+  assert methods['retrain']['forget']['jsd'] == 0
+  mean = lambda name, group, key: np.mean([row[group][key] for row in methods[name]['seeds']])  # noqa: E731
+  assert mean('original', 'forget', 'auc') > mean('retrain', 'forget', 'auc') + 0.08  # it memorised them
+  assert mean('e2urec', 'forget', 'sym_kl') < 0.5 * mean('neggrad', 'forget', 'sym_kl')
+  assert mean('badt', 'forget', 'auc') < mean('retrain', 'forget', 'auc') - 0.08  # Bad-T overshoots
+  assert mean('e2urec', 'test', 'auc') > mean('original', 'test', 'auc') - 0.06
+  assert mean('e2urec', 'forget', 'auc') < mean('original', 'forget', 'auc')
   # E2URec trains adapters only: far fewer parameters than the full-parameter baselines.
   assert methods['e2urec']['trainable_params'] < methods['neggrad']['trainable_params']
   assert methods['e2urec']['checkpoint_bytes'] < methods['neggrad']['checkpoint_bytes']

@@ -253,3 +253,4 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
   forget_users, train['is_forget'], train['sisa_shard'], train['receraser_shard'] = seeded_assignment(
       train['user'].to_numpy(), d, seed)
   return Splits(out, forget_users)
+

@@ -173,3 +173,14 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
     input_ids[rows, prompt_len[rows] + cols] = answer[rows, cols]
     batch['answer_positions'] = np.minimum(prompt_len[:, None] - 1 + steps, length - 1).astype(np.int32)
   return batch
+
+
+def reseeded(data: TokenizedData, data_config, seed: int) -> TokenizedData:
+  """The same token arrays with the train split's forget set and shards drawn for `seed`
+  (protocol.seeded_assignment): one seed of a run over several (config.seeds)."""
+  from e2urec_jax.data import protocol
+  train = data.splits['train']
+  forget_users, is_forget, sisa, receraser = protocol.seeded_assignment(train.user_id, data_config, seed)
+  splits = dict(data.splits, train=dataclasses.replace(train, is_forget=is_forget, sisa_shard=sisa,
+                                                       receraser_shard=receraser))
+  return dataclasses.replace(data, splits=splits, forget_users=np.asarray(forget_users))

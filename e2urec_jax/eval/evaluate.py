@@ -60,8 +60,10 @@ def _distances(a_logits, b_logits, yes, no) -> dict:
   return metrics.distances_from_logits(a_logits, b_logits, yes_id=yes, no_id=no)
 
 
-def evaluate_models(ctx, names: list[str]) -> dict:
-  """results.json's dict for the given model names ('retrain' must be trained)."""
+def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
+  """results.json's dict for the given model names ('retrain' must be trained).
+
+  `mechanism_for`: E2URec rows whose teacher is measured (eval/mechanism.py) into their 'mechanism'."""
   data = ctx.data
   train, test = data.splits['train'], data.splits['test']
   forget = np.flatnonzero(train.is_forget)
@@ -80,6 +82,7 @@ def evaluate_models(ctx, names: list[str]) -> dict:
     twin_nonmember = score(ctx, twin_model, 'test', nonmember, desc='noise floor/nonmember')
     d = _distances(twin['first_logits'], ref_forget['first_logits'], yes, no)
     results['noise_floor'] = {k: d[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')}
+  forget_first = {}
   results['mia'] = {'attacks': list(mia.ATTACKS), 'reference_model': 'retrain_seed2' if twin is not None else None,
                     'target': 'retrain', 'members': int(len(forget)), 'nonmembers': int(len(nonmember))}
   active, results['fairness'] = fairness.activity_split(train.user_id, test.user_id)
@@ -88,6 +91,7 @@ def evaluate_models(ctx, names: list[str]) -> dict:
     on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
     on_forget = ref_forget if name == 'retrain' else score(ctx, predictor, 'train', forget, keep_logits=True,
                                                              desc=f'{name}/forget')
+    forget_first[name] = on_forget['first_logits']
     nonmember_loss = on_test['loss'][nonmember]
     dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], yes, no)
     forget_metrics = _quality(train.label[forget], on_forget['p_yes'])
@@ -109,8 +113,31 @@ def evaluate_models(ctx, names: list[str]) -> dict:
       row[key] = stats.get(key)
     row['phase'] = {k: v for k, v in stats.items() if k not in row}
     results['methods'][name] = row
+  _add_mechanism(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
+                 [n for n in mechanism_for if n in names])
   fairness.with_gap_change(results['methods'])
   return results
+
+
+def _add_mechanism(ctx, rows: dict, forget_first: dict, retrain_first, forget, names) -> None:
+  """E2URec's teacher measured on the forget set (needs the original and the augmented model)."""
+  from e2urec_jax.eval import mechanism
+  from e2urec_jax.train.paths import ORIGINAL
+  names = [n for n in names if rows[n]['phase'].get('use_forget_teacher', True)]
+  if not names or not storage.isdir(ctx.model_dir('augmented')):
+    return
+  data, train = ctx.data, ctx.data.splits['train']
+  original = forget_first.get(ORIGINAL)
+  if original is None:
+    original = score(ctx, load_predictor(ctx, ORIGINAL), 'train', forget, keep_logits=True,
+                     desc='original/forget')['first_logits']
+  augmented = score(ctx, load_predictor(ctx, 'augmented'), 'train', forget, keep_logits=True,
+                    desc='augmented/forget')['first_logits']
+  for name in names:
+    alpha = rows[name]['phase'].get('alpha', ctx.config.unlearn.e2urec.alpha)
+    rows[name]['mechanism'] = mechanism.e2urec_mechanism(
+        orig=original, retrain=retrain_first, aug=augmented, student=forget_first[name], alpha=alpha,
+        labels=train.label[forget], users=train.user_id[forget], yes_id=data.yes_id, no_id=data.no_id)
 
 
 def available_models(ctx) -> list[str]:
@@ -134,13 +161,29 @@ def merge_seed_rows(methods: dict) -> dict:
   return merged
 
 
-def write_results(ctx, names: list[str], order=()) -> dict:
-  """Scores `names` and writes the report (rows in `order` first, then the others as given)."""
+def trajectories(ctx, names) -> dict:
+  """{name: points} of the rows scored during training (config.eval.trajectory_every)."""
+  from e2urec_jax.eval import trajectory
+  found = {name: trajectory.of_phase(ctx, name) for name in names}
+  return {name: points for name, points in found.items() if points}
+
+
+def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=()) -> dict:
+  """Scores `names` and writes the report (rows in `order` first, then the others as given);
+  `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).
+  `mechanism_for`: the E2URec rows whose teacher is measured."""
   from e2urec_jax.eval import report
-  results = evaluate_models(ctx, report.ordered_methods(names, order))
+  ordered = report.ordered_methods(names, order)
+  results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
   results['methods'] = merge_seed_rows(results['methods'])
+  found = trajectories(ctx, ordered)
+  results['trajectories'] = {str(ctx.config.seed): found} if found else {}
+  results['seeds'] = [int(ctx.config.seed)]
   results['config'] = runtime.config_to_json(ctx.config)
   results['env'] = report.env_info()
-  if distributed.is_primary():  # every process scores (the mesh spans them all); one writes
+  if write:
+    from e2urec_jax.eval import seed_report
+    results['summary'] = seed_report.summary(results)
+  if write and distributed.is_primary():  # every process scores (the mesh spans them all); one writes
     report.write_report(ctx.workdir, results, order=order)
   return results

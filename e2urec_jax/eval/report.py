@@ -275,6 +275,8 @@ def markdown_report(results, order=()):
   parts = [f'{names[k]} {_G4(floor[k])}' for k in ('sym_kl', 'jsd', 'l2') if _is_number(floor.get(k))]
   out += ['', '**Noise floor** (retrain vs retrain, different seeds): '
           + (', '.join(parts) if parts else 'not measured')]
+  from e2urec_jax.eval import seed_report
+  out += seed_report.markdown_sections(results)
   env = results.get('env') or {}
   if env:
     out += ['', f"Environment: jax {env.get('jax', '?')}, platform {env.get('platform', '?')}, "
@@ -463,7 +465,12 @@ def write_report(workdir, results, order=()):
   runtime.write_json(paths['results.json'], clean)
   with _atomic_file(paths['results.md'], 'w') as f:
     f.write(markdown_report(clean, order))
-  for name, plot in (('distance_vs_time.png', plot_distance_vs_time), ('test_auc.png', plot_test_auc)):
+  plots = [('distance_vs_time.png', plot_distance_vs_time), ('test_auc.png', plot_test_auc)]
+  if clean.get('trajectories'):
+    from e2urec_jax.eval import seed_report
+    paths['trajectories.png'] = os.path.join(workdir, 'trajectories.png')
+    plots.append(('trajectories.png', seed_report.plot_trajectories))
+  for name, plot in plots:
     fig = plot(clean, order)
     with _atomic_file(paths[name], 'wb') as f:
       fig.savefig(f, format='png')

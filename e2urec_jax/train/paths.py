@@ -25,6 +25,7 @@ class Paths:
   train_start: bool  # True: `start` is this run's original, trained when missing; False: given (forget)
   models: str | None = None  # root of the model folders; None: a model sits in its phase folder (<phase>/model)
   published: tuple = ()  # (name, folder) pairs that override the rules above (a forget request's result)
+  root: str | None = None  # folder of this seed's own scratch start (pretrained/); None: the workdir
 
   def phase_dir(self, name: str) -> str:
     return os.path.join(self.phases, name)
@@ -42,7 +43,7 @@ class Paths:
   @property
   def pretrained(self) -> str:
     """The common start of the original and the retrained model when it is built from scratch."""
-    return os.path.join(self.workdir, 'pretrained')
+    return os.path.join(self.root or self.workdir, 'pretrained')
 
 
 def run_paths(workdir: str) -> Paths:
@@ -50,3 +51,15 @@ def run_paths(workdir: str) -> Paths:
   workdir = storage.abspath(workdir)
   return Paths(workdir=workdir, phases=os.path.join(workdir, 'phases'), models=os.path.join(workdir, 'models'),
                start=os.path.join(workdir, 'models', ORIGINAL), train_start=True)
+
+
+SEEDS_DIR = 'seeds'  # <workdir>/seeds/<seed>/: every seed of config.seeds but the first
+
+
+def seed_paths(workdir: str, seed: int) -> Paths:
+  """The layout of one more seed of a run over several (config.seeds): the run's layout under
+  <workdir>/seeds/<seed>/ (its phases, models and scratch start); data and tokenizer are shared."""
+  workdir = os.path.abspath(workdir)
+  root = os.path.join(workdir, SEEDS_DIR, str(int(seed)))
+  return Paths(workdir=workdir, phases=os.path.join(root, 'phases'), models=os.path.join(root, 'models'),
+               start=os.path.join(root, 'models', ORIGINAL), train_start=True, root=root)
