@@ -150,9 +150,7 @@ def main(argv, callbacks=()):
 def _interrupted():
   """Ctrl-C or SIGTERM (interrupts.py): the message, and 130 (143 for SIGTERM)."""
   from e2urec_jax import interrupts
-  interrupts.handled()
-  interrupts.tell()
-  sys.exit(interrupts.exit_code())
+  interrupts.exit_now()
 
 
 def _load_workdir_config(workdir):
