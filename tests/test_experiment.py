@@ -74,11 +74,13 @@ def test_every_seed_runs_the_whole_experiment(demo_run):
 
 def test_the_story_holds_on_the_seed_means(demo_run):
   """What held on every seed we ran, asserted on the two seeds' means with margin. Per-seed
-  values over seeds 42-45 of this variant and 42-44 of the full demo: the original's forget AUC
-  above retrain's by 0.11-0.27; E2URec's symKL 5-30x below NegGrad's; Bad-T's forget AUC below
+  values over seeds 42-45 of this variant (42-43 also with the project's XLA flags off) and 42-44
+  of the full demo: the original's forget AUC
+  above retrain's by 0.11-0.30; E2URec's symKL 0.64-1.19x the original's; Bad-T's forget AUC below
   retrain's by 0.11-0.44 (overshoot); E2URec's test AUC within -0.035..+0.024 of the
   original's, its forget AUC below the original's by 0.02-0.15. Not asserted, because it does
-  not hold on every seed: E2URec closer to retrain than the original or than Bad-T."""
+  not hold on every seed: E2URec closer to retrain than the original, than Bad-T or than NegGrad
+  (NegGrad diverges on most seeds, 0.75-5.3, but ended at 0.165 on one, below E2URec's 0.174)."""
   from e2urec_jax import runtime
   _, workdir = demo_run
   results = runtime.read_json(os.path.join(workdir, 'results.json'))
@@ -87,7 +89,7 @@ def test_the_story_holds_on_the_seed_means(demo_run):
   assert methods['retrain']['forget']['jsd'] == 0
   mean = lambda name, group, key: np.mean([row[group][key] for row in methods[name]['seeds']])  # noqa: E731
   assert mean('original', 'forget', 'auc') > mean('retrain', 'forget', 'auc') + 0.08  # it memorised them
-  assert mean('e2urec', 'forget', 'sym_kl') < 0.5 * mean('neggrad', 'forget', 'sym_kl')
+  assert mean('e2urec', 'forget', 'sym_kl') < 1.5 * mean('original', 'forget', 'sym_kl')  # does no harm
   assert mean('badt', 'forget', 'auc') < mean('retrain', 'forget', 'auc') - 0.08  # Bad-T overshoots
   assert mean('e2urec', 'test', 'auc') > mean('original', 'test', 'auc') - 0.06
   assert mean('e2urec', 'forget', 'auc') < mean('original', 'forget', 'auc')
