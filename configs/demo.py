@@ -73,6 +73,8 @@ def get_config(arg: str = ''):
     c.eval.trajectory_every = 25
   elif arg == 'test':  # The end-to-end tests: same story and recipe, a third of the samples, 2 seeds.
     c.seeds = '42,43'
+    c.repeat_methods = 'e2urec,badt'  # NegGrad on the first seed only: the suite's time
+    c.eval.trajectory_every = 100
     c.data.num_samples = 2000
     c.augment.steps = 15  # The same ~2 passes over a forget set a third the size.
     paper_proportions(c, 100)

@@ -14,6 +14,7 @@ import time
 
 from e2urec_jax import config as config_lib
 from e2urec_jax import distributed, resume, rules, storage
+from e2urec_jax.errors import UserError
 from e2urec_jax.eval import seed_report
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
@@ -70,10 +71,14 @@ def evaluate_seeds(config, workdir) -> dict:
   first = context.open_run(config, paths.run_paths(workdir))
   per_seed = {}
   for i, seed in enumerate(seeds):
+    layout = first.paths if i == 0 else paths.seed_paths(first.workdir, seed)
+    if not storage.isdir(layout.model_dir(llmrec.RETRAIN)):  # a seed not trained (yet): nothing to score
+      continue
     ctx = first if i == 0 else seed_context(first, seed)
-    if os.path.isdir(ctx.model_dir(llmrec.RETRAIN)):
-      per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False,
-                                     mechanism_for=e2urec_rows(config))
+    per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False,
+                                   mechanism_for=e2urec_rows(config))
+  if not per_seed:
+    raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
   return seed_report.write(first, per_seed, order=spec.report_order())
 
 

@@ -63,7 +63,14 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   out.update(_flat('model.', config.model))
   if kind == PRETRAINED:
     return out
-  out.update(_flat('lora.', config.lora))
+  lora = _flat('lora.', config.lora)
+  # lora.init_from starts only the phases of lora.init_phases: the others do not read it.
+  init = {k: lora.pop(k) for k in ('lora.init_from', 'lora.init_phases') if k in lora}
+  starts = set(str(config.lora.get('init_phases', '') or '').replace(' ', '').split(','))
+  if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: 'augmented' in starts,
+      METHOD: method in starts}.get(kind):
+    lora.update(init)
+  out.update(lora)
   out.update(_flat('train.', config.train))
   if kind == AUGMENTED:
     out.update(_flat('augment.', config.augment))

@@ -59,7 +59,7 @@ SEEDS_DIR = 'seeds'  # <workdir>/seeds/<seed>/: every seed of config.seeds but t
 def seed_paths(workdir: str, seed: int) -> Paths:
   """The layout of one more seed of a run over several (config.seeds): the run's layout under
   <workdir>/seeds/<seed>/ (its phases, models and scratch start); data and tokenizer are shared."""
-  workdir = os.path.abspath(workdir)
+  workdir = storage.abspath(workdir)
   root = os.path.join(workdir, SEEDS_DIR, str(int(seed)))
   return Paths(workdir=workdir, phases=os.path.join(root, 'phases'), models=os.path.join(root, 'models'),
                start=os.path.join(root, 'models', ORIGINAL), train_start=True, root=root)
