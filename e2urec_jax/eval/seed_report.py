@@ -70,7 +70,7 @@ def _paired(methods, a: str, b: str, path) -> dict:
 
 
 def _mean(entry, path) -> float:
-  values = list(per_seed_values(entry, path).values())
+  values = report._values(entry, path)  # each seed's finite value (or the row's own)
   return float(np.mean(values)) if values else float('nan')
 
 
