@@ -197,4 +197,5 @@ def test_real_ml100k_through_the_cli(tmp_path):
   test = pd.read_parquet(os.path.join(work, 'data', 'test.parquet'))
   assert list(zip(test['user'], test['item'])) == [(u, i) for u, i, *_ in want['test']]
   assert [list(h) for h in test['history_items']] == [h for _, _, _, h, _ in want['test']]
-  assert m['token_lengths']['all']['max'] <= 112
+  assert m['token_lengths']['all']['max'] <= 128
+  assert m['prompt_budget']['share'] <= 0.01
