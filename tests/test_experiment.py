@@ -220,3 +220,34 @@ def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path,
   assert f'repair: {adapters} is corrupt; training e2urec again' in capsys.readouterr().out
   rec = fingerprint.of_run(config, ctx.data.digest, fingerprint.RECIPE, seed=config.seed)
   assert runner.done(ctx, 'original', rec) is None and not os.path.exists(ctx.model_dir('original'))
+
+
+def test_auto_stop_publishes_the_model_nearest_the_heldout_target(demo_run, tmp_path):
+  """config.unlearn.auto: NegGrad stopped by the held-out membership signal publishes the model of
+  the step the rule picks from the same checks (recorded beside it as a trajectory)."""
+  import shutil
+  from e2urec_jax import resume
+  from e2urec_jax.eval import heldout, seed_report, trajectory
+  from e2urec_jax.methods import runner
+  from e2urec_jax.train import inference
+  config, workdir = demo_run
+  work = str(tmp_path / 'w')
+  shutil.copytree(workdir, work)
+  config = config.copy_and_resolve_references()
+  config.unlearn.auto, config.unlearn.auto_every, config.unlearn.auto_patience = 'heldout_mia', 10, 1
+  config.unlearn.neggrad.steps = 60
+  name, every = 'neggrad[auto]', 10
+  ctx = resume.prepare_run(config, work, 'unlearn', None)
+  recorder = trajectory.TrajectoryRecorder([name], every, test_samples=64)
+  stats = runner.run_method(ctx, 'neggrad', name=name, callbacks=(recorder,))
+  points = trajectory.of_phase(ctx, name)
+  assert [p['step'] for p in points] == sorted({*range(every, stats['steps'] + 1, every), stats['steps']})
+  chosen = seed_report.auto_step(points)  # the after-the-fact rule over the same checks
+  assert stats['auto'] == 'heldout_mia' and stats['best_step'] == chosen['step']
+  assert stats['best_valid'] == pytest.approx(abs(chosen['heldout_mia_auc'] - 0.5), abs=1e-6)
+  if stats['stopped_early']:  # the phase ran patience + 1 checks past its choice, not its configured steps
+    assert stats['steps'] == stats['best_step'] + 2 * every < 60
+  else:
+    assert stats['steps'] == 60
+  published = heldout.HeldoutRows(ctx).auc(ctx, inference.load_predictor(ctx, name))
+  assert published == pytest.approx(chosen['heldout_mia_auc'], abs=1e-4)  # the chosen step's model, not the last

@@ -11,7 +11,7 @@ recorded phase it scores the model being trained on:
   attack telling the forget samples from these later samples of the same users. A model that
   never saw the forget samples cannot tell them apart (0.5 up to the drift of a user's taste
   over time); the original can. It needs no retrained model, so it is what a retrain-free
-  stopping rule can read (eval/selection.py).
+  stopping rule can read (eval/heldout.py).
 Points go to <phase dir>/trajectory.jsonl (a resumed phase drops the points after its
 checkpoint). Scoring time is excluded from the method's time by the training loop.
 """
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from e2urec_jax.eval import metrics
+from e2urec_jax.eval import heldout as heldout_lib, metrics
 from e2urec_jax.train.callbacks import Callback
 
 FILE = 'trajectory.jsonl'
@@ -39,13 +39,13 @@ class _Reference:
   def __init__(self, ctx, test_samples: int):
     from e2urec_jax.train import inference
     data = ctx.data
-    train, valid, test = data.splits['train'], data.splits['valid'], data.splits['test']
+    train, test = data.splits['train'], data.splits['test']
     self.forget = np.flatnonzero(train.is_forget)
     forget_users = np.unique(train.user_id[self.forget])
     rng = np.random.default_rng(0)  # the same test rows for every method and seed
     self.test = np.sort(rng.permutation(len(test.label))[:test_samples])
     self.nonmember = self.test[~np.isin(test.user_id[self.test], forget_users)]
-    self.heldout = np.flatnonzero(np.isin(valid.user_id, forget_users))
+    self.heldout_rows = heldout_lib.HeldoutRows(ctx)
     self.forget_labels, self.test_labels = train.label[self.forget], test.label[self.test]
     self.retrain_first = _scores(ctx, inference.load_predictor(ctx, 'retrain'), 'train', self.forget)['first_logits']
 
@@ -61,9 +61,7 @@ def score_point(ctx, reference: _Reference, params, adapters) -> dict:
   point = {'sym_kl': d['sym_kl'], 'jsd': d['jsd'], 'forget_auc': metrics.auc(reference.forget_labels, forget['p_yes']),
            'mia_auc': metrics.mia_auc(forget['loss'], nonmember_loss) if len(nonmember_loss) else float('nan'),
            'test_auc': metrics.auc(reference.test_labels, test['p_yes']), 'heldout_mia_auc': float('nan')}
-  if len(reference.heldout):
-    heldout = _scores(ctx, model, 'valid', reference.heldout)
-    point['heldout_mia_auc'] = metrics.mia_auc(forget['loss'], heldout['loss'])
+  point['heldout_mia_auc'] = reference.heldout_rows.auc(ctx, model, forget_loss=forget['loss'])
   return point
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 from e2urec_jax import rules, seeds
 from e2urec_jax.errors import UserError
-from e2urec_jax.methods import common, llmrec, spec as spec_lib
+from e2urec_jax.methods import auto_stop, common, llmrec, spec as spec_lib
 from e2urec_jax.train import runner
 from e2urec_jax.train.paths import ORIGINAL
 
@@ -41,7 +41,8 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   section = section_of(ctx.config, method, overrides)
   from e2urec_jax.train import fingerprint
   stats = runner.done(ctx, name, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.METHOD, method=method,
-                                                    section=section, reads=spec.reads, seed=seed))
+                                                    section=section, reads=spec.reads, seed=seed,
+                                                    stepped=spec.run is None))
   if stats is not None:
     return stats
   if spec.run is not None:
@@ -68,6 +69,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
       save='full' if spec.trainable == 'full' else 'adapters', prior=prior,
       extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed,
              **common.init_record(ctx, spec.trainable, method)})
+  plan = auto_stop.apply(ctx, plan, runner.evaluation_weights)
   return runner.run_plan(ctx, plan, callbacks)
 
 

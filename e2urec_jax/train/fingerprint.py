@@ -9,7 +9,9 @@ phases it builds on), the phase's seed and its inputs:
   recipe      + lora.*, train.*     (original, retrain, retrain_seed2, the shard models)
   augmented   recipe + augment.*
   <method>    recipe + the sections its spec reads (E2URec: augment.*) + unlearn.<method>.*
-              (a report row's overrides applied) + phase_seed when the row has its own seed
+              (a report row's overrides applied) + the settings every method shares
+              (unlearn.weight_decay, max_grad_norm; auto* for methods trained by steps, which
+              it stops) + phase_seed when the row has its own seed
 
 Never read: eval.*, progress, checkpoint.*, mesh.*, jax_cache_dir, sweep.* (it only names
 rows), bench.*: changing them never invalidates a phase. `fields(config, kind, seed=...)` is
@@ -31,6 +33,9 @@ FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
 FORMAT = 1  # data/prepare.py FORMAT_VERSION is part of the data's fields
 TOKENIZER_FIELDS = ('name_or_path', 'tokenizer', 'tokenizer_vocab_size')
+# config.unlearn's fields that every method's phase reads (unlearn.method/methods only pick rows).
+SHARED_UNLEARN = ('weight_decay', 'max_grad_norm')
+AUTO_FIELDS = ('auto', 'auto_every', 'auto_patience')  # read by the methods trained by steps (methods/auto_stop.py)
 
 
 def _plain(value):
@@ -48,12 +53,14 @@ def _flat(prefix: str, section) -> dict:
   return out
 
 
-def fields(config, kind: str, *, method: str | None = None, section=None, reads=(), seed=None) -> dict:
+def fields(config, kind: str, *, method: str | None = None, section=None, reads=(), seed=None,
+           stepped: bool = True) -> dict:
   """The config fields phase `kind` reads, flattened ('train.batch_size': 16, ...).
 
   method/section/reads: a method phase's name, its config section with the row's overrides
   applied, and the other sections its spec reads; seed: the phase's own seed when it is not
-  config.seed (a seed row, or a multi-seed run's per-seed phases)."""
+  config.seed (a seed row, or a multi-seed run's per-seed phases); stepped: the method trains
+  by steps from the original (retrain-free stopping applies to it)."""
   from e2urec_jax.data.prepare import FORMAT_VERSION
   out = {'seed': int(config.seed), 'data_format': FORMAT_VERSION, **_flat('data.', config.data)}
   out.update({f'model.{k}': _plain(config.model[k]) for k in TOKENIZER_FIELDS})
@@ -78,6 +85,8 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
     for name in reads:
       out.update(_flat(f'{name}.', config[name]))
     out.update(_flat(f'unlearn.{method}.', section if section is not None else config.unlearn[method]))
+    shared = SHARED_UNLEARN + (AUTO_FIELDS if stepped else ())
+    out.update({f'unlearn.{k}': _plain(config.unlearn[k]) for k in shared if k in config.unlearn})
   elif kind != RECIPE:
     raise ValueError(f'unknown phase kind {kind!r}')
   if seed is not None and int(seed) != int(config.seed):

@@ -83,6 +83,7 @@ class PhaseResult:
   # compilation, validation, checkpoint saves or callbacks (time_s has them all).
   loop_s: float = 0.0
   loop_best_s: float | None = None  # loop_s when the kept (best-valid) model was checked; None without validation
+  best_step: int | None = None  # the step of the kept (best-valid) model; None without validation
 
 
 def _copy(tree):
@@ -184,11 +185,14 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
               num_steps: int, examples_per_step: int, mesh, base_sha256: str | None,
               validate: Callable[[Any], float] | None = None, eval_every: int = 0,
               patience: int = 0, seed: int = 0, callbacks: Sequence[Callback] = (),
-              model: Callable[[Any], tuple] | None = None, ctx=None) -> PhaseResult:
+              model: Callable[[Any], tuple] | None = None, ctx=None, valid_key: str = 'valid_loss') -> PhaseResult:
   """Runs (or resumes) `num_steps` steps; returns the final (or best-valid) trainable tree.
 
   `callbacks` see every step (train/callbacks.py); `model(trainable) -> (params, adapters)`
   tells them how to evaluate the trainable tree, `ctx` (the RunContext) what with.
+  `validate(trainable)` (lower is better) is checked every `eval_every` steps and logged as
+  `valid_key`; the best checked model is kept and returned, and the phase stops after
+  `patience` checks without improvement.
 
   A non-finite loss, gradient norm or validation loss stops the phase with a UserError that
   names the step; checkpoints are only written after the metrics before them were checked,
@@ -204,7 +208,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   if validate is not None:
     state['best'] = _copy(trainable)
   meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False,
-          'loop_s': 0.0, 'loop_best_s': None}
+          'loop_s': 0.0, 'loop_best_s': None, 'best_step': None}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     state = mesh_lib.put_replicated(state, mesh)
@@ -289,13 +293,13 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         loop_at_check, t_valid = loop_now(), time.perf_counter()
         valid = float(validate(trainable))
         if not math.isfinite(valid):
-          raise UserError(f'{name}: validation loss became non-finite ({valid}) at step {step} of {num_steps}; '
+          raise UserError(f'{name}: {valid_key} became non-finite ({valid}) at step {step} of {num_steps}; '
                           f'the last good checkpoint (step {last_saved}) is kept in {phase_dir}/ckpt; '
                           'lower the learning rate and rerun the same command to resume from it')
-        log.write(step, {'valid_loss': valid})
+        log.write(step, {valid_key: valid})
         if valid < meta['best_valid']:
           meta['best_valid'], meta['bad_evals'], best = valid, 0, _copy(trainable)
-          meta['loop_best_s'] = loop_at_check
+          meta['loop_best_s'], meta['best_step'] = loop_at_check, step
         else:
           meta['bad_evals'] += 1
           if meta['bad_evals'] > patience:
@@ -324,4 +328,5 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       examples_per_s=done_steps * examples_per_step / max(time.perf_counter() - t_session, 1e-9),
       best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
       final_loss=last_loss, loop_s=max(0.0, loop_now()),
-      loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']))
+      loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']),
+      best_step=None if validate is None or meta.get('best_step') is None else int(meta['best_step']))

@@ -44,6 +44,10 @@ class PhasePlan:
   validate: Callable[[Any], float] | None = None  # trainable -> valid loss (early stopping)
   eval_every: int = 0
   patience: int = 0
+  valid_key: str = 'valid_loss'  # what `validate` measures, as metrics.jsonl names it
+  # unlearn_time_s counts the loop up to the kept model's check (the paper's early stopping drops
+  # the epochs after it) or, False, up to the stop (a retrain-free rule needs those steps to know).
+  time_to_best: bool = True
   prior: dict = dataclasses.field(default_factory=dict)  # {name: stats} of models trained for this one
   extra: dict = dataclasses.field(default_factory=dict)  # more stats to record (a method's settings)
 
@@ -96,22 +100,24 @@ def corrupt_parts(ctx, name: str) -> list:
   return out
 
 
-def loop_time(result: PhaseResult) -> float:
+def loop_time(result: PhaseResult, to_best: bool = True) -> float:
   """The paper's accounting of a phase's time: its training loop alone (no compilation,
   validation, checkpoint saves or callbacks), up to the check that kept the model when the
-  phase validates (the original code drops the epochs after the best one)."""
-  return result.loop_best_s if result.loop_best_s is not None else result.loop_s
+  phase validates and `to_best` (the original code drops the epochs after the best one)."""
+  return result.loop_best_s if to_best and result.loop_best_s is not None else result.loop_s
 
 
-def phase_stats(ctx, result: PhaseResult, *, trainable_params: int, checkpoint_bytes: int, extra=None) -> dict:
+def phase_stats(ctx, result: PhaseResult, *, trainable_params: int, checkpoint_bytes: int, extra=None,
+                time_to_best: bool = True) -> dict:
   """done.json of a phase: costs, size, outcome. time_s: the whole cost; unlearn_time_s: the loop (loop_time)."""
   return {
-      'time_s': result.time_s, 'compile_s': result.compile_s, 'unlearn_time_s': loop_time(result),
+      'time_s': result.time_s, 'compile_s': result.compile_s, 'unlearn_time_s': loop_time(result, time_to_best),
       'steps': result.steps,
       'examples_per_s': result.examples_per_s, 'trainable_params': int(trainable_params),
       'trainable_fraction': trainable_params / max(ctx.bundle.num_base_params, 1),
       'checkpoint_bytes': int(checkpoint_bytes), 'peak_memory_bytes': peak_memory_bytes(),
-      'best_valid': result.best_valid, 'stopped_early': result.stopped_early, 'final_loss': result.final_loss,
+      'best_valid': result.best_valid, 'best_step': result.best_step, 'stopped_early': result.stopped_early,
+      'final_loss': result.final_loss,
       **(extra or {})}
 
 
@@ -139,7 +145,8 @@ def run_plan(ctx, plan: PhasePlan, callbacks=()) -> dict:
       batch_for_step=plan.batch_for_step, hparams_for_step=plan.hparams_for_step, num_steps=plan.num_steps,
       examples_per_step=plan.examples_per_step, mesh=ctx.mesh, base_sha256=artifacts.content_hash(plan.base_dir),
       validate=plan.validate, eval_every=plan.eval_every, patience=plan.patience, seed=plan.seed,
-      callbacks=callbacks, model=evaluation_weights(ctx, plan) if callbacks else None, ctx=ctx)
+      callbacks=callbacks, model=evaluation_weights(ctx, plan) if callbacks else None, ctx=ctx,
+      valid_key=plan.valid_key)
   final = jax.device_get(result.trainable)
   trainable_params = lora.count_params(final) if plan.kind == 'lora' else ctx.bundle.num_base_params
   path = ctx.model_dir(plan.name)
@@ -159,6 +166,6 @@ def run_plan(ctx, plan: PhasePlan, callbacks=()) -> dict:
       result.compile_s += stats['compile_s']
       extra[f'{name}_time_s'] = stats['time_s']
   stats = phase_stats(ctx, result, trainable_params=trainable_params, checkpoint_bytes=size,
-                      extra={**extra, **plan.extra})
+                      extra={**extra, **plan.extra}, time_to_best=plan.time_to_best)
   artifacts.write_done(ctx.phase_dir(plan.name), stats)
   return stats
