@@ -74,11 +74,10 @@ def plan(config, command: str) -> list[Phase]:
 
 def phase_record(config, phase: Phase, digest: str) -> dict:
   """The fingerprint `phase` runs with (the same the phase itself writes: train/runner.done)."""
-  from e2urec_jax.methods import runner, spec as spec_lib
+  from e2urec_jax.methods import runner
   if phase.kind == fp.METHOD:
-    spec = spec_lib.get(phase.method)
     section = runner.section_of(config, phase.method, phase.overrides)
-    fields = fp.fields(config, fp.METHOD, method=phase.method, section=section, reads=spec.reads, seed=phase.seed)
+    fields = runner.method_fields(config, phase.method, section, phase.seed)
   else:
     fields = fp.fields(config, phase.kind, seed=phase.seed)
   return fp.record(fields, {'data': digest})

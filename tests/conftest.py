@@ -32,7 +32,8 @@ def load_config(path_and_arg: str):
 
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
-  """One shrunken `run` of the demo experiment, shared by every end-to-end test."""
+  """One shrunken `run` of the demo experiment, shared by the end-to-end tests (all in
+  test_experiment.py, so one xdist worker builds it)."""
   from e2urec_jax.experiment import run_experiment
   config = load_config('configs/demo.py:test')
   config.jax_cache_dir = CACHE

@@ -1,8 +1,13 @@
-"""End to end on the shrunken demo: one shared `run`, then what a user reads off it."""
+"""End to end on the shrunken demo: one shared `run`, then what a user reads off it.
+
+Every test of the shared run (conftest.demo_run) lives in this file: the suite's workers take a
+file each (pytest-xdist, --dist loadfile), so the run is built once."""
 import os
 
 import numpy as np
 import pytest
+
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -227,12 +232,15 @@ def test_auto_stop_publishes_the_model_nearest_the_heldout_target(demo_run, tmp_
   the step the rule picks from the same checks (recorded beside it as a trajectory)."""
   import shutil
   from e2urec_jax import resume
-  from e2urec_jax.eval import heldout, seed_report, trajectory
+  from e2urec_jax.eval import seed_report, trajectory
   from e2urec_jax.methods import runner
-  from e2urec_jax.train import inference
+  from e2urec_jax.train import heldout, inference
   config, workdir = demo_run
   work = str(tmp_path / 'w')
   shutil.copytree(workdir, work)
+  for name in ('e2urec', 'neggrad', 'badt', 'ga', 'npo'):  # trained without the rule: a rerun would refuse them
+    shutil.rmtree(os.path.join(work, 'phases', name))
+    shutil.rmtree(os.path.join(work, 'models', name))
   config = config.copy_and_resolve_references()
   config.unlearn.auto, config.unlearn.auto_every, config.unlearn.auto_patience = 'heldout_mia', 10, 1
   config.unlearn.neggrad.steps = 60
@@ -251,3 +259,35 @@ def test_auto_stop_publishes_the_model_nearest_the_heldout_target(demo_run, tmp_
     assert stats['steps'] == 60
   published = heldout.HeldoutRows(ctx).auc(ctx, inference.load_predictor(ctx, name))
   assert published == pytest.approx(chosen['heldout_mia_auc'], abs=1e-4)  # the chosen step's model, not the last
+
+
+def test_colab_notebook_executes(demo_run, monkeypatch):
+  """notebooks/e2urec_colab.ipynb runs top to bottom (nbclient, CPU) on the shared run: its `run`
+  cell finds every phase finished, so it only re-evaluates; the install cell skips (the package
+  is importable here) and the full-experiment cell stays off."""
+  nbformat = pytest.importorskip('nbformat')
+  nbclient = pytest.importorskip('nbclient')
+  _, workdir = demo_run
+  monkeypatch.setenv('E2UREC_NOTEBOOK_CONFIG', 'configs/demo.py:test')
+  monkeypatch.setenv('E2UREC_NOTEBOOK_WORKDIR', workdir)
+  monkeypatch.setenv('E2UREC_NOTEBOOK_FLAGS', '--config.progress=false')
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  nb = nbformat.read(os.path.join(REPO, 'notebooks', 'e2urec_colab.ipynb'), as_version=4)
+  nbclient.NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': REPO}}).execute()
+
+  texts, images = [], 0
+  for cell in nb.cells:
+    for out in cell.get('outputs', []):
+      if out.get('output_type') == 'error':
+        pytest.fail(f'cell failed: {out.get("ename")}: {out.get("evalue")}')
+      texts.append(out.get('text', ''))
+      data = out.get('data', {})
+      texts.extend(str(v) for k, v in data.items() if k.startswith('text/'))
+      images += 'image/png' in data
+  text = '\n'.join(texts)
+  assert 'skipping the install' in text
+  assert 'run finished' in text  # the CLI ran (and found every phase done)
+  assert '`e2urec`' in text and '`retrain`' in text  # the results table (Markdown)
+  assert 'test AUC' in text  # the pandas summary
+  assert images == 2  # distance_vs_time.png and test_auc.png
+  assert 'skipped (set RUN_FULL_EXPERIMENT' in text

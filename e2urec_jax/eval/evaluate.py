@@ -13,20 +13,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.scoring import per_example_loss
 from e2urec_jax.eval import fairness, metrics, mia
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
-
-
-def _log_softmax(x):
-  x = x - x.max(axis=-1, keepdims=True)
-  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def per_example_loss(logits, labels, mask) -> np.ndarray:
-  """Mean answer-token CE per sample, [batch]."""
-  logp = np.take_along_axis(_log_softmax(logits.astype(np.float64)), labels[..., None], axis=-1)[..., 0]
-  return -(logp * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
 
 
 def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = False, desc: str = '') -> dict:

@@ -16,6 +16,9 @@ import math
 
 import numpy as np
 
+from e2urec_jax import scoring
+from e2urec_jax.scoring import auc, binary_labels, log_softmax  # noqa: F401  (auc, log_softmax re-exported)
+
 LN2 = math.log(2.0)
 SYM_KL_EPS = 1e-12  # the paper's code adds 1e-12 to both probabilities in its "JSD"
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements per chunk: 32 MiB per temporary
@@ -29,12 +32,6 @@ def softmax(logits, axis=-1):
   return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def log_softmax(logits, axis=-1):
-  x = np.asarray(logits, dtype=np.float64)
-  x = x - np.max(x, axis=axis, keepdims=True)
-  return x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
-
-
 def yes_probability(first_logits, yes_id, no_id):
   """P(Yes) from the first answer position: softmax over the (Yes, No) logits.  # [N]"""
   first_logits = np.asarray(first_logits)  # [N, vocab]
@@ -43,52 +40,16 @@ def yes_probability(first_logits, yes_id, no_id):
   return 1.0 / (1.0 + np.exp(no - yes))  # = softmax([yes, no])[0], stable for large gaps
 
 
-def _binary_labels(labels):
-  y = np.asarray(labels).reshape(-1)
-  if y.dtype == bool:
-    return y.astype(np.int64)
-  if not np.all((y == 0) | (y == 1)):
-    raise ValueError('labels must be 0/1 (drop padding rows, label -1, before scoring)')
-  return y.astype(np.int64)
-
-
-def _average_ranks(scores):
-  """1-based ranks, ties given the mean of the ranks they span."""
-  _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-  ends = np.cumsum(counts)  # last rank of each distinct value
-  return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
-def auc(labels, scores):
-  """ROC AUC by the Mann-Whitney U statistic with tied scores counted half.
-
-  Equal to sklearn's roc_auc_score. NaN when labels hold only one class.
-  """
-  y = _binary_labels(labels)
-  s = np.asarray(scores, dtype=np.float64).reshape(-1)
-  if s.shape != y.shape:
-    raise ValueError(f'labels {y.shape} and scores {s.shape} differ in length')
-  if np.isnan(s).any():
-    raise ValueError('scores contain NaN')
-  n_pos = int(y.sum())
-  n_neg = y.size - n_pos
-  if n_pos == 0 or n_neg == 0:
-    return float('nan')
-  ranks = _average_ranks(s)
-  u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-  return float(u / (n_pos * n_neg))
-
-
 def logloss(labels, p, eps=1e-7):
   """Binary log loss of P(positive), probabilities clipped to [eps, 1 - eps]."""
-  y = _binary_labels(labels).astype(np.float64)
+  y = binary_labels(labels).astype(np.float64)
   p = np.clip(np.asarray(p, dtype=np.float64).reshape(-1), eps, 1.0 - eps)
   return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
 def accuracy(labels, p, threshold=0.5):
   """Share of samples where (P(positive) > threshold) equals the label."""
-  y = _binary_labels(labels)
+  y = binary_labels(labels)
   pred = (np.asarray(p, dtype=np.float64).reshape(-1) > threshold).astype(np.int64)
   return float(np.mean(pred == y))
 
@@ -203,10 +164,7 @@ def mia_auc(forget_losses, nonmember_losses):
   cannot tell them apart: the forget set looks unseen. Non-members are test samples of
   users outside the forget set.
   """
-  f = np.asarray(forget_losses, dtype=np.float64).reshape(-1)
-  n = np.asarray(nonmember_losses, dtype=np.float64).reshape(-1)
-  labels = np.concatenate([np.ones(f.size, np.int64), np.zeros(n.size, np.int64)])
-  return auc(labels, -np.concatenate([f, n]))
+  return scoring.membership_auc(forget_losses, nonmember_losses)
 
 
 def mia_ref_auc(forget_losses, forget_ref_losses, nonmember_losses, nonmember_ref_losses):

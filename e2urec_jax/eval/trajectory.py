@@ -11,7 +11,7 @@ recorded phase it scores the model being trained on:
   attack telling the forget samples from these later samples of the same users. A model that
   never saw the forget samples cannot tell them apart (0.5 up to the drift of a user's taste
   over time); the original can. It needs no retrained model, so it is what a retrain-free
-  stopping rule can read (eval/heldout.py).
+  stopping rule can read (train/heldout.py).
 Points go to <phase dir>/trajectory.jsonl (a resumed phase drops the points after its
 checkpoint). Scoring time is excluded from the method's time by the training loop.
 """
@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from e2urec_jax.eval import heldout as heldout_lib, metrics
+from e2urec_jax.eval import metrics
+from e2urec_jax.train import heldout as heldout_lib
 from e2urec_jax.train.callbacks import Callback
 
 FILE = 'trajectory.jsonl'

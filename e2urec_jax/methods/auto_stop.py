@@ -2,7 +2,7 @@
 attack can no longer tell its forget samples from the same users' unseen later samples.
 
 Nobody who serves a deletion has the retrained model, so the number of steps cannot be chosen
-by the distance to it. `heldout_mia` reads the held-out membership AUC instead (eval/heldout.py):
+by the distance to it. `heldout_mia` reads the held-out membership AUC instead (train/heldout.py):
 every `auto_every` steps the phase's validation scores |AUC - 0.5|; the training loop keeps the
 model with the lowest and stops after `auto_patience` checks without a lower one
 (train/loop.py's early stopping), so the published model is the one at the chosen step. The
@@ -10,7 +10,7 @@ same rule applies to every method it can stop: none is tuned alone.
 """
 import dataclasses
 
-from e2urec_jax.eval import heldout
+from e2urec_jax.train import heldout
 
 KEY = 'heldout_mia_gap'  # |held-out MIA AUC - 0.5|, as metrics.jsonl logs each check
 

@@ -32,6 +32,15 @@ def section_of(config, method: str, overrides=()):
   return section
 
 
+def method_fields(config, method: str, section, seed) -> dict:
+  """The fingerprint fields of a phase of `method` (train/fingerprint.py): the one place they are
+  computed, for the phase itself and for `resume`'s checks before a run."""
+  from e2urec_jax.train import fingerprint
+  spec = spec_lib.get(method)
+  return fingerprint.fields(config, fingerprint.METHOD, method=method, section=section, reads=spec.reads,
+                            seed=seed, stepped=spec.run is None)
+
+
 def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed: int | None = None,
                callbacks=()) -> dict:
   """Trains (or finds trained) `method` under `name` (default: the method's); returns its stats."""
@@ -40,9 +49,8 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   seed = ctx.config.seed if seed is None else int(seed)
   section = section_of(ctx.config, method, overrides)
   from e2urec_jax.train import fingerprint
-  stats = runner.done(ctx, name, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.METHOD, method=method,
-                                                    section=section, reads=spec.reads, seed=seed,
-                                                    stepped=spec.run is None))
+  stats = runner.done(ctx, name, fingerprint.record(method_fields(ctx.config, method, section, seed),
+                                                    {'data': ctx.data.digest}))
   if stats is not None:
     return stats
   if spec.run is not None:

@@ -5,16 +5,26 @@ The forget users' *valid* samples come after their train samples in time and no 
 on them. A model that never saw the forget samples cannot tell the two apart (AUC 0.5, up to
 the drift of a user's taste); the original, which memorised them, can. Unlike every distance
 to the retrained model, this needs no retrained model, so it is what a user can read in
-practice: the trajectories report it (eval/trajectory.py), `seed_report.auto_step` picks the
-point nearest 0.5 after the fact, and `config.unlearn.auto='heldout_mia'` stops a method there
-while it trains (methods/auto_stop.py).
+practice: the trajectories report it (eval/trajectory.py), `eval/seed_report.auto_step` picks
+the point nearest 0.5 after the fact, and `config.unlearn.auto='heldout_mia'` stops a method
+there while it trains (methods/auto_stop.py). It lives with training, which both use.
 """
 import numpy as np
 
-from e2urec_jax.eval import metrics
+from e2urec_jax import scoring
 from e2urec_jax.errors import UserError
+from e2urec_jax.train.inference import iterate_eval
 
 TARGET = 0.5
+
+
+def losses(ctx, predictor, split: str, indices: np.ndarray) -> np.ndarray:
+  """Per-sample answer loss of `predictor` (anything with `logits(batch)`) on `indices` of `split`."""
+  out = []
+  for device, host, real in iterate_eval(ctx, split, indices, with_host=True):
+    logits = np.asarray(predictor.logits(device))[:real]
+    out.append(scoring.per_example_loss(logits, host['answer_labels'][:real], host['answer_mask'][:real]))
+  return np.concatenate(out) if out else np.zeros(0)
 
 
 class HeldoutRows:
@@ -30,13 +40,11 @@ class HeldoutRows:
   def auc(self, ctx, predictor, forget_loss=None) -> float:
     """The loss attack's AUC, forget samples (members) against held-out ones; NaN without held-out
     samples. `forget_loss`: the forget samples' losses when the caller has scored them already."""
-    from e2urec_jax.eval.evaluate import score
     if not len(self.heldout):
       return float('nan')
     if forget_loss is None:
-      forget_loss = score(ctx, predictor, 'train', self.forget, desc='held-out MIA')['loss']
-    heldout_loss = score(ctx, predictor, 'valid', self.heldout, desc='held-out MIA')['loss']
-    return metrics.mia_auc(forget_loss, heldout_loss)
+      forget_loss = losses(ctx, predictor, 'train', self.forget)
+    return scoring.membership_auc(forget_loss, losses(ctx, predictor, 'valid', self.heldout))
 
 
 def require(rows: HeldoutRows, key: str) -> HeldoutRows:
