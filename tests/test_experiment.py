@@ -291,3 +291,34 @@ def test_colab_notebook_executes(demo_run, monkeypatch):
   assert 'test AUC' in text  # the pandas summary
   assert images == 2  # distance_vs_time.png and test_auc.png
   assert 'skipped (set RUN_FULL_EXPERIMENT' in text
+
+
+def test_shrunk_sequence_on_the_demo_run(demo_run):
+  """Sequential requests (tests/test_sequence.py has the rest). Last in this file: it adds
+  sequence/ to the shared workdir. Two requests on the shared run's original: each request served by E2URec from the last one's
+  merged model, one retrain after the last, the report written."""
+  from e2urec_jax import config as config_lib, runtime, sequence
+  config, workdir = demo_run
+  c = config_lib.shrink(config.copy_and_resolve_references(), steps=8, batch=8)
+  for key in config.train:  # the run's recipe: the reference retrains are the original's (its fingerprint)
+    c.train[key] = config.train[key]
+  c.sequence.requests, c.sequence.retrain_every, c.sequence.methods = 2, 2, 'e2urec'
+  config_lib.validate(c)
+  sequence.run_sequence(c, workdir)
+  out = runtime.read_json(os.path.join(workdir, 'sequence', 'sequence.json'))
+  first, second = out['steps']
+  assert not first['retrained'] and second['retrained'] and 'jsd' not in first['methods']['e2urec']['forget']
+  assert second['cumulative_users'] == 2 * first['users'] and second['forget_samples'] > first['forget_samples']
+  e2 = second['methods']['e2urec']
+  assert e2['forget']['jsd'] > 0 and second['methods']['retrain']['forget']['jsd'] == 0
+  assert e2['cumulative_time_s'] > e2['time_s'] > 0 and set(e2['mia']) == {
+      'loss', 'confidence', 'entropy', 'modified_entropy', 'reference'}
+  # Request 2 started from request 1's result, merged: its adapters name that merged folder as their base.
+  meta = runtime.read_json(os.path.join(workdir, 'sequence', 'r2', 'e2urec', 'e2urec', 'model', 'adapter_config.json'))
+  assert meta['base_dir'] == os.path.join(workdir, 'sequence', 'r1', 'e2urec', 'e2urec', 'model', 'merged')
+  chain = out['chain']['e2urec']
+  assert chain['adapters'] and len(chain['result_bytes_per_request']) == 2
+  # Served merged or with both requests' adapters stacked on the original: the same model.
+  assert chain['latency']['stacked_rank'] == 2 * c.lora.r and chain['latency']['max_abs_logit_difference'] < 1e-3
+  for name in ('sequence.md', 'sequence.png'):
+    assert os.path.getsize(os.path.join(workdir, 'sequence', name)) > 0

@@ -1,6 +1,5 @@
-"""Sequential deletion requests: the plan, the data each request sees, the report; a shrunk run (slow)."""
-import os
-
+"""Sequential deletion requests: the plan, the data each request sees, the report (the shrunk run on
+the shared demo run is in test_experiment.py, with the other tests of that run)."""
 import numpy as np
 import pytest
 
@@ -93,34 +92,3 @@ def test_a_bucket_workdir_is_refused_before_any_work():
   from e2urec_jax import config as config_lib
   with pytest.raises(UserError, match='sequence needs a local --workdir, not gs://b/run'):
     sequence.run_sequence(config_lib.default_config(), 'gs://b/run')
-
-
-@pytest.mark.slow
-def test_shrunk_sequence_on_the_demo_run(demo_run):
-  """Two requests on the shared run's original: each request served by E2URec from the last one's
-  merged model, one retrain after the last, the report written."""
-  from e2urec_jax import config as config_lib, runtime
-  config, workdir = demo_run
-  c = config_lib.shrink(config.copy_and_resolve_references(), steps=8, batch=8)
-  for key in config.train:  # the run's recipe: the reference retrains are the original's (its fingerprint)
-    c.train[key] = config.train[key]
-  c.sequence.requests, c.sequence.retrain_every, c.sequence.methods = 2, 2, 'e2urec'
-  config_lib.validate(c)
-  sequence.run_sequence(c, workdir)
-  out = runtime.read_json(os.path.join(workdir, 'sequence', 'sequence.json'))
-  first, second = out['steps']
-  assert not first['retrained'] and second['retrained'] and 'jsd' not in first['methods']['e2urec']['forget']
-  assert second['cumulative_users'] == 2 * first['users'] and second['forget_samples'] > first['forget_samples']
-  e2 = second['methods']['e2urec']
-  assert e2['forget']['jsd'] > 0 and second['methods']['retrain']['forget']['jsd'] == 0
-  assert e2['cumulative_time_s'] > e2['time_s'] > 0 and set(e2['mia']) == {
-      'loss', 'confidence', 'entropy', 'modified_entropy', 'reference'}
-  # Request 2 started from request 1's result, merged: its adapters name that merged folder as their base.
-  meta = runtime.read_json(os.path.join(workdir, 'sequence', 'r2', 'e2urec', 'e2urec', 'model', 'adapter_config.json'))
-  assert meta['base_dir'] == os.path.join(workdir, 'sequence', 'r1', 'e2urec', 'e2urec', 'model', 'merged')
-  chain = out['chain']['e2urec']
-  assert chain['adapters'] and len(chain['result_bytes_per_request']) == 2
-  # Served merged or with both requests' adapters stacked on the original: the same model.
-  assert chain['latency']['stacked_rank'] == 2 * c.lora.r and chain['latency']['max_abs_logit_difference'] < 1e-3
-  for name in ('sequence.md', 'sequence.png'):
-    assert os.path.getsize(os.path.join(workdir, 'sequence', name)) > 0
