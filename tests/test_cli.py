@@ -90,16 +90,14 @@ def test_invalid_values_fail_fast_with_one_line_and_leave_the_workdir_untouched(
     list(pool.map(check, range(len(INVALID))))
 
 
-def test_one_invalid_value_fails_before_any_work(tmp_path):
-  """Refused at start-up: within the time the CLI takes to import (20 s covers a loaded machine),
-  not after data preparation or training."""
+def test_one_invalid_value_fails_in_under_five_seconds(tmp_path):
   import time
   start = time.perf_counter()
   out = _cli('train', '--config=configs/demo.py', '--config.train.mode=Full', f'--workdir={tmp_path / "w"}')
   elapsed = time.perf_counter() - start
   assert out.returncode == 1 and out.stderr.strip().count('\n') == 0, out.stderr
   assert "config.train.mode='Full': must be one of 'full', 'lora'" in out.stderr
-  assert elapsed < 20, elapsed
+  assert elapsed < 5, elapsed
   assert not (tmp_path / 'w').exists()
 
 
