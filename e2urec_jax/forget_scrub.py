@@ -164,7 +164,7 @@ def _scrub_raw(raw_dir: str, users, pairs) -> dict:
 def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   """Counts and lists recomputed from the kept rows; the forgotten users leave every id list."""
   from e2urec_jax.data.encode import length_stats
-  from e2urec_jax.data.sources import sha256_file
+  from e2urec_jax.stamps import file_sha256
   m = runtime.read_json(path)
   train = frames['train']
   forget = train['is_forget'].to_numpy().astype(bool)
@@ -188,7 +188,7 @@ def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   if os.path.isdir(raw_dir):
     for name in os.listdir(raw_dir):
       if name in m.get('source_sha256', {}):
-        m['source_sha256'][name] = sha256_file(os.path.join(raw_dir, name))
+        m['source_sha256'][name] = file_sha256(os.path.join(raw_dir, name))
     if os.path.exists(os.path.join(raw_dir, 'u.data')):
       table = np.loadtxt(os.path.join(raw_dir, 'u.data'), dtype=np.int64, usecols=(0, 1), ndmin=2)
       m['raw'] = {'ratings': int(len(table)), 'users': int(len(np.unique(table[:, 0]))),

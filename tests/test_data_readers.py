@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from data_testing import write_ml100k
+from e2urec_jax import stamps
 from e2urec_jax.config import default_config
-from e2urec_jax.data import goodreads, movielens, readers, sources, tabular
+from e2urec_jax.data import goodreads, movielens, readers, tabular
 from e2urec_jax.errors import UserError
 
 
@@ -115,7 +116,7 @@ def test_download_checks_size_and_sha256(tmp_path, monkeypatch):
   with pytest.raises(UserError, match='does not match the pinned'):
     movielens.locate('ml-100k', '', str(tmp_path / 'dl'))
   release['sha256'] = hashlib.sha256(blob).hexdigest()
-  release['files'] = {'u.data': sources.sha256_file(src / 'u.data')}
+  release['files'] = {'u.data': stamps.file_sha256(src / 'u.data')}
   folder, ours = movielens.locate('ml-100k', '', str(tmp_path / 'dl'))
   assert ours and sorted(os.listdir(folder)) == ['u.data', 'u.item', 'u.user']
   release['files'] = {'u.data': '1' * 64}  # an extracted file that is not the release: refused, nothing left

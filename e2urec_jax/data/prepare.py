@@ -19,7 +19,6 @@ from e2urec_jax.data import encode, protocol, readers
 from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
 from e2urec_jax.data.prompts import NO, YES, Template, template_for
-from e2urec_jax.data.sources import sha256_file
 from e2urec_jax.data.tokens import SplitArrays, save_split
 
 FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are then prepared again.
@@ -209,7 +208,7 @@ def _tokenizer_sha256(folder: str) -> str | None:
   path = os.path.join(folder, 'tokenizer.json')
   if storage.is_remote(path):
     return hashlib.sha256(storage.read_bytes(path)).hexdigest() if storage.exists(path) else None
-  return sha256_file(path) if os.path.exists(path) else None
+  return stamps.file_sha256(path) if os.path.exists(path) else None
 
 
 def _print_summary(m: dict, workdir: str) -> None:

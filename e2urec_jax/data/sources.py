@@ -6,7 +6,6 @@ Parsing keeps exact line numbers, because "line 48213 of ratings.dat has 3 field
 is what a user needs to fix a file, and a pandas traceback is not.
 """
 import dataclasses
-import hashlib
 import os
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime
+from e2urec_jax import runtime, stamps
 from e2urec_jax.errors import UserError
 
 
@@ -125,14 +124,6 @@ def _one_rating_per_pair(raw: RawData, rule: str) -> RawData:
   return raw
 
 
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
-
-
 def require_file(path: str, how_to_get: str) -> str:
   if not os.path.isfile(path):
     raise UserError(f'missing file {path}; {how_to_get}')
@@ -217,7 +208,7 @@ def download(url: str, dest: str, *, sha256: str | None, size: int | None, offli
 
   An existing `dest` with the right checksum is reused; a wrong one is fetched again.
   """
-  if os.path.exists(dest) and (sha256 is None or sha256_file(dest) == sha256):
+  if os.path.exists(dest) and (sha256 is None or stamps.file_sha256(dest) == sha256):
     return dest
   os.makedirs(os.path.dirname(dest), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix='.part_')
@@ -232,7 +223,7 @@ def download(url: str, dest: str, *, sha256: str | None, size: int | None, offli
     got_size = os.path.getsize(tmp)
     if size is not None and got_size != size:
       raise UserError(f'{url}: downloaded {got_size} bytes, expected {size}; retry, or {offline_hint}')
-    got = sha256_file(tmp)
+    got = stamps.file_sha256(tmp)
     if sha256 is not None and got != sha256:
       raise UserError(f'{url}: sha256 {got} does not match the pinned {sha256}; the file changed upstream '
                       f'or the download is corrupt; {offline_hint}')
@@ -245,7 +236,7 @@ def download(url: str, dest: str, *, sha256: str | None, size: int | None, offli
 
 
 def file_hashes(directory: str, names) -> dict[str, str]:
-  return {name: sha256_file(os.path.join(directory, name)) for name in names}
+  return {name: stamps.file_sha256(os.path.join(directory, name)) for name in names}
 
 
 def check_pinned(directory: str, hashes: dict[str, str], pinned: dict[str, str], *, strict: bool) -> None:

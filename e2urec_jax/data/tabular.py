@@ -11,8 +11,9 @@ import os
 import numpy as np
 import pandas as pd
 
+from e2urec_jax import stamps
 from e2urec_jax.data import prompts
-from e2urec_jax.data.sources import RawData, guess_separator, id_mapper, require_unique, sha256_file, to_number
+from e2urec_jax.data.sources import RawData, guess_separator, id_mapper, require_unique, to_number
 from e2urec_jax.errors import UserError
 
 
@@ -125,7 +126,7 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
     if len(empty):
       raise UserError(f'{path} line {lines[empty[0]]}: empty {c}; every row needs one')
     table[c] = table[c].astype(str).str.strip()
-  hashes[os.path.basename(path)] = sha256_file(path)
+  hashes[os.path.basename(path)] = stamps.file_sha256(path)
   return path, table, lines
 
 
