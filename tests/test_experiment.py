@@ -294,9 +294,9 @@ def test_colab_notebook_executes(demo_run, monkeypatch):
 
 
 def test_shrunk_sequence_on_the_demo_run(demo_run):
-  """Sequential requests (tests/test_sequence.py has the rest). Last in this file: it adds
-  sequence/ to the shared workdir. Two requests on the shared run's original: each request served by E2URec from the last one's
-  merged model, one retrain after the last, the report written."""
+  """Sequential requests (tests/test_sequence.py has the rest); last in this file, as it adds
+  sequence/ to the shared workdir. Two requests on the shared run's original: each served by
+  E2URec from the last one's merged model, one retrain after the last, the report written."""
   from e2urec_jax import config as config_lib, runtime, sequence
   config, workdir = demo_run
   c = config_lib.shrink(config.copy_and_resolve_references(), steps=8, batch=8)

@@ -41,12 +41,11 @@ class _Reference:
     from e2urec_jax.train import inference
     data = ctx.data
     train, test = data.splits['train'], data.splits['test']
-    self.forget = np.flatnonzero(train.is_forget)
-    forget_users = np.unique(train.user_id[self.forget])
+    self.heldout_rows = heldout_lib.HeldoutRows(ctx)
+    self.forget = self.heldout_rows.forget
     rng = np.random.default_rng(0)  # the same test rows for every method and seed
     self.test = np.sort(rng.permutation(len(test.label))[:test_samples])
-    self.nonmember = self.test[~np.isin(test.user_id[self.test], forget_users)]
-    self.heldout_rows = heldout_lib.HeldoutRows(ctx)
+    self.nonmember = self.test[~np.isin(test.user_id[self.test], self.heldout_rows.forget_users)]
     self.forget_labels, self.test_labels = train.label[self.forget], test.label[self.test]
     self.retrain_first = _scores(ctx, inference.load_predictor(ctx, 'retrain'), 'train', self.forget)['first_logits']
 

@@ -10,21 +10,19 @@ same rule applies to every method it can stop: none is tuned alone.
 """
 import dataclasses
 
-from e2urec_jax.train import heldout
+from e2urec_jax.train import heldout, inference, runner
 
 KEY = 'heldout_mia_gap'  # |held-out MIA AUC - 0.5|, as metrics.jsonl logs each check
 
 
-def apply(ctx, plan, evaluation_weights):
-  """`plan` (train/runner.PhasePlan) with the retrain-free stop when config.unlearn.auto asks for
-  it; `evaluation_weights(plan)` gives trainable -> (params, adapters)."""
+def apply(ctx, plan: runner.PhasePlan) -> runner.PhasePlan:
+  """`plan` with the retrain-free stop when config.unlearn.auto asks for it."""
   un = ctx.config.unlearn
   mode = str(un.get('auto', '') or '')
   if not mode:
     return plan
-  from e2urec_jax.train import inference
   rows = heldout.require(heldout.HeldoutRows(ctx), "config.unlearn.auto='heldout_mia'")
-  weights = evaluation_weights(ctx, plan)
+  weights = runner.evaluation_weights(ctx, plan)  # trainable -> (params, adapters)
 
   def gap(trainable) -> float:
     params, adapters = weights(trainable)

@@ -77,7 +77,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
       save='full' if spec.trainable == 'full' else 'adapters', prior=prior,
       extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed,
              **common.init_record(ctx, spec.trainable, method)})
-  plan = auto_stop.apply(ctx, plan, runner.evaluation_weights)
+  plan = auto_stop.apply(ctx, plan)
   return runner.run_plan(ctx, plan, callbacks)
 
 

@@ -29,13 +29,13 @@ def losses(ctx, predictor, split: str, indices: np.ndarray) -> np.ndarray:
 
 class HeldoutRows:
   """The rows the signal compares, fixed per run: the forget samples (train split) and the
-  valid samples of the forget users."""
+  valid samples of the forget users (`forget_users`)."""
 
   def __init__(self, ctx):
     train, valid = ctx.data.splits['train'], ctx.data.splits['valid']
     self.forget = np.flatnonzero(train.is_forget)
-    forget_users = np.unique(train.user_id[self.forget])
-    self.heldout = np.flatnonzero(np.isin(valid.user_id, forget_users))
+    self.forget_users = np.unique(train.user_id[self.forget])
+    self.heldout = np.flatnonzero(np.isin(valid.user_id, self.forget_users))
 
   def auc(self, ctx, predictor, forget_loss=None) -> float:
     """The loss attack's AUC, forget samples (members) against held-out ones; NaN without held-out
