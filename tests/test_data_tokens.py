@@ -79,6 +79,17 @@ def test_profile_cut_only_when_no_history_fits(setup):
   assert len(out['input_ids'][0]) <= limit
 
 
+def test_prompt_without_history_loses_profile_words(setup):
+  # history_k=0: nothing to drop but profile words (this used to fail inside the tokenizer).
+  layout, template, tok, specials = setup
+  bare = template.render('', [], [], TARGET)
+  limit = _length(tok, bare, layout, specials) + 3
+  out = encode.fit_prompts(_row(titles=(), ratings=()), tok, template, layout, specials, max_len=limit)
+  assert out['history_shown'] == [0]
+  assert out['prompt'][0].endswith(bare) and out['prompt'][0].startswith('The user')
+  assert len(out['input_ids'][0]) <= limit
+
+
 def test_target_and_question_too_long_is_a_user_error(setup):
   layout, template, tok, specials = setup
   limit = _length(tok, template.render('', [], [], TARGET), layout, specials) - 1

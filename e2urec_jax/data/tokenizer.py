@@ -95,7 +95,10 @@ def special_ids(tok, layout: str, decoder_start: int | None = None) -> dict:
 
 def encode_texts(tok, texts, layout: str, specials: dict) -> list[list[int]]:
   """Token ids as the model reads them: encoder-decoder text + eos; decoder-only bos (if any) + text."""
-  ids = tok(list(texts), add_special_tokens=False)['input_ids']
+  texts = list(texts)
+  if not texts:  # the tokenizer fails on an empty batch (a prompt without history has no shorter candidates)
+    return []
+  ids = tok(texts, add_special_tokens=False)['input_ids']
   if layout == ENCODER_DECODER:
     return [x + [specials['eos_id']] for x in ids]
   if specials['bos_id'] is not None:
