@@ -167,6 +167,15 @@ def test_the_prompt_budget_refuses_a_history_that_does_not_fit():
   assert encode.check_budget(shown, available, full, max_len=64, history_k=1, max_share=0.8)['shortened'] == 8
 
 
+def test_the_prompt_budget_counts_profile_cuts_without_history():
+  # history_k=0: a prompt longer than the budget loses profile words, and that counts as shortened.
+  from e2urec_jax.data import encode
+  shown, available, full = np.zeros(10, int), np.zeros(10, int), np.array([70] * 3 + [50] * 7)
+  assert encode.check_budget(shown, available, full, max_len=64, history_k=0, max_share=0.5)['shortened'] == 3
+  with pytest.raises(UserError, match='in 3 of 10 prompts'):
+    encode.check_budget(shown, available, full, max_len=64, history_k=0, max_share=0.05)
+
+
 def test_the_demo_keeps_the_default_prompt_budget():
   """The demo shows no history (history_k=0: one item never fitted 64 tokens); it does not opt out of
   the check (its preparation passes it: every slow end-to-end test prepares it)."""

@@ -115,7 +115,9 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
     stats[name] = encode.length_stats(enc['prompt_len'])
     available = np.minimum(frame['history_len'].to_numpy(), int(d.history_k))
     shown_stats[name] = {'mean': round(float(enc['history_shown'].mean()), 3),
-                         'truncated': int((enc['history_shown'] < available).sum())}
+                         'truncated': int((enc['history_shown'] < available).sum()),
+                         # no history left to drop (history_k 0 or none shown): profile words went instead
+                         'profile_cut': int(((enc['history_shown'] >= available) & (enc['full_len'] > max_len)).sum())}
     for key, value in (('shown', enc['history_shown']), ('available', available), ('full_len', enc['full_len'])):
       budget[key].append(value)
     _write_split(out, name, frame, enc, template)
@@ -214,10 +216,12 @@ def _tokenizer_sha256(folder: str) -> str | None:
 def _print_summary(m: dict, workdir: str) -> None:
   c, s = m['counts'], m['token_lengths']['all']
   truncated = sum(v['truncated'] for v in m['history_shown'].values())
+  profile_cut = sum(v.get('profile_cut', 0) for v in m['history_shown'].values())
+  cut = f', profile cut in {profile_cut}' if profile_cut else ''
   print(f"prepared {m['source']}: train {c['train']} / valid {c['valid']} / test {c['test']} samples; "
         f"forget {c['forget']} samples of {len(m['forget_users'])} users, retain {c['retain']}")
   print(f"prompt tokens min/mean/p50/p95/max: {s['min']}/{s['mean']}/{s['p50']:g}/{s['p95']:g}/{s['max']} "
-        f"(max_input_length {m['tokens']['max_input_length']}; history shortened in {truncated} prompts); "
+        f"(max_input_length {m['tokens']['max_input_length']}; history shortened in {truncated} prompts{cut}); "
         f"positive rate train {m['label_positive_rate']['train']:.3f}")
   print(f"layout {m['layout']}, yes/no ids {m['yes_id']}/{m['no_id']}, vocab {m['tokens']['vocab_size']}, "
         f"bucket lengths {tuple(m['tokens']['bucket_lengths'])}; "
