@@ -131,7 +131,8 @@ def default_config() -> ConfigDict:
   tr.batch_size = 16  # Samples per step (a multiple of the data-parallel devices).
   tr.epochs = 5  # Passes over the split at most.
   tr.max_steps = 0  # > 0 caps the steps (for small configs).
-  tr.eval_every = 0  # Steps between valid-loss checks; 0 = once an epoch.
+  tr.eval_every = 0  # Steps between valid-loss checks; 0 = once an epoch; more than the phase's steps =
+  # one check, at the end: the last model is kept (no early stopping).
   tr.patience = 2  # Checks in a row without a better valid loss that are tolerated; the next one stops
   # (the original code's endure_times counts the stopping check too: its 3 is patience 2 here).
   tr.warmup_steps = 0  # Linear warm-up steps.

@@ -186,7 +186,7 @@ def test_real_ml100k_through_the_cli(tmp_path):
   assert time.time() - start < 120
   m = json.load(open(os.path.join(work, 'data', 'manifest.json')))
   rows = [tuple(int(x) for x in line.split('\t')) for line in open(os.path.join(REAL_ML100K, 'u.data'))]
-  want = independent_protocol(rows, min_history=5, history_k=3, num_samples=30_000, split=(0.6, 0.2, 0.2),
+  want = independent_protocol(rows, min_history=5, history_k=0, num_samples=30_000, split=(0.6, 0.2, 0.2),
                               threshold=3.0)
   forget = set(m['forget_users'])
   train_users = {u for u, *_ in want['train']}
@@ -197,5 +197,8 @@ def test_real_ml100k_through_the_cli(tmp_path):
   test = pd.read_parquet(os.path.join(work, 'data', 'test.parquet'))
   assert list(zip(test['user'], test['item'])) == [(u, i) for u, i, *_ in want['test']]
   assert [list(h) for h in test['history_items']] == [h for _, _, _, h, _ in want['test']]
-  assert m['token_lengths']['all']['max'] <= 128
-  assert m['prompt_budget']['share'] <= 0.01
+  assert m['token_lengths']['all']['max'] <= 64
+  # A few very long titles leave no room for the whole profile: counted, printed, and within budget.
+  cut = sum(v['profile_cut'] for v in m['history_shown'].values())
+  assert 0 < cut == m['prompt_budget']['shortened'] and m['prompt_budget']['share'] <= 0.01
+  assert f'history shortened in 0 prompts, profile cut in {cut})' in r.stdout
