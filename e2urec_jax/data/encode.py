@@ -102,8 +102,9 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
 def check_budget(shown, available, full_len, *, max_len: int, history_k: int, max_share: float) -> dict:
   """The prompt budget: a UserError when more than `max_share` of the prompts lose history items (or,
   with none to lose, profile words) to fit `max_len` tokens, with the numbers, the max_input_length
-  that would fit and the history_k that would. Arrays over every sample: items shown, items available (min(history, history_k)),
-  tokens of the prompt with its whole history. Returns {'shortened', 'samples', 'share'}."""
+  that would fit and the history_k that would. Arrays over every sample: items shown, items
+  available (min(history, history_k)), tokens of the prompt with its whole history.
+  Returns {'shortened', 'samples', 'share'}."""
   shown, available, full_len = (np.asarray(x) for x in (shown, available, full_len))
   n = len(shown)
   short = int(((shown < available) | (full_len > max_len)).sum())

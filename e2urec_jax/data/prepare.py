@@ -117,7 +117,8 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
     shown_stats[name] = {'mean': round(float(enc['history_shown'].mean()), 3),
                          'truncated': int((enc['history_shown'] < available).sum()),
                          # no history left to drop (history_k 0 or none shown): profile words went instead
-                         'profile_cut': int(((enc['history_shown'] >= available) & (enc['full_len'] > max_len)).sum())}
+                         'profile_cut': int(((enc['history_shown'] >= available)
+                                             & (enc['full_len'] > max_len)).sum())}
     for key, value in (('shown', enc['history_shown']), ('available', available), ('full_len', enc['full_len'])):
       budget[key].append(value)
     _write_split(out, name, frame, enc, template)
