@@ -59,7 +59,6 @@ def get_config(arg: str = ''):
     c.eval.batch_size = 64
     c.seeds = '42,43,44'
     c.unlearn.methods = 'e2urec,neggrad,badt'  # SISA and RecEraser retrain 4 shards each: add them by name.
-    c.repeat_methods = 'e2urec,neggrad,badt'
   elif arg:
     raise ValueError(f'configs/ml100k.py: unknown variant {arg!r}; use :cpu or nothing')
   return c

@@ -107,7 +107,7 @@ def check_budget(shown, available, full_len, *, max_len: int, history_k: int, ma
   Returns {'shortened', 'samples', 'share'}."""
   shown, available, full_len = (np.asarray(x) for x in (shown, available, full_len))
   n = len(shown)
-  short = int(((shown < available) | (full_len > max_len)).sum())
+  short = int((full_len > max_len).sum())  # did not fit whole: lost history items or, with none, profile words
   out = {'shortened': short, 'samples': n, 'share': round(short / max(n, 1), 4)}
   if n == 0 or short / n <= max_share:
     return out
