@@ -80,10 +80,13 @@ class PhaseResult:
   stopped_early: bool = False
   final_loss: float | None = None
   # The training loop alone, the original code's accounting: steps and data loading, without
-  # compilation, validation, checkpoint saves or callbacks (time_s has them all).
+  # compilation, validation, checkpoint saves or callbacks (time_s has all but the callbacks).
   loop_s: float = 0.0
   loop_best_s: float | None = None  # loop_s when the kept (best-valid) model was checked; None without validation
   best_step: int | None = None  # the step of the kept (best-valid) model; None without validation
+  # Seconds in the callbacks' hooks: they observe the phase (trajectory scoring, a user's
+  # measurements, the tests' fault injection), so time_s, the phase's cost, leaves them out.
+  callbacks_s: float = 0.0
 
 
 def _copy(tree):
@@ -208,7 +211,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   if validate is not None:
     state['best'] = _copy(trainable)
   meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False,
-          'loop_s': 0.0, 'loop_best_s': None, 'best_step': None}
+          'loop_s': 0.0, 'loop_best_s': None, 'best_step': None, 'callbacks_s': 0.0}
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     state = mesh_lib.put_replicated(state, mesh)
@@ -224,6 +227,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   loop_before = float(meta.get('loop_s') or 0.0)  # (a checkpoint written before loop_s existed: 0)
   t_loop = time.perf_counter()
   outside_loop = 0.0  # this session's validation, checkpoint saves and callbacks
+  callbacks_before = float(meta.get('callbacks_s') or 0.0)  # (a checkpoint written before callbacks_s: 0)
+  callbacks_now = 0.0  # this session's time in the callbacks' hooks
 
   def loop_now():
     """Seconds of training loop so far (the loop's time: no compile, validation, saves, callbacks)."""
@@ -266,7 +271,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     saved = {'trainable': trainable, 'opt_state': opt_state}
     if best is not None:
       saved['best'] = best
-    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start, loop_s=loop_now())
+    meta.update(step=step_now, elapsed_s=time.perf_counter() - t_start, loop_s=loop_now(),
+                callbacks_s=callbacks_before + callbacks_now)
     ckpt.save(step_now, saved, meta)
     log.sync()
     last_saved = step_now
@@ -313,6 +319,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         t_callbacks = time.perf_counter()
         for cb in callbacks:
           cb.after_step(event)
+        callbacks_now += time.perf_counter() - t_callbacks
         outside_loop += time.perf_counter() - t_callbacks
     flush(step)
     log.sync()
@@ -320,7 +327,8 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
     bar.close()
     log.close()
     ckpt.close()
-  elapsed = time.perf_counter() - t_start
+  callbacks_s = callbacks_before + callbacks_now
+  elapsed = time.perf_counter() - t_start - callbacks_s
   final = best if best is not None else trainable
   done_steps = step - start_step
   return PhaseResult(
@@ -329,4 +337,5 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
       best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
       final_loss=last_loss, loop_s=max(0.0, loop_now()),
       loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']),
-      best_step=None if validate is None or meta.get('best_step') is None else int(meta['best_step']))
+      best_step=None if validate is None or meta.get('best_step') is None else int(meta['best_step']),
+      callbacks_s=callbacks_s)

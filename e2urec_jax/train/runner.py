@@ -109,9 +109,11 @@ def loop_time(result: PhaseResult, to_best: bool = True) -> float:
 
 def phase_stats(ctx, result: PhaseResult, *, trainable_params: int, checkpoint_bytes: int, extra=None,
                 time_to_best: bool = True) -> dict:
-  """done.json of a phase: costs, size, outcome. time_s: the whole cost; unlearn_time_s: the loop (loop_time)."""
+  """done.json of a phase: costs, size, outcome. time_s: the whole cost (callbacks_s, the time the
+  callbacks observed the phase, left out); unlearn_time_s: the loop (loop_time)."""
   return {
       'time_s': result.time_s, 'compile_s': result.compile_s, 'unlearn_time_s': loop_time(result, time_to_best),
+      'callbacks_s': result.callbacks_s,
       'steps': result.steps,
       'examples_per_s': result.examples_per_s, 'trainable_params': int(trainable_params),
       'trainable_fraction': trainable_params / max(ctx.bundle.num_base_params, 1),
