@@ -80,6 +80,7 @@ def test_combined_report_by_hand(tmp_path):
   assert c['ci_low'] == pytest.approx(-0.125 - half) and c['ci_high'] == pytest.approx(-0.125 + half)
   assert s['gap_closed']['e2urec']['sym_kl'] == pytest.approx((0.6 - 0.4) / (0.6 - 0.15))
   assert s['time_ratio']['e2urec'] == pytest.approx(10 / 40)
+  assert s['time_ratio_no_compile']['e2urec'] == pytest.approx((10 - 1) / (40 - 1))  # 1 s compile each
   assert s['test_auc_vs_original']['mean_diff'] == pytest.approx(0.0)
   sel = s['selection']['e2urec']
   assert sel['best']['mean'] == pytest.approx(0.2) and sel['auto_step']['mean'] == 30  # |0.49-0.5| < |0.52-0.5|
@@ -88,6 +89,7 @@ def test_combined_report_by_hand(tmp_path):
   text = open(paths['results.md']).read()
   assert '| `badt` | -0.125 |' in text and '2/2' in text
   assert 'noise floor | 0.2 | 0.1 | 0.15 |' in text
+  assert '| `e2urec` | 0.444 | 0.444 | 0.25 | 0.231 |' in text  # gap closed, cost, cost compile aside
   with open(paths['trajectories.png'], 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
