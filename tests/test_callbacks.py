@@ -86,3 +86,27 @@ def test_a_callback_can_change_a_steps_hyperparameters(tmp_path):
   with pytest.raises(UserError, match=r'toy: loss became non-finite \(nan\) at step 3 of 6'):
     _toy_phase(tmp_path, 6, [NanAt3()], every=2)
   assert sorted(os.listdir(tmp_path / 'ckpt')) == ['2']
+
+
+def test_callback_time_is_left_out_of_the_cost_and_carried_across_a_resume(tmp_path):
+  """time_s, a phase's cost, leaves out the time its callbacks took (trajectory scoring observes
+  a method, it is not part of it); callbacks_s counts it, across an interruption and resume:
+  the step-4 checkpoint carries the hooks of steps 1-3, the resumed session adds steps 5-8."""
+  import time
+
+  class Slow(Callback):
+    def __init__(self, stop_at=None):
+      self.stop_at = stop_at
+
+    def after_step(self, event):
+      time.sleep(0.2)
+      if event.step == self.stop_at:
+        raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    _toy_phase(tmp_path, 8, [Slow(stop_at=6)])
+  wall = time.perf_counter()
+  result = _toy_phase(tmp_path, 8, [Slow()])
+  wall = time.perf_counter() - wall
+  assert 7 * 0.2 <= result.callbacks_s < 7 * 0.2 + 0.3  # steps 1-3 and 5-8 (steps 4-6 of the first session are lost)
+  assert result.time_s < wall - 4 * 0.2  # this session's hooks are not in the cost
