@@ -51,7 +51,7 @@ def test_registering_adds_config_section_rules_report_row_and_forget_support(reg
   from e2urec_jax.methods import runner
   config = load_config('configs/demo.py')  # built after registration: it has the new section
   assert config.unlearn[NAME].to_dict() == SCALED_NEGGRAD.defaults
-  assert NAME in config_lib.ALL_METHODS and config.unlearn.methods.endswith(f',{NAME}')
+  assert NAME in config_lib.ALL_METHODS and config_lib.default_config().unlearn.methods.endswith(f',{NAME}')
   assert spec.report_order()[-1] == NAME and NAME in spec.chainable()
   config_lib.validate(config)
   config.unlearn[NAME].scale = -1.0
