@@ -263,7 +263,8 @@ def markdown_report(results, order=()):
          'attacks below). Unlearning loop: the '
          'method\'s training steps alone, the paper\'s accounting (for trained models, up to the '
          'kept check; unlearn_time_s). Whole cost: everything the method needs, compilation, '
-         'validation, checkpoints and E2URec\'s augmented model included (time_s). Mean ± std over '
+         'validation, checkpoints and E2URec\'s augmented model included, the trajectory scoring done while it '
+         'trained left out (time_s). Mean ± std over '
          'seeds where a method has several.', '']
   out += _table(methods, MAIN_COLUMNS, extra, order)
   out += ['', '## Details', '']
