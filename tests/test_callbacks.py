@@ -7,6 +7,7 @@ first test below fails, loudly, before the fault tests start passing for the wro
 """
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +96,6 @@ class _Slow(Callback):
     self.seconds, self.stop_at = seconds, stop_at
 
   def after_step(self, event):
-    import time
     time.sleep(self.seconds)
     if event.step == self.stop_at:
       raise KeyboardInterrupt

@@ -230,6 +230,10 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   callbacks_before = float(meta.get('callbacks_s') or 0.0)  # (a checkpoint written before callbacks_s: 0)
   callbacks_now = 0.0  # this session's time in the callbacks' hooks
 
+  def session_s():
+    """Seconds of this session, its callbacks left out (what examples_per_s divides by)."""
+    return time.perf_counter() - t_session - callbacks_now
+
   def loop_now():
     """Seconds of training loop so far (the loop's time: no compile, validation, saves, callbacks)."""
     return (loop_before + time.perf_counter() - t_loop - outside_loop
@@ -259,8 +263,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
                         'lower the learning rate and rerun the same command to resume from it')
       last_loss = values['loss']
     if pending:
-      values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(
-          time.perf_counter() - t_session - callbacks_now, 1e-9)
+      values['examples_per_s'] = (step_now - start_step) * examples_per_step / max(session_s(), 1e-9)
       log.write(step_now, values)
       bar.set_postfix(loss=f'{last_loss:.4f}', ex_s=f'{values["examples_per_s"]:.0f}', refresh=False)
     pending = []
@@ -320,8 +323,9 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
         t_callbacks = time.perf_counter()
         for cb in callbacks:
           cb.after_step(event)
-        callbacks_now += time.perf_counter() - t_callbacks
-        outside_loop += time.perf_counter() - t_callbacks
+        spent = time.perf_counter() - t_callbacks
+        callbacks_now += spent
+        outside_loop += spent
     flush(step)
     log.sync()
   finally:
@@ -334,7 +338,7 @@ def run_phase(*, name: str, phase_dir: str, config, step_fn: TimedJit, trainable
   done_steps = step - start_step
   return PhaseResult(
       trainable=final, steps=step, time_s=elapsed, compile_s=step_fn.compile_s - compile_before,
-      examples_per_s=done_steps * examples_per_step / max(time.perf_counter() - t_session - callbacks_now, 1e-9),
+      examples_per_s=done_steps * examples_per_step / max(session_s(), 1e-9),
       best_valid=None if validate is None else float(meta['best_valid']), stopped_early=bool(meta['stopped']),
       final_loss=last_loss, loop_s=max(0.0, loop_now()),
       loop_best_s=None if validate is None or meta.get('loop_best_s') is None else float(meta['loop_best_s']),
