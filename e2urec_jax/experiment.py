@@ -23,14 +23,20 @@ from e2urec_jax.train import context, paths
 from e2urec_jax.train.paths import ORIGINAL
 
 
-def seed_context(first, seed: int):
-  """The run context of one more seed: the first seed's data with this seed's forget set and
-  shards, its own folders under <workdir>/seeds/<seed>/, the same mesh and compiled steps."""
+def seed_setup(first, seed: int):
+  """(config, paths, data) of one more seed: the first seed's data with this seed's forget set
+  and shards, its own folders under <workdir>/seeds/<seed>/."""
   from e2urec_jax.data.tokens import reseeded
   config = first.config.copy_and_resolve_references()
   config.seed = int(seed)
-  data = reseeded(first.data, config.data, seed)
-  ctx = context.open_run(config, paths.seed_paths(first.workdir, seed), data=data, mesh=first.mesh)
+  return config, paths.seed_paths(first.workdir, seed), reseeded(first.data, config.data, seed)
+
+
+def seed_context(first, seed: int, setup=None):
+  """The run context of one more seed (seed_setup's, or `setup`), with the first seed's mesh
+  and compiled steps."""
+  config, seed_paths, data = setup or seed_setup(first, seed)
+  ctx = context.open_run(config, seed_paths, data=data, mesh=first.mesh)
   ctx._compiled = first._compiled  # same model, same shapes: a step compiled once serves every seed
   return ctx
 
@@ -110,9 +116,12 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
     names = train_seed(first, rows, callbacks)
     write_results(first, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
   else:
+    setups = {seed: seed_setup(first, seed) for seed in seeds[1:]}
+    for setup in setups.values():  # every seed checked (refused or restarted) before any training
+      resume.check_seed(*setup, restart)
     per_seed = {}
     for i, seed in enumerate(seeds):
-      ctx = first if i == 0 else seed_context(first, seed)
+      ctx = first if i == 0 else seed_context(first, seed, setups[seed])
       names = train_seed(ctx, seed_rows(config, rows, i == 0), callbacks)
       per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False,
                                      mechanism_for=e2urec_rows(config))

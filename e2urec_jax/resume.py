@@ -154,7 +154,9 @@ def _remove(paths) -> None:
 
 def _wipe_trained(workdir: str) -> None:
   """Everything built on the data: the pretrained start, every phase and model, the report."""
-  _remove([os.path.join(workdir, p) for p in ('pretrained', 'phases', 'models', 'results.json', 'results.md')])
+  from e2urec_jax.train.paths import SEEDS_DIR  # a multi-seed run's other seeds
+  _remove([os.path.join(workdir, p) for p in ('pretrained', 'phases', 'models', SEEDS_DIR, 'results.json',
+                                              'results.md')])
 
 
 def ensure_data(config, workdir: str, restart=()):
@@ -292,6 +294,14 @@ def prepare_run(config, workdir: str, command: str, restart=()):
   if distributed.is_primary():
     runtime.save_config(paths.workdir, config)  # later commands default to the config the phases now have
   return context.open_run(config, paths, data=data)
+
+
+def check_seed(config, paths, data, restart=()) -> None:
+  """check_phases for one more seed of a multi-seed `run` (its own folders, its forget set's
+  data), done for every seed before any training: a seed trained with other settings is
+  refused, or restarted as `restart` says, like the first."""
+  restart = parse_restart(restart) if isinstance(restart, str) or restart is None else tuple(restart)
+  check_phases(config, paths, plan(config, 'run'), data.digest, restart)
 
 
 def check_models(config, workdir: str, names: list[str]) -> None:

@@ -190,6 +190,37 @@ def test_a_rerun_with_another_config_refuses_before_any_work(demo_run, tmp_path)
   assert sorted(os.listdir(os.path.join(work, 'models'))) == before
 
 
+def test_a_restart_covers_every_seed_before_any_training(demo_run, tmp_path, monkeypatch):
+  """A changed E2URec field: refused before any work; --restart=changed removes E2URec on every
+  seed (not only the first, as the first multi-seed resume did), keeping what was not changed,
+  and it is decided for all seeds before the first trains."""
+  import shutil
+  from e2urec_jax import experiment
+  from e2urec_jax.errors import UserError
+  from e2urec_jax.train.paths import run_paths, seed_paths
+  config, workdir = demo_run
+  work = str(tmp_path / 'copy')
+  shutil.copytree(workdir, work)
+  changed = config.copy_and_resolve_references()
+  changed.unlearn.e2urec.w = 0.5
+  layouts = (run_paths(work), seed_paths(work, 43))
+  with pytest.raises(UserError, match=r'unlearn\.e2urec\.w 0\.6 -> 0\.5'):
+    experiment.run_experiment(changed, work)
+  assert all(os.path.isdir(p.model_dir('e2urec')) for p in layouts)
+
+  class Trained(Exception):
+    pass
+
+  def first_training(*args, **kwargs):
+    raise Trained
+  monkeypatch.setattr(experiment, 'train_seed', first_training)
+  with pytest.raises(Trained):
+    experiment.run_experiment(changed, work, restart=('changed',))
+  for layout in layouts:
+    assert not os.path.exists(layout.model_dir('e2urec')) and not os.path.exists(layout.phase_dir('e2urec'))
+    assert os.path.isdir(layout.model_dir('original')) and os.path.isdir(layout.model_dir('badt'))
+
+
 def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path, capsys):
   """Token arrays: prepared again (the same data); adapters and full models: named on load, and the
   phase is trained again by `run` (runner.done drops the damaged model)."""
