@@ -456,7 +456,8 @@ def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None
   stats = runner.run_method(ctx, method, callbacks=callbacks)
   user_ids = found.users or sorted({u for u, _ in found.pairs})
   pending.update(stage='scrub', stats={k: stats.get(k) for k in ('time_s', 'compile_s', 'steps', 'trainable_params',
-                                                                   'unlearn_time_s', 'augment_time_s')},
+                                                                   'unlearn_time_s', 'augment_time_s',
+                                                                   'frozen_inputs_time_s')},
                  metrics=_audit_metrics(ctx, method, np.flatnonzero(mask), user_ids),
                  forget_set={'samples': int(mask.sum()), 'users': len(user_ids)},
                  unlearn_config=ctx.config.unlearn[method].to_dict(), models=_models(workdir))

@@ -115,6 +115,74 @@ def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
+def test_cached_forget_teachers_give_the_in_step_loss(ctx):
+  """The forget-set teacher logits computed once before the loop, gathered by each batch's
+  forget_rows, give the loss (and gradients) of the step that runs the teachers itself, for both
+  kinds of augmented model and without the forgetting teacher (the ablation)."""
+  from e2urec_jax.methods import common
+  from e2urec_jax.methods.e2urec import e2urec_loss_fn, forget_teacher_logits, frozen_teachers
+  params = ctx.bundle.pretrained_params
+  zero = ctx.put(ctx.zero_adapters(params))
+  student = jax.tree.map(lambda x: x + 0.01, ctx.new_adapters(params, 1))
+  retain, forget = common.split_indices(ctx.data)
+  picked = np.array([5, 0, 3, len(forget) - 1, 2, 7, 1, 4])  # forget rows in no particular order
+  batch = common.paired_batch(ctx.data, retain[:8], forget[picked])
+  hp = {'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}
+  augmented = (ctx.put(jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))),
+               ctx.put(jax.tree.map(lambda x: x * 1.01, params)))
+  for by_adapters, aug in zip((True, False), augmented):
+    for with_forget_teacher in (True, False):
+      frozen = frozen_teachers(ctx.put(params), aug, zero)
+      cache = forget_teacher_logits(ctx, frozen, by_adapters, with_forget_teacher)
+      assert cache['original'].shape[0] >= len(forget) and ('augmented' in cache) == with_forget_teacher
+      assert not cache['original'][len(forget):].any()  # rows past the forget set: padding
+      grad = lambda cached, fr, b: jax.jit(jax.value_and_grad(  # noqa: E731
+          lambda t: e2urec_loss_fn(ctx.model, by_adapters, with_forget_teacher, True, cached)(t, fr, b, None, hp)[0]))(student)
+      loss, grads = grad(False, frozen, batch)
+      cached_loss, cached_grads = grad(True, {**frozen, 'forget_teachers': ctx.put(cache)},
+                                       {**batch, 'forget_rows': picked.astype(np.int32)})
+      np.testing.assert_allclose(float(cached_loss), float(loss), rtol=1e-5)
+      for a, b in zip(jax.tree.leaves(cached_grads), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
+
+
+def test_the_teacher_cache_is_used_only_where_it_pays_and_fits(ctx):
+  from e2urec_jax.methods import common
+  from e2urec_jax.methods.e2urec import _batches, cache_rows, teacher_cache_plan
+  assert [cache_rows(n) for n in (1, 2, 3, 700, 1024, 1025)] == [1, 2, 4, 1024, 1024, 2048]
+  _, forget = common.split_indices(ctx.data)
+  section = ctx.config.unlearn.e2urec.copy_and_resolve_references()
+  section.steps, section.batch_size = len(forget), 1
+  assert teacher_cache_plan(ctx, section)[0]
+  section.steps = len(forget) - 1  # fewer samples drawn than rows: computing every row costs more
+  cached, why = teacher_cache_plan(ctx, section)
+  assert not cached and f'forget set ({len(forget)} rows)' in why
+  section.steps = 10 * len(forget)
+  section.teacher_cache_mb = 1e-6
+  cached, why = teacher_cache_plan(ctx, section)
+  assert not cached and 'over teacher_cache_mb' in why
+  section.teacher_cache_mb = 0
+  assert teacher_cache_plan(ctx, section) == (False, 'teacher_cache_mb is 0')
+  assert 'forget_rows' not in _batches(ctx, section, lambda phase: 7)(0)
+
+
+def test_forget_rows_name_the_forget_samples_of_the_batch(ctx):
+  """With the cache, each batch's forget_rows are the positions of its forget samples in the
+  forget set (the cache's rows): the samples they name are the batch's, in its order."""
+  from e2urec_jax.data import make_batch
+  from e2urec_jax.methods import common
+  from e2urec_jax.methods.e2urec import _batches
+  _, forget = common.split_indices(ctx.data)
+  section = ctx.config.unlearn.e2urec.copy_and_resolve_references()
+  section.steps, section.batch_size = 4 * len(forget), 4
+  batch_for_step = _batches(ctx, section, lambda phase: 11)
+  for step in (0, 1, 5):
+    batch = batch_for_step(step)
+    named = make_batch(ctx.data, 'train', forget[batch['forget_rows']], length=batch['forget']['input_ids'].shape[1])
+    np.testing.assert_array_equal(named['input_ids'], batch['forget']['input_ids'])
+    np.testing.assert_array_equal(named['answer_labels'], batch['forget']['answer_labels'])
+
+
 def test_phase_times_leave_out_what_they_should(ctx, tmp_path):
   """PhaseResult.loop_s (done.json's unlearn_time_s, the paper's accounting) leaves out the time
   spent validating, saving checkpoints and in callbacks; time_s, the phase's cost, has validation

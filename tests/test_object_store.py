@@ -21,7 +21,7 @@ from e2urec_jax.train.callbacks import Callback
 
 URL = 'gs://bucket/runs/demo'
 TIMINGS = ('time_s', 'compile_s', 'examples_per_s', 'peak_memory_bytes', 'unlearn_time_s', 'augment_time_s',
-           'elapsed_s', 'wall_s', 'seconds')
+           'frozen_inputs_time_s', 'elapsed_s', 'wall_s', 'seconds')
 
 
 @pytest.fixture

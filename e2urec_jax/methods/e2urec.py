@@ -1,10 +1,19 @@
 """E2URec: the augmented model, the two teachers and the LoRA student.
 
-Per step the student runs once on [retain; forget] (with dropout), the original runs once on
-[retain; forget] (the remembering teacher on retain, the base of the forgetting teacher on
-forget) and the augmented model once on forget: three passes where the original code runs six.
-No teacher is stacked or duplicated: the original is the frozen base with zero adapters.
+Per step the student runs once on [retain; forget] (with dropout) and the original once on
+retain (the remembering teacher). The forgetting teacher's two inputs, the original's and the
+augmented model's logits on the forget set, are frozen and deterministic, so they are computed
+once for every forget row before the loop (`forget_teacher_logits`) and gathered per step: two
+passes a step where the original code runs six. Where that cache would not fit
+(`teacher_cache_mb`) or would cost more than it saves (a forget set larger than the samples the
+steps draw from it), the original runs on [retain; forget] and the augmented model on forget in
+every step instead. No teacher is stacked or duplicated: the original is the frozen base with
+zero adapters.
 """
+import time
+
+import numpy as np
+
 from e2urec_jax import rules, seeds
 from e2urec_jax.methods import common
 from e2urec_jax.methods.spec import MethodSpec, register
@@ -51,11 +60,20 @@ def frozen_teachers(base, augmented, zero_adapters) -> dict:
   return {'base': base, 'augmented': augmented, 'zero_adapters': zero_adapters}
 
 
-def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool):
-  """The E2URec step's loss (losses.e2urec_loss) over the student and the teachers' passes."""
+def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool,
+                   cached_teachers: bool = False):
+  """The E2URec step's loss (losses.e2urec_loss) over the student and the teachers' passes.
+
+  cached_teachers: the original's and the augmented model's forget-set logits are read from
+  frozen['forget_teachers'] (`forget_teacher_logits`) at the batch's `forget_rows`, not computed."""
   import jax
   from e2urec_jax import losses
   from e2urec_jax.models import answer_logits
+
+  def augmented_on(frozen, forget):
+    if augmented_is_adapters:
+      return answer_logits(model, frozen['base'], forget, adapters=frozen['augmented'])
+    return answer_logits(model, frozen['augmented'], forget, adapters=frozen['zero_adapters'])
 
   def loss_fn(adapters, frozen, batch, rng, hp):
     retain, forget = batch['retain'], batch['forget']
@@ -63,18 +81,70 @@ def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool,
     both = common.concat_batches(retain, forget)
     # [2 * batch, answer, vocab]; the teachers are deterministic (no dropout rng).
     student = answer_logits(model, frozen['base'], both, adapters=adapters, dropout_rng=rng)
-    original = answer_logits(model, frozen['base'], both, adapters=frozen['zero_adapters'])
-    if augmented_is_adapters:
-      augmented = answer_logits(model, frozen['base'], forget, adapters=frozen['augmented'])
+    if cached_teachers:
+      cache, rows = frozen['forget_teachers'], batch['forget_rows']
+      orig_retain = answer_logits(model, frozen['base'], retain, adapters=frozen['zero_adapters'])
+      orig_forget = cache['original'][rows]
+      augmented = cache['augmented'][rows] if 'augmented' in cache else None
     else:
-      augmented = answer_logits(model, frozen['augmented'], forget, adapters=frozen['zero_adapters'])
-    original, augmented = jax.lax.stop_gradient((original, augmented))
+      original = answer_logits(model, frozen['base'], both, adapters=frozen['zero_adapters'])
+      orig_retain, orig_forget = original[:n], original[n:]
+      augmented = augmented_on(frozen, forget) if use_forget_teacher else None
+    orig_retain, orig_forget, augmented = jax.lax.stop_gradient((orig_retain, orig_forget, augmented))
     return losses.e2urec_loss(
-        student[:n], student[n:], original[:n], original[n:], augmented,
+        student[:n], student[n:], orig_retain, orig_forget, augmented,
         retain['answer_labels'], retain['answer_mask'], forget['answer_mask'],
         w=hp['w'], alpha=hp['alpha'], forget_only=hp['forget_only'],
         use_forget_teacher=use_forget_teacher, use_remember_teacher=use_remember_teacher)
   return loss_fn
+
+
+# ------------------------------------------------------------------ the forget-set teacher cache
+def teacher_cache_plan(ctx, section) -> tuple[bool, str]:
+  """(whether the forget-set teacher logits are computed once before the loop, why).
+
+  Computing them costs one forward per forget row and teacher; the in-step passes cost one per
+  row drawn, steps x batch_size in all. The cache holds [rows, answers, vocab] fp32 logits of
+  each teacher on every device, so it is bounded by section.teacher_cache_mb."""
+  from e2urec_jax.data import make_batch
+  _, forget = common.split_indices(ctx.data)
+  if section.teacher_cache_mb <= 0:
+    return False, 'teacher_cache_mb is 0'
+  if len(forget) > section.steps * section.batch_size:
+    return False, (f'the forget set ({len(forget)} rows) is larger than the {section.steps} x {section.batch_size} '
+                   'samples the steps draw from it')
+  answers = make_batch(ctx.data, 'train', forget[:1])['answer_positions'].shape[1]
+  teachers = 2 if section.use_forget_teacher else 1
+  size_mb = cache_rows(len(forget)) * answers * ctx.model.arch.vocab_size * 4 * teachers / 2**20
+  if size_mb > section.teacher_cache_mb:
+    return False, f'it would take {size_mb:.0f} MiB, over teacher_cache_mb={section.teacher_cache_mb:g}'
+  return True, f'{size_mb:.1f} MiB'
+
+
+def cache_rows(forget_rows: int) -> int:
+  """The cache's row count: the forget set's, rounded up to a power of two. Seeds draw forget
+  sets of different sizes; one shape for most of them keeps one compiled step for all."""
+  return 1 << max(0, int(forget_rows) - 1).bit_length()
+
+
+def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augmented: bool) -> dict:
+  """{'original': [cache_rows, answers, vocab], 'augmented': ...} answer logits on every forget
+  row, in the order of common.split_indices (zeros after them), by the same deterministic passes
+  as the step's."""
+  from e2urec_jax.train import inference
+  _, forget = common.split_indices(ctx.data)
+  logits = inference.eval_logits_fn(ctx)
+  parts = {'original': [], 'augmented': []} if with_augmented else {'original': []}
+  for batch, n in inference.iterate_eval(ctx, 'train', forget):
+    parts['original'].append(np.asarray(logits(frozen['base'], frozen['zero_adapters'], batch))[:n])
+    if with_augmented:
+      if augmented_is_adapters:
+        aug = logits(frozen['base'], frozen['augmented'], batch)
+      else:
+        aug = logits(frozen['augmented'], frozen['zero_adapters'], batch)
+      parts['augmented'].append(np.asarray(aug)[:n])
+  pad = cache_rows(len(forget)) - len(forget)
+  return {k: np.pad(np.concatenate(v, axis=0), ((0, pad), (0, 0), (0, 0))) for k, v in parts.items()}
 
 
 # ------------------------------------------------------------------ the spec's pieces
@@ -83,21 +153,33 @@ def _prepare(ctx, section, callbacks):
 
 
 def _teachers(ctx, section, original) -> dict:
+  """The frozen inputs, and the forget-set teacher cache where `teacher_cache_plan` says so. Its
+  time is part of E2URec's cost: returned under '_cost' (MethodSpec.frozen)."""
   from e2urec_jax.train import artifacts
   base = ctx.put(ctx.base_dtype(original))
   zero = ctx.zero_adapters(original)
-  if ctx.config.augment.mode == 'lora':
+  by_adapters = ctx.config.augment.mode == 'lora'
+  if by_adapters:
     aug, _ = artifacts.load_adapters(ctx.model_dir(AUGMENTED), base_dir=ctx.model_dir(ORIGINAL),
                                      expect=ctx.bundle.lora_meta)
   else:
     aug = ctx.base_dtype(ctx.load_params(AUGMENTED))
-  return frozen_teachers(base, ctx.put(aug), ctx.put(zero))
+  frozen = frozen_teachers(base, ctx.put(aug), ctx.put(zero))
+  cached, why = teacher_cache_plan(ctx, section)
+  if not cached:
+    print(f'e2urec: the teachers run on the forget set in every step ({why})')
+    return frozen
+  start = time.perf_counter()
+  cache = forget_teacher_logits(ctx, frozen, by_adapters, bool(section.use_forget_teacher))
+  print(f'e2urec: forget-set teacher logits computed once ({why}, {time.perf_counter() - start:.1f} s)')
+  return {**frozen, 'forget_teachers': ctx.put(cache), '_cost': time.perf_counter() - start}
 
 
 def _static(ctx, section) -> dict:
   return {'augmented_is_adapters': ctx.config.augment.mode == 'lora',
           'use_forget_teacher': bool(section.use_forget_teacher),
-          'use_remember_teacher': bool(section.use_remember_teacher)}
+          'use_remember_teacher': bool(section.use_remember_teacher),
+          'cached_teachers': teacher_cache_plan(ctx, section)[0]}
 
 
 def _hparams(ctx, section):
@@ -110,7 +192,18 @@ def _hparams(ctx, section):
 
 
 def _batches(ctx, section, seed_of):
-  return common.paired_batches(ctx, section.batch_size, seed_of)
+  """Paired batches; with the teacher cache, also each forget sample's row in it ('forget_rows')."""
+  batch_for_step = common.paired_batches(ctx, section.batch_size, seed_of)
+  if not teacher_cache_plan(ctx, section)[0]:
+    return batch_for_step
+  from e2urec_jax.train import sampling
+  _, forget = common.split_indices(ctx.data)
+  forget_seed = seed_of('forget_batches')  # the draw paired_batches makes
+
+  def with_rows(step):
+    rows = np.searchsorted(forget, sampling.batch_indices(forget, section.batch_size, forget_seed, step))
+    return {**batch_for_step(step), 'forget_rows': rows.astype(np.int32)}
+  return with_rows
 
 
 def _record(section) -> dict:
@@ -130,8 +223,12 @@ SPEC = register(MethodSpec(
         'forget_epochs': 1,  # Forget-only warm-up epochs (an epoch = |D_f| / batch steps).
         'use_forget_teacher': True,  # Ablation switch: False distils the forget set from the original.
         'use_remember_teacher': True,  # Ablation switch: False drops the retain KD term.
+        # Bound on the forget-set teacher logits computed once before the loop instead of in every
+        # step (rows x answers x vocab x 4 bytes per teacher, on every device); 0: never.
+        'teacher_cache_mb': 1024.0,
     },
     rules={'w': rules.number(0, 1), 'alpha': rules.NON_NEGATIVE, 'forget_epochs': rules.NON_NEGATIVE_INT,
-           'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN},
+           'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN,
+           'teacher_cache_mb': rules.NON_NEGATIVE},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
     frozen=_teachers, prepare=_prepare, record=_record, reads=('augment',)))

@@ -41,7 +41,9 @@ class MethodSpec:
   # 'weight_decay' (weights, strengths, schedules): changing them never recompiles.
   hparams: Callable | None = None
   static: Callable | None = None  # (ctx, section) -> the loss builder's keyword arguments
-  frozen: Callable | None = None  # (ctx, section, original params) -> what else the loss reads
+  # (ctx, section, original params) -> what else the loss reads. A '_cost' entry (seconds) is work
+  # done to build it (E2URec's teacher cache): counted in the method's time, not passed to the loss.
+  frozen: Callable | None = None
   # (ctx, section, callbacks) -> {prerequisite name: its stats}: models trained first whose
   # time counts in this method's cost (E2URec: the augmented model).
   prepare: Callable | None = None
