@@ -135,7 +135,12 @@ def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augment
   _, forget = common.split_indices(ctx.data)
   logits = inference.eval_logits_fn(ctx)
   parts = {'original': [], 'augmented': []} if with_augmented else {'original': []}
-  for batch, n in inference.iterate_eval(ctx, 'train', forget):
+  # Full batches only (the last row repeated): a partial last batch would be a new shape, and
+  # a compile, for every seed's forget set size.
+  size = ctx.config.eval.batch_size
+  size = max(ctx.num_devices, size - size % ctx.num_devices)
+  rows = np.concatenate([forget, np.full(-len(forget) % size, forget[-1])])
+  for batch, n in inference.iterate_eval(ctx, 'train', rows):
     parts['original'].append(np.asarray(logits(frozen['base'], frozen['zero_adapters'], batch))[:n])
     if with_augmented:
       if augmented_is_adapters:
@@ -144,7 +149,7 @@ def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augment
         aug = logits(frozen['augmented'], frozen['zero_adapters'], batch)
       parts['augmented'].append(np.asarray(aug)[:n])
   pad = cache_rows(len(forget)) - len(forget)
-  return {k: np.pad(np.concatenate(v, axis=0), ((0, pad), (0, 0), (0, 0))) for k, v in parts.items()}
+  return {k: np.pad(np.concatenate(v, axis=0)[:len(forget)], ((0, pad), (0, 0), (0, 0))) for k, v in parts.items()}
 
 
 # ------------------------------------------------------------------ the spec's pieces
