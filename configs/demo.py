@@ -22,8 +22,8 @@ users it is later asked to forget, clearly beyond what two retrains differ by:
   kept). Measured over 4 seeds each (docs/UNLEARNING.md): 5 epochs leave the original 4.7x
   the noise floor from the retrained model, the most memorisation over noise of the lengths
   tried (3 epochs 2.5x, 10 epochs 3.0x), and three seeds of the whole experiment fit in
-  about nine minutes on 2 cores. Longer training makes E2URec cheaper relative to retraining
-  (10 epochs: 0.19 of its cost; 5: 0.36) but saturates the memorisation, and then E2URec's
+  eight to nine minutes on 2 cores. Longer training makes E2URec cheaper relative to retraining
+  (10 epochs: 0.19 of its cost; 5: 0.37) but saturates the memorisation, and then E2URec's
   forgetting teacher is no closer to the retrained model than the original (the augmented
   model's rise is anti-aligned with what was memorised); shorter training aligns them but
   makes retraining so cheap that E2URec costs two thirds of it (3 epochs: 0.68);
