@@ -130,20 +130,20 @@ def test_cached_forget_teachers_give_the_in_step_loss(ctx):
   hp = {'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}
   augmented = (ctx.put(jax.tree.map(lambda x: x + 0.02, ctx.new_adapters(params, 2))),
                ctx.put(jax.tree.map(lambda x: x * 1.01, params)))
-  for by_adapters, aug in zip((True, False), augmented):
-    for with_forget_teacher in (True, False):
-      frozen = frozen_teachers(ctx.put(params), aug, zero)
-      cache = forget_teacher_logits(ctx, frozen, by_adapters, with_forget_teacher)
-      assert cache['original'].shape[0] >= len(forget) and ('augmented' in cache) == with_forget_teacher
-      assert not cache['original'][len(forget):].any()  # rows past the forget set: padding
-      grad = lambda cached, fr, b: jax.jit(jax.value_and_grad(  # noqa: E731
-          lambda t: e2urec_loss_fn(ctx.model, by_adapters, with_forget_teacher, True, cached)(t, fr, b, None, hp)[0]))(student)
-      loss, grads = grad(False, frozen, batch)
-      cached_loss, cached_grads = grad(True, {**frozen, 'forget_teachers': ctx.put(cache)},
-                                       {**batch, 'forget_rows': picked.astype(np.int32)})
-      np.testing.assert_allclose(float(cached_loss), float(loss), rtol=1e-5)
-      for a, b in zip(jax.tree.leaves(cached_grads), jax.tree.leaves(grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
+  # adapters with the forgetting teacher; full weights without it (the ablation): both kinds, both switches
+  for by_adapters, aug, with_forget_teacher in ((True, augmented[0], True), (False, augmented[1], False)):
+    frozen = frozen_teachers(ctx.put(params), aug, zero)
+    cache = forget_teacher_logits(ctx, frozen, by_adapters, with_forget_teacher)
+    assert cache['original'].shape[0] >= len(forget) and ('augmented' in cache) == with_forget_teacher
+    assert not cache['original'][len(forget):].any()  # rows past the forget set: padding
+    grad = lambda cached, fr, b: jax.jit(jax.value_and_grad(  # noqa: E731
+        lambda t: e2urec_loss_fn(ctx.model, by_adapters, with_forget_teacher, True, cached)(t, fr, b, None, hp)[0]))(student)
+    loss, grads = grad(False, frozen, batch)
+    cached_loss, cached_grads = grad(True, {**frozen, 'forget_teachers': ctx.put(cache)},
+                                     {**batch, 'forget_rows': picked.astype(np.int32)})
+    np.testing.assert_allclose(float(cached_loss), float(loss), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(cached_grads), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
 
 
 def test_the_teacher_cache_is_used_only_where_it_pays_and_fits(ctx):
