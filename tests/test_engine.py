@@ -115,6 +115,7 @@ def test_e2urec_loss_is_the_formula_over_separate_teacher_passes(ctx):
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
 
 
+@pytest.mark.slow  # four gradient compiles (~9 s): the full suite runs it, the fast tier stays under 90 s
 def test_cached_forget_teachers_give_the_in_step_loss(ctx):
   """The forget-set teacher logits computed once before the loop, gathered by each batch's
   forget_rows, give the loss (and gradients) of the step that runs the teachers itself, for both
