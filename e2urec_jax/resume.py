@@ -281,11 +281,16 @@ def check_phases(config, paths, phases: list[Phase], digest: str, restart=()) ->
   distributed.barrier('restart-phases')
 
 
+def as_restart(restart) -> tuple:
+  """--restart's words as given: the flag's text (or None), or words already split."""
+  return parse_restart(restart) if isinstance(restart, str) or restart is None else tuple(restart)
+
+
 def prepare_run(config, workdir: str, command: str, restart=()):
   """What every training command does before it trains: data, fingerprints, restarts; returns the
   run context (train/context.py) over the checked workdir."""
   from e2urec_jax.train import context, paths as paths_lib
-  restart = parse_restart(restart) if isinstance(restart, str) or restart is None else tuple(restart)
+  restart = as_restart(restart)
   paths = paths_lib.run_paths(workdir)
   runtime.ensure_writable_dir(paths.workdir)
   data = ensure_data(config, paths.workdir, restart)
@@ -300,8 +305,7 @@ def check_seed(config, paths, data, restart=()) -> None:
   """check_phases for one more seed of a multi-seed `run` (its own folders, its forget set's
   data), done for every seed before any training: a seed trained with other settings is
   refused, or restarted as `restart` says, like the first."""
-  restart = parse_restart(restart) if isinstance(restart, str) or restart is None else tuple(restart)
-  check_phases(config, paths, plan(config, 'run'), data.digest, restart)
+  check_phases(config, paths, plan(config, 'run'), data.digest, as_restart(restart))
 
 
 def check_models(config, workdir: str, names: list[str]) -> None:

@@ -34,15 +34,21 @@ def paired_batch(data, retain_idx, forget_idx, *, flip_forget=False) -> dict:
   return {'retain': r, 'forget': f}
 
 
-def paired_batches(ctx, batch_size: int, seed_of, *, flip_forget: bool = False):
+def paired_batches(ctx, batch_size: int, seed_of, *, flip_forget: bool = False, forget_rows: bool = False):
   """batch_for_step of a two-set method: `batch_size` retain and `batch_size` forget samples a step,
-  each set in its own seeded order (seed_of('retain_batches'), seed_of('forget_batches'))."""
+  each set in its own seeded order (seed_of('retain_batches'), seed_of('forget_batches')).
+  forget_rows=True adds 'forget_rows': each forget sample's position in the forget set
+  (split_indices' order), where per-row data computed for the set is read (E2URec's teacher cache)."""
   retain, forget = split_indices(ctx.data)
   retain_seed, forget_seed = seed_of('retain_batches'), seed_of('forget_batches')
 
   def batch_for_step(step):
-    return paired_batch(ctx.data, sampling.batch_indices(retain, batch_size, retain_seed, step),
-                        sampling.batch_indices(forget, batch_size, forget_seed, step), flip_forget=flip_forget)
+    forget_idx = sampling.batch_indices(forget, batch_size, forget_seed, step)
+    batch = paired_batch(ctx.data, sampling.batch_indices(retain, batch_size, retain_seed, step), forget_idx,
+                         flip_forget=flip_forget)
+    if forget_rows:
+      batch['forget_rows'] = np.searchsorted(forget, forget_idx).astype(np.int32)
+    return batch
   return batch_for_step
 
 

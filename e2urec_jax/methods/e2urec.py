@@ -60,6 +60,13 @@ def frozen_teachers(base, augmented, zero_adapters) -> dict:
   return {'base': base, 'augmented': augmented, 'zero_adapters': zero_adapters}
 
 
+def augmented_weights(frozen, augmented_is_adapters: bool) -> tuple:
+  """(params, adapters) that run the augmented model from frozen_teachers' inputs."""
+  if augmented_is_adapters:
+    return frozen['base'], frozen['augmented']
+  return frozen['augmented'], frozen['zero_adapters']
+
+
 def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool, use_remember_teacher: bool,
                    cached_teachers: bool = False):
   """The E2URec step's loss (losses.e2urec_loss) over the student and the teachers' passes.
@@ -69,11 +76,6 @@ def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool,
   import jax
   from e2urec_jax import losses
   from e2urec_jax.models import answer_logits
-
-  def augmented_on(frozen, forget):
-    if augmented_is_adapters:
-      return answer_logits(model, frozen['base'], forget, adapters=frozen['augmented'])
-    return answer_logits(model, frozen['augmented'], forget, adapters=frozen['zero_adapters'])
 
   def loss_fn(adapters, frozen, batch, rng, hp):
     retain, forget = batch['retain'], batch['forget']
@@ -89,7 +91,10 @@ def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool,
     else:
       original = answer_logits(model, frozen['base'], both, adapters=frozen['zero_adapters'])
       orig_retain, orig_forget = original[:n], original[n:]
-      augmented = augmented_on(frozen, forget) if use_forget_teacher else None
+      augmented = None
+      if use_forget_teacher:
+        params, aug_adapters = augmented_weights(frozen, augmented_is_adapters)
+        augmented = answer_logits(model, params, forget, adapters=aug_adapters)
     orig_retain, orig_forget, augmented = jax.lax.stop_gradient((orig_retain, orig_forget, augmented))
     return losses.e2urec_loss(
         student[:n], student[n:], orig_retain, orig_forget, augmented,
@@ -134,22 +139,16 @@ def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augment
   from e2urec_jax.train import inference
   _, forget = common.split_indices(ctx.data)
   logits = inference.eval_logits_fn(ctx)
-  parts = {'original': [], 'augmented': []} if with_augmented else {'original': []}
-  # Full batches only (the last row repeated): a partial last batch would be a new shape, and
-  # a compile, for every seed's forget set size.
-  size = ctx.config.eval.batch_size
-  size = max(ctx.num_devices, size - size % ctx.num_devices)
-  rows = np.concatenate([forget, np.full(-len(forget) % size, forget[-1])])
-  for batch, n in inference.iterate_eval(ctx, 'train', rows):
-    parts['original'].append(np.asarray(logits(frozen['base'], frozen['zero_adapters'], batch))[:n])
-    if with_augmented:
-      if augmented_is_adapters:
-        aug = logits(frozen['base'], frozen['augmented'], batch)
-      else:
-        aug = logits(frozen['augmented'], frozen['zero_adapters'], batch)
-      parts['augmented'].append(np.asarray(aug)[:n])
+  teachers = {'original': (frozen['base'], frozen['zero_adapters'])}
+  if with_augmented:
+    teachers['augmented'] = augmented_weights(frozen, augmented_is_adapters)
+  parts = {name: [] for name in teachers}
+  # Full batches: a partial last one would be a new shape, and a compile, for every seed's forget set size.
+  for batch, n in inference.iterate_eval(ctx, 'train', forget, full_batches=True):
+    for name, (params, adapters) in teachers.items():
+      parts[name].append(np.asarray(logits(params, adapters, batch))[:n])
   pad = cache_rows(len(forget)) - len(forget)
-  return {k: np.pad(np.concatenate(v, axis=0)[:len(forget)], ((0, pad), (0, 0), (0, 0))) for k, v in parts.items()}
+  return {k: np.pad(np.concatenate(v, axis=0), ((0, pad), (0, 0), (0, 0))) for k, v in parts.items()}
 
 
 # ------------------------------------------------------------------ the spec's pieces
@@ -198,17 +197,7 @@ def _hparams(ctx, section):
 
 def _batches(ctx, section, seed_of):
   """Paired batches; with the teacher cache, also each forget sample's row in it ('forget_rows')."""
-  batch_for_step = common.paired_batches(ctx, section.batch_size, seed_of)
-  if not teacher_cache_plan(ctx, section)[0]:
-    return batch_for_step
-  from e2urec_jax.train import sampling
-  _, forget = common.split_indices(ctx.data)
-  forget_seed = seed_of('forget_batches')  # the draw paired_batches makes
-
-  def with_rows(step):
-    rows = np.searchsorted(forget, sampling.batch_indices(forget, section.batch_size, forget_seed, step))
-    return {**batch_for_step(step), 'forget_rows': rows.astype(np.int32)}
-  return with_rows
+  return common.paired_batches(ctx, section.batch_size, seed_of, forget_rows=teacher_cache_plan(ctx, section)[0])
 
 
 def _record(section) -> dict:

@@ -45,15 +45,18 @@ def eval_ce_fn(ctx):
   return ctx.compiled('eval_ce', build)
 
 
-def iterate_eval(ctx, split: str, indices: np.ndarray, batch_size: int | None = None, with_host=False):
+def iterate_eval(ctx, split: str, indices: np.ndarray, batch_size: int | None = None, with_host=False,
+                 full_batches=False):
   """(device batch, number of real rows) over `indices` in order, padded for the mesh.
 
   Every process builds the same host batch and feeds its own rows of it (`put_batch`).
-  with_host=True yields (device batch, host batch, real rows)."""
+  with_host=True yields (device batch, host batch, real rows). full_batches=True pads the last
+  batch to the full size: one shape (one compile) however many rows there are."""
   from e2urec_jax.data import make_batch
   batch_size = batch_size or ctx.config.eval.batch_size
   batch_size = max(ctx.num_devices, batch_size - batch_size % ctx.num_devices)
-  for rows, pad in sampling.eval_chunks(len(indices), batch_size, ctx.num_devices):
+  multiple = batch_size if full_batches else ctx.num_devices
+  for rows, pad in sampling.eval_chunks(len(indices), batch_size, multiple):
     host = make_batch(ctx.data, split, indices[rows], batch_size=len(rows) + pad)  # padding rows masked
     device = mesh_lib.put_batch(host, ctx.mesh)
     yield (device, host, len(rows)) if with_host else (device, len(rows))
