@@ -149,6 +149,7 @@ def test_scratch_llama_rejects_bad_heads():
     scratch_hf_config(_scratch('gpt'), 97, 0, 1, 2, 0.0)
 
 
+@pytest.mark.slow  # forward and gradient with dropout: 8 s of compiles; the fast tier stays under 90 s
 def test_model_dropout_only_with_rng(t5_dir):
   model, params, _ = load_pretrained(t5_dir)
   assert model.arch.dropout_rate == 0.1

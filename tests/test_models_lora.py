@@ -93,6 +93,7 @@ def test_gradients_flow_only_to_adapters(setup):
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params), before)
 
 
+@pytest.mark.slow  # compiles the model in new dtypes/paths: 6-8 s; the fast tier stays under 90 s
 def test_bf16_base_with_fp32_adapters(setup):
   model, params, adapters, batch = setup
   adapters = _nonzero_b(adapters)
@@ -106,6 +107,7 @@ def test_bf16_base_with_fp32_adapters(setup):
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow  # compiles the model in new dtypes/paths: 6-8 s; the fast tier stays under 90 s
 def test_adapter_dropout_only_with_rng(setup):
   model, params, adapters, batch = setup
   adapters = _nonzero_b(adapters)
