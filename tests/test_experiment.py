@@ -3,6 +3,7 @@
 Every test of the shared run (conftest.demo_run) lives in this file: the suite's workers take a
 file each (pytest-xdist, --dist loadfile), so the run is built once."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -145,6 +146,11 @@ def test_predict_scores_pairs_and_rejects_unknown_ids(demo_run, tmp_path):
   assert p_yes.shape == (5,) and np.all((p_yes > 0) & (p_yes < 1))
   with pytest.raises(UserError, match='not in the synthetic data'):
     predict(ctx, 'e2urec', pd.DataFrame({'user_id': ['999999'], 'item_id': pairs['item_id'][:1]}))
+  from e2urec_jax.eval.predict import read_pairs
+  bad = tmp_path / 'pairs.csv'  # an unknown id read from a file: the message names the file and line
+  bad.write_text(f'user_id,item_id\n{pairs["user_id"][0]},{pairs["item_id"][0]}\n999999,{pairs["item_id"][0]}\n')
+  with pytest.raises(UserError, match=re.escape(f"{bad} line 3: user_id '999999' not in the synthetic data")):
+    predict(ctx, 'e2urec', read_pairs(str(bad)))
 
 
 def test_export_writes_a_transformers_loadable_folder(demo_run, tmp_path):

@@ -23,8 +23,10 @@ def read_pairs(path: str) -> pd.DataFrame:
   if not path:
     raise UserError('predict needs --input=CSV with user_id,item_id lines')
   rows = idfiles.read_pairs(path, '--input')
-  return pd.DataFrame({'user_id': [u for u, _, _ in rows], 'item_id': [i for _, i, _ in rows],
-                       'line': [n for _, _, n in rows]})
+  pairs = pd.DataFrame({'user_id': [u for u, _, _ in rows], 'item_id': [i for _, i, _ in rows],
+                        'line': [n for _, _, n in rows]})
+  pairs.attrs['path'] = path  # named in messages about its lines
+  return pairs
 
 
 def _raw(config, workdir: str, scratch: str):
@@ -48,6 +50,7 @@ def pair_prompts(config, pairs: pd.DataFrame, scratch: str, workdir: str = '') -
     unknown = [i for i, v in enumerate(pairs[col]) if v not in known]
     if unknown:
       where = f'line {pairs["line"].iloc[unknown[0]]}: ' if 'line' in pairs else ''
+      where = f'{pairs.attrs["path"]} {where}' if pairs.attrs.get('path') else where
       more = f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''
       raise UserError(f'{where}{col} {pairs[col].iloc[unknown[0]]!r}{more} not in the {raw.name} data; '
                       f'use the {what} ids of the raw files')
