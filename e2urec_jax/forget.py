@@ -122,6 +122,15 @@ def _inside(path: str, folder: str) -> bool:
 
 def read_key(key_file: str | None, workdir: str, *, create: bool, command: str) -> bytes:
   """The operator's key: the bytes of `key_file` (created, 0600, when `create` and missing)."""
+  key, save = _key(key_file, workdir, create=create, command=command)
+  save()
+  return key
+
+
+def _key(key_file: str | None, workdir: str, *, create: bool, command: str):
+  """(key, save): the key of `key_file`, or, when `create` and the file is missing, a new random key that
+  save() writes (0600). forget saves it only once a request is accepted, so a refused first request leaves
+  no key behind."""
   if not key_file:
     raise UserError(f'{command} needs the forget key: pass --forget_key=FILE (or set E2UREC_FORGET_KEY), a file '
                     'outside the workdir that only the operator can read (created on the first forget request); '
@@ -134,19 +143,24 @@ def read_key(key_file: str | None, workdir: str, *, create: bool, command: str) 
     if not create:
       raise UserError(f'--forget_key={key_file}: no such file; pass the key file the forget requests of this '
                       'workdir were served with')
-    os.makedirs(os.path.dirname(key_file), mode=0o700, exist_ok=True)
-    fd = os.open(key_file + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secret: owner only
-    with os.fdopen(fd, 'w') as f:
-      f.write(secrets.token_hex(32) + '\n')
-    os.replace(key_file + '.tmp', key_file)
-    print(f'created the forget key {key_file} (0600); keep it safe and out of the workdir: audits are verified '
-          'and forgotten users refused with it')
+    key = secrets.token_hex(32).encode()  # the file holds it as text, read back as these bytes
+    return key, lambda: _write_key(key_file, key)
   with open(key_file, 'rb') as f:
     key = f.read().strip()
   if len(key) < 16:
     raise UserError(f'--forget_key={key_file}: {len(key)} bytes; a key needs at least 16 (a new file gets 32 '
                     'random bytes)')
-  return key
+  return key, lambda: None
+
+
+def _write_key(key_file: str, key: bytes) -> None:
+  os.makedirs(os.path.dirname(key_file), mode=0o700, exist_ok=True)
+  fd = os.open(key_file + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secret: owner only
+  with os.fdopen(fd, 'w') as f:
+    f.write(key.decode() + '\n')
+  os.replace(key_file + '.tmp', key_file)
+  print(f'created the forget key {key_file} (0600); keep it safe and out of the workdir: audits are verified '
+        'and forgotten users refused with it')
 
 
 def _check_legacy_salt(forget_dir: str) -> None:
@@ -369,7 +383,7 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
       not os.path.isdir(os.path.join(workdir, 'models', 'original')):
     raise UserError(f'no trained model in {workdir}/models/original; run `train` (or `run`) on this workdir first')
   _check_legacy_salt(os.path.join(workdir, FORGET_DIR))
-  key = read_key(key_file, workdir, create=True, command='forget')
+  key, save_key = _key(key_file, workdir, create=True, command='forget')
   forget_dir = runtime.ensure_writable_dir(os.path.join(workdir, FORGET_DIR))
   with _lock(forget_dir):
     audits = _audits(forget_dir)
@@ -384,6 +398,7 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
       pending = _plan(workdir, request, method, key, request_hash, audits)
       if pending is None:
         return {}
+      save_key()  # a new key is written once its first request is accepted
       runtime.write_json(pending_path, pending)  # from here on, a rerun finishes this request
     if pending['stage'] == 'train':
       _train(config, workdir, request, key, audits, pending, callbacks)

@@ -81,6 +81,7 @@ def run(tmp_path_factory):
   procs = {'unknown': _start('forget', '--users=999999', f'--workdir={work}'),
            'empty': _start('forget', '--users=', f'--workdir={work}')}
   out['cli'].update({k: _wait(p) for k, p in procs.items()})
+  out['key_after_bad'] = os.path.exists(out['key_file'])  # refused first requests create no key
   out['cli']['v1'] = _cli('forget', f'--users={protocol_forget},{retain_user}', f'--workdir={work}')
   out['after_v1'] = {'listing': _walk(work)}
   # v2: one interaction of a third user: its target sample and the samples that show it in their history.
@@ -152,6 +153,7 @@ def test_requests_succeed_and_bad_ones_are_one_line_errors(run):
     err = cli[name].stderr.strip()
     assert cli[name].returncode == 1 and err.count('\n') == 0 and needle in err, (name, err)
   assert 'was forgotten by forget request v2' in cli['predict_forgotten'].stderr
+  assert not run['key_after_bad'] and 'created the forget key' in cli['v1'].stdout
   assert cli['v2_killed'].returncode == -signal.SIGKILL and run['pending_after_kill']
   assert 'already forgotten (request v1)' in cli['again'].stdout
   assert 'no model changed' in cli['v3'].stdout
