@@ -164,6 +164,10 @@ def test_export_writes_a_transformers_loadable_folder(demo_run, tmp_path):
     assert os.path.exists(os.path.join(out, name))
   model, params, tokenizer = load_pretrained(out)
   assert tokenizer is not None and model.family == 't5'
+  from e2urec_jax.errors import UserError
+  with pytest.raises(UserError, match='inside the workdir'):  # it would replace the run's models folder
+    export_model(open_run(config, run_paths(workdir)), 'e2urec', os.path.join(workdir, 'models'))
+  assert os.path.exists(os.path.join(workdir, 'models', 'original', 'model.safetensors'))
 
 
 def test_outputs_are_readable_as_the_umask_allows_not_owner_only(demo_run):

@@ -235,3 +235,30 @@ def test_export_format_is_checked(tmp_path):
   out = subprocess.run([sys.executable, '-m', 'e2urec_jax', 'train', '--format=peft', f'--workdir={tmp_path}'],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
   assert out.returncode == 2 and out.stderr.strip() == 'error: --format is not an option of train'
+
+
+def test_export_refuses_outputs_it_would_destroy(tmp_path):
+  """export replaces its whole output folder: never the workdir, a folder in or above it, or a folder
+  holding anything but a previous export of the same format."""
+  from e2urec_jax.eval.export import check_output
+  work = tmp_path / 'run'
+  (work / 'models' / 'original').mkdir(parents=True)
+  for out, needle in ((work, 'is the workdir'), (work / 'models', 'inside the workdir'),
+                      (tmp_path, 'a folder above the workdir')):
+    for fmt in ('merged', 'peft'):
+      with pytest.raises(UserError, match=needle):
+        check_output(str(work), str(out), fmt)
+  mine = tmp_path / 'notes'
+  mine.mkdir()
+  (mine / 'thesis.tex').write_text('x')
+  (mine / 'config.json').write_text('{}')
+  with pytest.raises(UserError, match="holds 'thesis.tex', which is not part of a merged export"):
+    check_output(str(work), str(mine), 'merged')
+  (mine / 'thesis.tex').unlink()
+  check_output(str(work), str(mine), 'merged')  # a previous merged export is replaced
+  with pytest.raises(UserError, match="holds 'config.json', which is not part of a peft export"):
+    check_output(str(work), str(mine), 'peft')
+  with pytest.raises(UserError, match='is a file'):
+    check_output(str(work), str(mine / 'config.json'), 'merged')
+  check_output(str(work), str(tmp_path / 'new'), 'peft')
+  assert (work / 'models' / 'original').is_dir()

@@ -19,8 +19,40 @@ FORMATS = ('merged', 'peft')
 BASE_SUBDIR = 'base'  # <out>/base: the PEFT export's base model
 
 
+_MERGED_FILES = {'.stamp.json', 'config.json', 'model.safetensors', 'fingerprint.json', 'generation_config.json',
+                 'special_tokens_map.json'}
+_PEFT_FILES = {'adapter_config.json', 'adapter_model.safetensors', BASE_SUBDIR}
+
+
+def _is_export_file(name: str, fmt: str) -> bool:
+  if fmt == 'peft':
+    return name in _PEFT_FILES
+  return name in _MERGED_FILES or 'token' in name or name.endswith('.model')
+
+
+def check_output(workdir: str, out_dir: str, fmt: str) -> None:
+  """Refuses an --output that export's replacement of the whole folder would destroy: the workdir, a folder
+  inside it or above it, or an existing folder that holds anything but a previous export of this format."""
+  out, work = storage.abspath(out_dir), storage.abspath(workdir)
+  def within(a, b):
+    return a == b or a.startswith(b.rstrip('/') + '/')
+  if within(out, work) or within(work, out):
+    where = 'the workdir' if out == work else 'inside the workdir' if within(out, work) else 'a folder above the workdir'
+    raise UserError(f'--output={out_dir} is {where} {work}: export replaces the whole output folder; pass a new '
+                    'directory outside the workdir')
+  if storage.exists(out) and not storage.isdir(out):
+    raise UserError(f'--output={out_dir} is a file; export writes a folder: pass a new directory')
+  if storage.isdir(out):
+    other = sorted(n for n in storage.listdir(out) if not _is_export_file(n, fmt))
+    if other:
+      more = f' (and {len(other) - 1} more)' if len(other) > 1 else ''
+      raise UserError(f'--output={out_dir} holds {other[0]!r}{more}, which is not part of a {fmt} export: export '
+                      'replaces the whole folder; pass a new or empty directory, or a previous export to replace')
+
+
 def export_model(ctx, name: str, out_dir: str) -> str:
   from e2urec_jax.models import lora
+  check_output(ctx.workdir, out_dir, 'merged')
   path = ctx.model_dir(name)
   if inference.is_ensemble(path):
     raise UserError(f'{name} is an ensemble of shard models; export a shard (e.g. --model={name}/shard0)')
@@ -41,6 +73,7 @@ def export_peft_model(ctx, name: str, out_dir: str) -> str:
   """`name`'s adapters as a PEFT folder at `out_dir`, their base model at `out_dir`/base (atomic)."""
   from e2urec_jax.models import save_pretrained
   from e2urec_jax.models.peft_format import write_peft
+  check_output(ctx.workdir, out_dir, 'peft')
   path = ctx.model_dir(name)
   if inference.is_ensemble(path):
     raise UserError(f'{name} is an ensemble of shard models, which have no adapters; export a shard with '
