@@ -130,6 +130,8 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
   name = model or 'e2urec'
   pairs = read_pairs(input)
   _existing(workdir, 'predict')
+  if output:
+    _check_predict_output(output, input, workdir)
   forget_lib.refuse_forgotten(workdir, pairs, key_file=forget_key, allow=allow_forgotten)
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
@@ -144,6 +146,24 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     print(f'wrote {len(out)} predictions of {name} to {output}')
   else:
     print(out.to_csv(index=False), end='')
+
+
+def _check_predict_output(output: str, input: str, workdir: str) -> None:
+  """Before any scoring: --output must be a file we may write, not the input, nor a file of the run."""
+  out = storage.abspath(output)
+  work = storage.abspath(workdir).rstrip('/') + '/'
+  if out.startswith(work):
+    raise UserError(f'--output={output} is inside the workdir {workdir}, whose files the run owns; write the '
+                    'predictions elsewhere')
+  if out == storage.abspath(input):
+    raise UserError(f'--output={output} is the --input file; write the predictions to another file')
+  if storage.is_remote(out):
+    return
+  if os.path.isdir(out):
+    raise UserError(f'--output={output} is a folder; pass a file name, e.g. --output={os.path.join(output, "p_yes.csv")}')
+  parent = os.path.dirname(out)
+  if not os.path.isdir(parent):
+    raise UserError(f'--output={output}: no folder {parent}; create it first or pass another path')
 
 
 def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:

@@ -289,6 +289,19 @@ def test_predict_and_forget_inputs_are_line_numbered_one_line_errors(tmp_path):
     idfiles.read_user_ids(str(f))
 
 
+def test_predict_output_is_checked_before_scoring(tmp_path):
+  from e2urec_jax import commands
+  work, pairs = tmp_path / 'run', tmp_path / 'pairs.csv'
+  work.mkdir()
+  pairs.write_text('1,2\n')
+  for output, needle in ((work / 'results.json', 'is inside the workdir'), (pairs, 'is the --input file'),
+                         (tmp_path, 'is a folder; pass a file name'), (tmp_path / 'no' / 'p.csv', 'no folder')):
+    with pytest.raises(UserError, match=needle) as e:
+      commands._check_predict_output(str(output), str(pairs), str(work))
+    assert '\n' not in str(e.value)
+  commands._check_predict_output(str(tmp_path / 'p.csv'), str(pairs), str(work))
+
+
 # ------------------------------------------------------------------ 9. the forget key
 def test_the_forget_key_lives_outside_the_workdir_and_opens_the_audits(tmp_path):
   from e2urec_jax import forget
