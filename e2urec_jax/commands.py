@@ -160,7 +160,8 @@ def _check_predict_output(output: str, input: str, workdir: str) -> None:
   if storage.is_remote(out):
     return
   if os.path.isdir(out):
-    raise UserError(f'--output={output} is a folder; pass a file name, e.g. --output={os.path.join(output, "p_yes.csv")}')
+    example = os.path.join(output, 'p_yes.csv')
+    raise UserError(f'--output={output} is a folder; pass a file name, e.g. --output={example}')
   parent = os.path.dirname(out)
   if not os.path.isdir(parent):
     raise UserError(f'--output={output}: no folder {parent}; create it first or pass another path')

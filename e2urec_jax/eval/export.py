@@ -37,7 +37,8 @@ def check_output(workdir: str, out_dir: str, fmt: str) -> None:
   def within(a, b):
     return a == b or a.startswith(b.rstrip('/') + '/')
   if within(out, work) or within(work, out):
-    where = 'the workdir' if out == work else 'inside the workdir' if within(out, work) else 'a folder above the workdir'
+    where = ('the workdir' if out == work else 'inside the workdir' if within(out, work)
+             else 'a folder above the workdir')
     raise UserError(f'--output={out_dir} is {where} {work}: export replaces the whole output folder; pass a new '
                     'directory outside the workdir')
   if storage.exists(out) and not storage.isdir(out):
