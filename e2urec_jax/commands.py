@@ -29,7 +29,26 @@ def _existing(workdir: str, command: str) -> str:
 
 
 def _writable(workdir: str) -> str:
-  return runtime.ensure_writable_dir(storage.abspath(workdir))
+  path = storage.abspath(workdir)
+  _refuse_foreign_folder(path)
+  return runtime.ensure_writable_dir(path)
+
+
+def _refuse_foreign_folder(workdir: str) -> None:
+  """A run replaces whole folders of its workdir (data/ atomically, models/..., tokenizer/), so it writes
+  only into a new or empty folder, or one that already holds a run (its config.json or data/manifest.json,
+  the first files a run publishes); hidden entries (the lock, temp folders) do not count."""
+  if not storage.isdir(workdir):
+    return
+  if storage.exists(os.path.join(workdir, 'config.json')) or \
+      storage.exists(os.path.join(workdir, 'data', 'manifest.json')):
+    return
+  theirs = sorted(n for n in storage.listdir(workdir) if not n.startswith('.'))
+  if theirs:
+    more = f' (and {len(theirs) - 1} more)' if len(theirs) > 1 else ''
+    raise UserError(f'--workdir={workdir} holds {theirs[0]!r}{more} but no run of this tool (no config.json, no '
+                    'data/manifest.json); a run writes data/, models/ and other folders there, replacing any of '
+                    'those names: pass a new or empty directory')
 
 
 def _trained(config, workdir, command, restart):

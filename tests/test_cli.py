@@ -90,6 +90,27 @@ def test_invalid_values_fail_fast_with_one_line_and_leave_the_workdir_untouched(
     list(pool.map(check, range(len(INVALID))))
 
 
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
+  """A run replaces its data/ folder whole: pointed at a project folder with its own data/, prepare
+  deleted the user's files. Now such a folder is refused; a new, empty or prepared workdir is not."""
+  import pytest
+  from e2urec_jax import commands
+  from e2urec_jax.errors import UserError
+  mine = tmp_path / 'project'
+  (mine / 'data').mkdir(parents=True)
+  (mine / 'data' / 'precious.csv').write_text('theirs')
+  with pytest.raises(UserError, match="holds 'data' but no run of this tool"):
+    commands._writable(str(mine))
+  assert (mine / 'data' / 'precious.csv').read_text() == 'theirs'
+  empty = tmp_path / 'empty'
+  (empty / '.lock').parent.mkdir()
+  (empty / '.lock').write_text('')  # hidden entries (the lock, temp folders) do not count
+  for ok in (tmp_path / 'new', empty):
+    commands._writable(str(ok))
+  (mine / 'config.json').write_text('{}')  # a run's first published file: it is ours
+  commands._writable(str(mine))
+
+
 def test_one_invalid_value_fails_in_under_five_seconds(tmp_path):
   import time
   start = time.perf_counter()
