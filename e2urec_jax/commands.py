@@ -134,6 +134,8 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
       ctx = _open(config, workdir)
       names = [model] if model else available_models(ctx)
       resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
+      from e2urec_jax.train.artifacts import verify_models
+      verify_models(ctx, ['retrain', 'retrain_seed2', *names])
       write_results(ctx, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
   if distributed.is_primary():
     print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))

@@ -75,14 +75,17 @@ def evaluate_seeds(config, workdir) -> dict:
   seeds = config_lib.experiment_seeds(config)
   config.seed = seeds[0]
   first = context.open_run(config, paths.run_paths(workdir))
-  per_seed = {}
+  from e2urec_jax.train.artifacts import verify_models
+  trained = {}
   for i, seed in enumerate(seeds):
     layout = first.paths if i == 0 else paths.seed_paths(first.workdir, seed)
     if not storage.isdir(layout.model_dir(llmrec.RETRAIN)):  # a seed not trained (yet): nothing to score
       continue
     ctx = first if i == 0 else seed_context(first, seed)
-    per_seed[seed] = write_results(ctx, available_models(ctx), order=spec.report_order(), write=False,
-                                   mechanism_for=e2urec_rows(config))
+    trained[seed] = (ctx, available_models(ctx))
+    verify_models(ctx, [llmrec.RETRAIN, 'retrain_seed2', *trained[seed][1]])  # every seed's, before any scoring
+  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False,
+                                  mechanism_for=e2urec_rows(config)) for seed, (ctx, names) in trained.items()}
   if not per_seed:
     raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
   return seed_report.write(first, per_seed, order=spec.report_order())

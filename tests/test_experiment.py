@@ -231,7 +231,7 @@ def test_a_restart_covers_every_seed_before_any_training(demo_run, tmp_path, mon
     assert os.path.isdir(layout.model_dir('original')) and os.path.isdir(layout.model_dir('badt'))
 
 
-def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path, capsys):
+def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path, capsys, monkeypatch):
   """Token arrays: prepared again (the same data); adapters and full models: named on load, and the
   phase is trained again by `run` (runner.done drops the damaged model)."""
   import shutil
@@ -258,6 +258,11 @@ def test_corrupt_artifacts_are_named_or_their_phase_repaired(demo_run, tmp_path,
   with pytest.raises(stamps.Corrupt, match='model.safetensors is corrupt: 1000 bytes where .* were written; '
                                            'rerun `run` on this workdir: it trains phase original again'):
     commands.evaluate(config, work, model='original')
+  from e2urec_jax.eval import evaluate as evaluate_lib
+  with monkeypatch.context() as patch:  # evaluating every model: the damaged one is named before any scoring
+    patch.setattr(evaluate_lib, 'score', lambda *a, **k: pytest.fail('scored before the models were checked'))
+    with pytest.raises(stamps.Corrupt, match='models/e2urec/adapters.safetensors is corrupt'):
+      commands.evaluate(config, work)
   ctx = resume.prepare_run(config, work, 'run')
   section = method_runner.section_of(config, 'e2urec', ())
   rec = fingerprint.of_run(config, ctx.data.digest, fingerprint.METHOD, method='e2urec', section=section,
