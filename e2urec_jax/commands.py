@@ -118,7 +118,7 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   """Scores `model` (default: every finished model of the workdir) against the retrained one.
   The models must have been trained with this config (their fingerprints): results.json says so."""
   from e2urec_jax import resume
-  from e2urec_jax.eval.evaluate import available_models, write_results
+  from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
   from e2urec_jax.methods import spec
   from e2urec_jax.train.paths import run_paths
   _existing(workdir, 'evaluate')
@@ -134,8 +134,7 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
       ctx = _open(config, workdir)
       names = [model] if model else available_models(ctx)
       resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
-      from e2urec_jax.train.artifacts import verify_models
-      verify_models(ctx, ['retrain', 'retrain_seed2', *names])
+      verify_models(ctx, names)
       write_results(ctx, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
   if distributed.is_primary():
     print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
@@ -172,8 +171,7 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
 def _check_predict_output(output: str, input: str, workdir: str) -> None:
   """Before any scoring: --output must be a file we may write, not the input, nor a file of the run."""
   out = storage.abspath(output)
-  work = storage.abspath(workdir).rstrip('/') + '/'
-  if out.startswith(work):
+  if storage.inside(out, workdir):
     raise UserError(f'--output={output} is inside the workdir {workdir}, whose files the run owns; write the '
                     'predictions elsewhere')
   if out == storage.abspath(input):

@@ -71,11 +71,10 @@ def train_seed(ctx, rows, callbacks=()) -> list[str]:
 
 def evaluate_seeds(config, workdir) -> dict:
   """Re-scores every finished model of every seed of a run over several seeds and rewrites its report."""
-  from e2urec_jax.eval.evaluate import available_models
+  from e2urec_jax.eval.evaluate import available_models, verify_models
   seeds = config_lib.experiment_seeds(config)
   config.seed = seeds[0]
   first = context.open_run(config, paths.run_paths(workdir))
-  from e2urec_jax.train.artifacts import verify_models
   trained = {}
   for i, seed in enumerate(seeds):
     layout = first.paths if i == 0 else paths.seed_paths(first.workdir, seed)
@@ -83,7 +82,7 @@ def evaluate_seeds(config, workdir) -> dict:
       continue
     ctx = first if i == 0 else seed_context(first, seed)
     trained[seed] = (ctx, available_models(ctx))
-    verify_models(ctx, [llmrec.RETRAIN, 'retrain_seed2', *trained[seed][1]])  # every seed's, before any scoring
+    verify_models(ctx, trained[seed][1])  # every seed's, before any scoring
   per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False,
                                   mechanism_for=e2urec_rows(config)) for seed, (ctx, names) in trained.items()}
   if not per_seed:

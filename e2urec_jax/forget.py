@@ -115,11 +115,6 @@ def key_id(key: bytes) -> str:
   return keyed(key, 'key-id')[:16]
 
 
-def _inside(path: str, folder: str) -> bool:
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def read_key(key_file: str | None, workdir: str, *, create: bool, command: str) -> bytes:
   """The operator's key: the bytes of `key_file` (created, 0600, when `create` and missing)."""
   key, save = _key(key_file, workdir, create=create, command=command)
@@ -136,7 +131,7 @@ def _key(key_file: str | None, workdir: str, *, create: bool, command: str):
                     'outside the workdir that only the operator can read (created on the first forget request); '
                     'the workdir keeps only hashes of forgotten ids under it')
   key_file = os.path.abspath(os.path.expanduser(key_file))
-  if _inside(key_file, workdir):
+  if storage.inside(key_file, workdir):
     raise UserError(f'--forget_key={key_file} is inside the workdir {workdir}: whoever has the workdir would have '
                     'the key and could recover the forgotten ids; keep the key file elsewhere')
   if not os.path.exists(key_file):

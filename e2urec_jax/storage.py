@@ -58,6 +58,15 @@ def abspath(path: str) -> str:
   return path.rstrip('/') if is_remote(path) else os.path.abspath(path)
 
 
+def inside(path: str, folder: str) -> bool:
+  """`path` is `folder` or lies below it (local paths with their links resolved; URLs as written)."""
+  if is_remote(path) or is_remote(folder):
+    path, folder = abspath(path), abspath(folder)
+  else:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip('/') + '/')
+
+
 def join(path: str, *parts: str) -> str:
   return os.path.join(path, *parts)  # POSIX joining is right for URLs too
 

@@ -158,6 +158,15 @@ def trajectories(ctx, names) -> dict:
   return {name: points for name, points in found.items() if points}
 
 
+def verify_models(ctx, names) -> None:
+  """artifacts.verify() for `names` and the retrained models they are scored against, before any is scored:
+  a damaged model is named at once, not after the others were scored (the hashes are cached, so loading
+  them later does not hash again)."""
+  for name in ('retrain', 'retrain_seed2', *names):
+    if storage.isdir(ctx.model_dir(name)):
+      artifacts.verify(ctx.model_dir(name))
+
+
 def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=()) -> dict:
   """Scores `names` and writes the report (rows in `order` first, then the others as given);
   `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).

@@ -34,11 +34,9 @@ def check_output(workdir: str, out_dir: str, fmt: str) -> None:
   """Refuses an --output that export's replacement of the whole folder would destroy: the workdir, a folder
   inside it or above it, or an existing folder that holds anything but a previous export of this format."""
   out, work = storage.abspath(out_dir), storage.abspath(workdir)
-  def within(a, b):
-    return a == b or a.startswith(b.rstrip('/') + '/')
-  if within(out, work) or within(work, out):
-    where = ('the workdir' if out == work else 'inside the workdir' if within(out, work)
-             else 'a folder above the workdir')
+  below, above = storage.inside(out, work), storage.inside(work, out)
+  if below or above:
+    where = 'the workdir' if below and above else 'inside the workdir' if below else 'a folder above the workdir'
     raise UserError(f'--output={out_dir} is {where} {work}: export replaces the whole output folder; pass a new '
                     'directory outside the workdir')
   if storage.exists(out) and not storage.isdir(out):

@@ -41,15 +41,6 @@ def verify(model_dir: str, fix: str | None = None) -> None:
     stamps.verify(model_dir, fix or rerun_hint(model_dir))
 
 
-def verify_models(ctx, names) -> None:
-  """verify() for each of `names` in `ctx`'s models folder, before a command scores any of them: a damaged
-  model is named at once, not after the others were scored (the hashes are cached, so loading them later does
-  not hash again)."""
-  for name in names:
-    if storage.isdir(ctx.model_dir(name)):
-      verify(ctx.model_dir(name))
-
-
 def content_hash(model_dir: str) -> str:
   """sha256 over the weight files of a Hugging Face folder (names sorted), cached beside them."""
   files = sorted(f for f in storage.listdir(model_dir) if f.endswith('.safetensors'))
