@@ -96,6 +96,43 @@ def test_a_workdir_from_before_fingerprints_is_refused_with_the_same_choices(tmp
     resume.check_phases(config, paths, plan, 'digest')
 
 
+def test_a_lora_rank_change_retrains_only_the_phases_that_train_adapters(tmp_path):
+  """A full-parameter original does not read lora.*: a rank sweep of E2URec retrains E2URec, not the
+  original and its retrains (it did); an original trained as LoRA, or a LoRA augmented model, does."""
+  from e2urec_jax import resume
+  from e2urec_jax.train import fingerprint
+  config = load_config('configs/demo.py:test')
+  config.model.name_or_path = '/nowhere'
+  names = ('original', 'augmented', 'e2urec', 'neggrad')
+
+  def affected(base, change):
+    paths = _trained_workdir(tmp_path / f'{base.train.mode}-{base.augment.mode}', base, names=names)
+    plan = [p for p in resume.plan(base, 'run') if p.name in names]
+    changed = base.copy_and_resolve_references()
+    change(changed)
+    with pytest.raises(UserError) as e:
+      resume.check_phases(changed, paths, plan, 'digest')
+    return re.search(r'phases affected: ([a-z0-9_,]+)\.', str(e.value)).group(1), str(e.value)
+
+  def rank(c):
+    c.lora.r, c.lora.alpha = 4, 8.0
+  phases, line = affected(config, rank)
+  assert phases == 'e2urec' and 'lora.r 16 -> 4' in line
+  lora_aug = config.copy_and_resolve_references()
+  lora_aug.augment.mode = 'lora'
+  assert affected(lora_aug, rank)[0] == 'augmented,e2urec'
+  lora_train = config.copy_and_resolve_references()
+  lora_train.train.mode = 'lora'
+  assert affected(lora_train, rank)[0] == 'original,augmented,e2urec,neggrad'
+  # A full-parameter phase recorded with lora.* (before they stopped being read) is reused as it is.
+  phase = next(p for p in resume.plan(config, 'run') if p.name == 'original')
+  want = resume.phase_record(config, phase, 'digest')
+  old = fingerprint.record({**want['fields'], 'lora.r': 8, 'lora.dropout': 0.1}, want['inputs'])
+  assert fingerprint.check(old, True, want) == (fingerprint.SAME, [])
+  newer = fingerprint.record({**want['fields'], 'train.epochs': 99}, want['inputs'])
+  assert fingerprint.check(newer, True, want) == (fingerprint.CHANGED, ['train.epochs'])
+
+
 # ------------------------------------------------------------------ 2. the data rules
 def _csv(tmp_path, text, **data):
   from e2urec_jax.config import default_config

@@ -39,7 +39,7 @@ def method_fields(config, method: str, section, seed) -> dict:
   from e2urec_jax.train import fingerprint
   spec = spec_lib.get(method)
   return fingerprint.fields(config, fingerprint.METHOD, method=method, section=section, reads=spec.reads,
-                            seed=seed, stepped=spec.run is None)
+                            seed=seed, stepped=spec.run is None, adapters=spec.trainable == 'lora')
 
 
 def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed: int | None = None,

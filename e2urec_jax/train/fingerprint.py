@@ -6,12 +6,16 @@ phases it builds on), the phase's seed and its inputs:
   data        seed, data.*, the tokenizer settings of model.* (name_or_path, tokenizer,
               tokenizer_vocab_size, scratch.family); inputs: the source files' sha256
   pretrained  data's fields + model.*; inputs: the prepared data's digest
-  recipe      + lora.*, train.*     (original, retrain, retrain_seed2, the shard models)
+  recipe      + train.*             (original, retrain, retrain_seed2, the shard models)
   augmented   recipe + augment.*
   <method>    recipe + the sections its spec reads (E2URec: augment.*) + unlearn.<method>.*
               (a report row's overrides applied) + the settings every method shares
               (unlearn.weight_decay, max_grad_norm; auto* for methods trained by steps, which
               it stops) + phase_seed when the row has its own seed
+  lora.*      in the phases that train adapters or build on a model that did: every phase when
+              train.mode is 'lora', the augmented model's when augment.mode is, E2URec's always.
+              A full-parameter original does not read them, so a LoRA-rank sweep of E2URec
+              retrains E2URec only (before, it retrained the original and both retrains).
 
 Never read: eval.*, progress, checkpoint.*, mesh.*, jax_cache_dir, sweep.* (it only names
 rows), bench.*: changing them never invalidates a phase. `fields(config, kind, seed=...)` is
@@ -54,13 +58,14 @@ def _flat(prefix: str, section) -> dict:
 
 
 def fields(config, kind: str, *, method: str | None = None, section=None, reads=(), seed=None,
-           stepped: bool = True) -> dict:
+           stepped: bool = True, adapters: bool = False) -> dict:
   """The config fields phase `kind` reads, flattened ('train.batch_size': 16, ...).
 
   method/section/reads: a method phase's name, its config section with the row's overrides
   applied, and the other sections its spec reads; seed: the phase's own seed when it is not
   config.seed (a seed row, or a multi-seed run's per-seed phases); stepped: the method trains
-  by steps from the original (retrain-free stopping applies to it)."""
+  by steps from the original (retrain-free stopping applies to it); adapters: the method trains
+  LoRA adapters (it reads lora.*)."""
   from e2urec_jax.data.prepare import FORMAT_VERSION
   out = {'seed': int(config.seed), 'data_format': FORMAT_VERSION, **_flat('data.', config.data)}
   out.update({f'model.{k}': _plain(config.model[k]) for k in TOKENIZER_FIELDS})
@@ -70,14 +75,15 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   out.update(_flat('model.', config.model))
   if kind == PRETRAINED:
     return out
-  lora = _flat('lora.', config.lora)
-  # lora.init_from starts only the phases of lora.init_phases: the others do not read it.
-  init = {k: lora.pop(k) for k in ('lora.init_from', 'lora.init_phases') if k in lora}
-  starts = set(str(config.lora.get('init_phases', '') or '').replace(' ', '').split(','))
-  if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: 'augmented' in starts,
-      METHOD: method in starts}.get(kind):
-    lora.update(init)
-  out.update(lora)
+  if _reads_lora(config, kind, adapters):
+    lora = _flat('lora.', config.lora)
+    # lora.init_from starts only the phases of lora.init_phases: the others do not read it.
+    init = {k: lora.pop(k) for k in ('lora.init_from', 'lora.init_phases') if k in lora}
+    starts = set(str(config.lora.get('init_phases', '') or '').replace(' ', '').split(','))
+    if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: 'augmented' in starts,
+        METHOD: method in starts}.get(kind):
+      lora.update(init)
+    out.update(lora)
   out.update(_flat('train.', config.train))
   if kind == AUGMENTED:
     out.update(_flat('augment.', config.augment))
@@ -92,6 +98,13 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   if seed is not None and int(seed) != int(config.seed):
     out['phase_seed'] = int(seed)
   return out
+
+
+def _reads_lora(config, kind: str, adapters: bool) -> bool:
+  """Whether a phase of `kind` trains adapters, or builds on a model that did."""
+  if config.train.mode == 'lora':  # the original (and so everything built on it) is a merged LoRA model
+    return True
+  return {RECIPE: False, AUGMENTED: config.augment.mode == 'lora', METHOD: adapters}[kind]
 
 
 def record(fields_: dict, inputs: dict | None = None) -> dict:
@@ -147,6 +160,10 @@ def check(stored: dict | None, has_results: bool, want: dict) -> tuple[str, list
   if stored.get('sha256') == want['sha256']:
     return SAME, []
   keys = changed_keys(stored, want)
+  if not any(k.startswith('lora.') for k in want.get('fields', {})):
+    # Recorded before full-parameter phases stopped reading lora.*: those fields never changed
+    # what such a phase computed.
+    keys = [k for k in keys if not (k.startswith('lora.') and k not in want.get('fields', {}))]
   return (CHANGED, keys) if keys else (SAME, [])
 
 
