@@ -133,3 +133,23 @@ def test_a_seed_the_config_would_replace_is_refused(tmp_path):
   assert out.returncode == 1 and out.stderr.strip().count('\n') == 0
   assert '--config.seeds=7' in out.stderr
   assert not (tmp_path / 'w').exists()
+
+
+def test_prepare_on_a_prepared_workdir_says_it_has_nothing_to_do(tmp_path, capsys):
+  """It printed nothing: a user could not tell whether anything happened."""
+  import os
+  from conftest import load_config
+  from e2urec_jax import commands
+  config = load_config('configs/demo.py:test')
+  config.progress = False
+  work = str(tmp_path / 'w')
+  commands.prepare(config, work)
+  assert 'prepared synthetic' in capsys.readouterr().out
+  manifest = os.path.join(work, 'data', 'manifest.json')
+  before = os.path.getmtime(manifest)
+  commands.prepare(config, work)
+  out = capsys.readouterr().out
+  assert 'is already prepared with these settings (train 1200 / valid 400 / test 400 samples); nothing to do' in out
+  assert '--restart=data' in out and os.path.getmtime(manifest) == before
+  commands.prepare(config, work, restart='data')  # prepared again: not called "nothing to do"
+  assert 'nothing to do' not in capsys.readouterr().out
