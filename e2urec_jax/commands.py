@@ -61,16 +61,9 @@ def prepare(config, workdir: str, *, restart: str | None = None) -> None:
   """raw files -> splits, prompts, tokens under <workdir>/data."""
   from e2urec_jax import resume
   with workdir_lock.hold(_writable(workdir), 'prepare'):
-    manifest = os.path.join(storage.abspath(workdir), 'data', 'manifest.json')
-    existed = storage.exists(manifest)
-    before = os.path.getmtime(manifest) if existed and not storage.is_remote(manifest) else None
-    data = resume.ensure_data(config, storage.abspath(workdir), resume.parse_restart(restart))
+    resume.ensure_data(config, storage.abspath(workdir), resume.parse_restart(restart), say_reused=True)
     if distributed.is_primary():
       runtime.save_config(workdir, config)
-      if existed and (before is None or os.path.getmtime(manifest) == before):  # reused: say so
-        sizes = ' / '.join(f'{split} {len(data.splits[split].label)}' for split in ('train', 'valid', 'test'))
-        print(f'prepare: {workdir}/data is already prepared with these settings ({sizes} samples); nothing '
-              'to do (--restart=data prepares it again)')
 
 
 def train(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:

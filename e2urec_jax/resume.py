@@ -159,9 +159,10 @@ def _wipe_trained(workdir: str) -> None:
                                               'results.md')])
 
 
-def ensure_data(config, workdir: str, restart=()):
+def ensure_data(config, workdir: str, restart=(), *, say_reused: bool = False):
   """The run's data: prepared if missing, refused if prepared with other settings (unless restarted),
-  prepared again if its files are corrupt and it was never scrubbed. Returns TokenizedData."""
+  prepared again if its files are corrupt and it was never scrubbed. Returns TokenizedData.
+  say_reused: print one line when the data was already there and nothing was done (`prepare`)."""
   from e2urec_jax.data import load_tokenized
   from e2urec_jax.data.prepare import prepare
   state, keys, stored, want = data_state(config, workdir)
@@ -171,13 +172,20 @@ def ensure_data(config, workdir: str, restart=()):
                       'every phase again)')
     _check_not_scrubbed(workdir, 'prepare it again with other settings')
     _prepare_again(config, workdir, fp.describe(stored, want, keys))
-  elif state == fp.SAME and {'data', 'all'} & set(restart):
+  restarted = state == fp.SAME and bool({'data', 'all'} & set(restart))
+  if restarted:
     _check_not_scrubbed(workdir, 'prepare it again')
     _prepare_again(config, workdir, '--restart')
+  reused = state == fp.SAME and not restarted
   manifest_path = os.path.join(workdir, 'data', 'manifest.json')
   distributed.primary_first('prepare', lambda: storage.exists(manifest_path), lambda: prepare(config, workdir))
   try:
-    return load_tokenized(workdir)
+    data = load_tokenized(workdir)
+    if reused and say_reused and distributed.is_primary():
+      sizes = ' / '.join(f'{split} {len(data.splits[split].label)}' for split in ('train', 'valid', 'test'))
+      print(f'prepare: {workdir}/data is already prepared with these settings ({sizes} samples); nothing to do '
+            '(--restart=data prepares it again)')
+    return data
   except stamps.Corrupt as e:
     _check_not_scrubbed(workdir, 'prepare it again', corrupt=str(e))
     old = (_manifest(workdir) or {}).get('digest')
