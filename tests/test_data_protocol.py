@@ -174,3 +174,29 @@ def test_forget_selection_needs_the_default_protocol():
     config_lib.validate(c)
   with pytest.raises(UserError, match='needs config.data.protocol'):
     protocol.check_config(c.data)
+
+
+def test_profile_zip_needs_a_movielens_profile_and_the_default_protocol():
+  from e2urec_jax import config as config_lib
+  c = config_lib.default_config()
+  c.data.profile_zip, c.data.protocol = True, 'paper'
+  with pytest.raises(UserError, match=r"config.data.profile_zip=True needs a MovieLens profile .*protocol 'paper'"):
+    config_lib.validate(c)
+  c.data.protocol, c.data.source = 'default', 'goodreads'
+  with pytest.raises(UserError, match=r"profile_zip=True needs a MovieLens profile .*source 'goodreads'.*False"):
+    config_lib.validate(c)
+  c.data.source = 'ml-100k'
+  config_lib.validate(c)
+
+
+def test_profile_zip_is_recorded_only_when_on():
+  """Data prepared and phases trained before the field existed stay valid (retrained: nothing)."""
+  from e2urec_jax import config as config_lib
+  from e2urec_jax.data.prepare import config_key
+  from e2urec_jax.train import fingerprint
+  c = config_lib.default_config()
+  assert 'profile_zip' not in config_key(c)['data']
+  assert 'data.profile_zip' not in fingerprint.fields(c, fingerprint.RECIPE)
+  c.data.profile_zip = True
+  assert config_key(c)['data']['profile_zip'] is True  # other prompts: prepared again
+  assert fingerprint.fields(c, fingerprint.RECIPE)['data.profile_zip'] is True

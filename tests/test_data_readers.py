@@ -30,6 +30,18 @@ def test_ml100k_reads_tabs_pipes_and_latin1(tmp_path):
   assert set(data.source_sha256) == {'u.data', 'u.item', 'u.user'}
 
 
+def test_profile_zip_ends_each_profile_with_its_users_zip_code(tmp_path):
+  write_ml100k(str(tmp_path))
+  profiles = movielens.read_ml100k(str(tmp_path), pinned={}, zip_codes=True).users.set_index('user')['profile']
+  assert profiles[1] == 'The user is a female. Her job is writer. Her age is 21. Her zip code is 00001.'
+  assert profiles[2].endswith('His zip code is 00002.')  # ids as spelled: the leading zero stays
+  (tmp_path / 'users.dat').write_text('1::F::1::10::48067\n')
+  (tmp_path / 'ratings.dat').write_text('1::10::5::978300760\n')
+  (tmp_path / 'movies.dat').write_text('10::A (1995)::Action\n')
+  ml1m = movielens.read_ml1m(str(tmp_path), zip_codes=True).users.set_index('user')['profile']
+  assert ml1m[1] == 'The user is a female. Her job is K-12 student. Her age is under 18. Her zip code is 48067.'
+
+
 def test_ml1m_reads_double_colon_latin1_and_codes(tmp_path):
   with open(tmp_path / 'ratings.dat', 'w', encoding='latin-1') as f:
     f.write('1::10::5::978300760\n1::20::3::978302109\n2::10::1::978301968\n')

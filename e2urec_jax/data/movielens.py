@@ -99,11 +99,12 @@ def locate(name: str, raw_dir: str, download_dir: str) -> tuple[str, bool]:
 
 
 def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
-                pinned: dict | None = None, paper: bool = False) -> RawData:
+                pinned: dict | None = None, paper: bool = False, zip_codes: bool = False) -> RawData:
   """u.data (user item rating ts, tabs), u.user (id|age|gender|occupation|zip), u.item (latin-1).
 
   `pinned`: sha256 per file to compare with (default: the GroupLens release; {} for none).
   `paper`: profiles in the original code's wording (config.data.protocol 'paper').
+  `zip_codes`: profiles end with the user's zip code (config.data.profile_zip).
   Users also get `subject`, the pronoun of the paper's prompt.
   """
   hint = how_to_get('ml-100k')
@@ -116,8 +117,8 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   u = read_delimited(paths['u.user'], '|', ['user', 'age', 'gender', 'occupation', 'zip'], numeric=('user',))
   users = pd.DataFrame({
       'user': u['user'].astype(np.int64),
-      'profile': [prompts.movielens_profile(g, o.strip(), a.strip(), paper=paper)
-                  for g, o, a in zip(u['gender'], u['occupation'], u['age'])],
+      'profile': [prompts.movielens_profile(g, o.strip(), a.strip(), paper=paper, zip_code=z if zip_codes else '')
+                  for g, o, a, z in zip(u['gender'], u['occupation'], u['age'], u['zip'])],
       'key': u['user'].astype(np.int64).astype(str),
       'subject': [prompts.movielens_subject(g) for g in u['gender']]})
   flags = [f'g{i}' for i in range(len(ML100K_GENRES))]
@@ -134,11 +135,12 @@ def read_ml100k(directory: str, *, strict: bool = False, name: str = 'ml-100k',
   return data
 
 
-def read_ml1m(directory: str, *, paper: bool = False) -> RawData:
+def read_ml1m(directory: str, *, paper: bool = False, zip_codes: bool = False) -> RawData:
   """ratings.dat (UserID::MovieID::Rating::Timestamp), users.dat, movies.dat; '::', latin-1.
 
   `paper`: profiles in the original code's wording (its occupation 0, every non-'M' gender
-  female). Users also get `subject`, the pronoun of the paper's prompt."""
+  female). Users also get `subject`, the pronoun of the paper's prompt. `zip_codes`: profiles
+  end with the user's zip code (config.data.profile_zip)."""
   hint = how_to_get('ml-1m')
   paths = {f: require_file(os.path.join(directory, f), hint) for f in ML1M_FILES}
   hashes = file_hashes(directory, ML1M_FILES)
@@ -152,7 +154,8 @@ def read_ml1m(directory: str, *, paper: bool = False) -> RawData:
   jobs = [occupations[int(o)] if 0 <= int(o) < len(occupations) else occupations[0] for o in u['occupation']]
   users = pd.DataFrame({
       'user': u['user'].astype(np.int64),
-      'profile': [prompts.movielens_profile(g, o, a, paper=paper) for g, o, a in zip(u['gender'], jobs, ages)],
+      'profile': [prompts.movielens_profile(g, o, a, paper=paper, zip_code=z if zip_codes else '')
+                  for g, o, a, z in zip(u['gender'], jobs, ages, u['zip'])],
       'key': u['user'].astype(np.int64).astype(str),
       'subject': [prompts.movielens_subject(g) for g in u['gender']]})
   m = read_delimited(paths['movies.dat'], '::', ['item', 'title', 'genres'], numeric=('item',))

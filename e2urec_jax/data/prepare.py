@@ -30,14 +30,18 @@ def tokens_digest(data_dir: str, manifest: dict) -> str:
   return digest(data_dir, manifest)
 
 
+# config.data fields added after prepared data recorded its settings, with the value that prepares
+# what was prepared before them: a manifest without the field matches that value.
+FIELDS_ADDED_LATER = {'protocol': 'default', 'forget_selection': 'random', 'profile_zip': False}
+
+
 def config_key(config) -> dict:
   """The settings the prepared data depends on (compared on resume, stored in the manifest)."""
   m = config.model
   data = config.data.to_dict()
-  if data.get('protocol') == 'default':  # data prepared before the field existed stays valid
-    del data['protocol']
-  if data.get('forget_selection') == 'random':  # the default: data prepared before the field existed still fits
-    del data['forget_selection']
+  for field, before in FIELDS_ADDED_LATER.items():  # data prepared before the field existed stays valid
+    if data.get(field) == before:
+      del data[field]
   key = {'format': FORMAT_VERSION, 'seed': int(config.seed), 'data': data,
          'model': {'name_or_path': m.name_or_path, 'tokenizer': m.tokenizer,
                    'tokenizer_vocab_size': int(m.tokenizer_vocab_size),

@@ -18,15 +18,18 @@ YES, NO = 'Yes.', 'No.'
 ANSWER_CUE = '\nAnswer:'  # Decoder-only prompts end with it; the answer follows after a space.
 
 
-def movielens_profile(gender: str, occupation: str, age: str, *, paper: bool = False) -> str:
-  """'The user is a female. Her job is writer. Her age is 25.' (ReLLa's wording).
+def movielens_profile(gender: str, occupation: str, age: str, *, paper: bool = False, zip_code: str = '') -> str:
+  """'The user is a female. Her job is writer. Her age is 25.' (ReLLa's wording), and
+  ' Her zip code is 55105.' when `zip_code` is given (config.data.profile_zip).
 
   paper=True: as the original code, every gender other than 'M' reads as female."""
   gender = str(gender).strip().upper()
   if paper:
     gender = 'M' if gender == 'M' else 'F'
   word, pronoun = {'M': ('male', 'His'), 'F': ('female', 'Her')}.get(gender, ('person', 'Their'))
-  return f'The user is a {word}. {pronoun} job is {occupation}. {pronoun} age is {age}.'
+  text = f'The user is a {word}. {pronoun} job is {occupation}. {pronoun} age is {age}.'
+  zip_code = str(zip_code).strip()
+  return f'{text} {pronoun} zip code is {zip_code}.' if zip_code else text
 
 
 def movielens_subject(gender: str) -> str:

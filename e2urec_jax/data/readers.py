@@ -48,15 +48,16 @@ def _read(config, scratch_dir: str) -> RawData:
   """
   d = config.data
   paper = d.get('protocol', 'default') == 'paper'  # MovieLens profiles in the original code's wording
+  zips = bool(d.get('profile_zip', False))
   if d.source == 'synthetic':
     folder = os.path.join(scratch_dir, 'synthetic')
     synthetic.generate(d.synthetic, int(d.synthetic.seed), folder)  # the world, not the experiment's seed
-    return movielens.read_ml100k(folder, name='synthetic', pinned={}, paper=paper)
+    return movielens.read_ml100k(folder, name='synthetic', pinned={}, paper=paper, zip_codes=zips)
   if d.source in ('ml-100k', 'ml-1m'):
     folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
     if d.source == 'ml-100k':
-      return movielens.read_ml100k(folder, strict=ours, paper=paper)
-    return movielens.read_ml1m(folder, paper=paper)
+      return movielens.read_ml100k(folder, strict=ours, paper=paper, zip_codes=zips)
+    return movielens.read_ml1m(folder, paper=paper, zip_codes=zips)
   if d.source == 'goodreads':
     return goodreads.read_goodreads(d.raw_dir, d.goodreads_genre, progress=bool(config.progress))
   if d.source == 'csv':

@@ -36,6 +36,9 @@ from e2urec_jax import runtime, storage
 FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
 FORMAT = 1  # data/prepare.py FORMAT_VERSION is part of the data's fields
+# Fields added after phases recorded fingerprints, with the value that computes what ran before
+# them: left out of a record at that value, so an upgrade retrains nothing.
+ADDED_LATER = {'data.profile_zip': False}
 TOKENIZER_FIELDS = ('name_or_path', 'tokenizer', 'tokenizer_vocab_size')
 # config.unlearn's fields that every method's phase reads (unlearn.method/methods only pick rows).
 SHARED_UNLEARN = ('weight_decay', 'max_grad_norm')
@@ -68,6 +71,9 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   LoRA adapters (it reads lora.*)."""
   from e2urec_jax.data.prepare import FORMAT_VERSION
   out = {'seed': int(config.seed), 'data_format': FORMAT_VERSION, **_flat('data.', config.data)}
+  for field, before in ADDED_LATER.items():
+    if out.get(field) == before:
+      del out[field]
   out.update({f'model.{k}': _plain(config.model[k]) for k in TOKENIZER_FIELDS})
   out['model.scratch.family'] = config.model.scratch.family
   if kind == DATA:
