@@ -200,3 +200,21 @@ def test_profile_zip_is_recorded_only_when_on():
   c.data.profile_zip = True
   assert config_key(c)['data']['profile_zip'] is True  # other prompts: prepared again
   assert fingerprint.fields(c, fingerprint.RECIPE)['data.profile_zip'] is True
+
+
+def test_predict_reads_a_synthetic_workdirs_profiles_as_prepare_did(tmp_path):
+  """predict builds prompts from the workdir's own copy of synthetic data: with the same profile
+  settings as the prepared data (a zip code in training and none at prediction would be another prompt)."""
+  import pandas as pd
+  from e2urec_jax import config as config_lib
+  from e2urec_jax.data import read_source, synthetic
+  from e2urec_jax.eval.predict import pair_prompts
+  c = config_lib.default_config()
+  c.data.profile_zip = True
+  c.data.synthetic.num_users, c.data.synthetic.num_items = 20, 30
+  prepared = read_source(c, str(tmp_path / 'scratch')).users.set_index('key')['profile']
+  synthetic.generate(c.data.synthetic, int(c.data.synthetic.seed), str(tmp_path / 'work' / 'data' / 'synthetic'))
+  pairs = pd.DataFrame({'user_id': ['3', '7'], 'item_id': ['1', '2']})
+  prompts, _ = pair_prompts(c, pairs, str(tmp_path / 'scratch2'), workdir=str(tmp_path / 'work'))
+  assert prompts['profile'].tolist() == [prepared['3'], prepared['7']]
+  assert ' zip code is ' in prompts['profile'][0]

@@ -16,6 +16,18 @@ def read_source(config, scratch_dir: str) -> RawData:
   return check_ratings(_read(config, scratch_dir), config.data)
 
 
+def read_synthetic_copy(config, folder: str) -> RawData:
+  """A synthetic data set's MovieLens-format files in `folder` (a workdir's own copy, which forget
+  requests scrub), read as a fresh draw is: the same profiles, the same data rules."""
+  return check_ratings(movielens.read_ml100k(folder, name='synthetic', pinned={}, **_profile_options(config.data)),
+                       config.data)
+
+
+def _profile_options(d) -> dict:
+  """How MovieLens profiles read: the original code's wording (protocol 'paper'), zip codes (profile_zip)."""
+  return {'paper': d.get('protocol', 'default') == 'paper', 'zip_codes': bool(d.get('profile_zip', False))}
+
+
 def source_files(config) -> dict:
   """{file name: path} of the configured source's files outside the workdir, where they exist
   already (nothing is downloaded): what a prepared workdir's data was read from."""
@@ -47,17 +59,16 @@ def _read(config, scratch_dir: str) -> RawData:
   generator writes its MovieLens-format files (they end up in <workdir>/data/synthetic).
   """
   d = config.data
-  paper = d.get('protocol', 'default') == 'paper'  # MovieLens profiles in the original code's wording
-  zips = bool(d.get('profile_zip', False))
+  profiles = _profile_options(d)
   if d.source == 'synthetic':
     folder = os.path.join(scratch_dir, 'synthetic')
     synthetic.generate(d.synthetic, int(d.synthetic.seed), folder)  # the world, not the experiment's seed
-    return movielens.read_ml100k(folder, name='synthetic', pinned={}, paper=paper, zip_codes=zips)
+    return movielens.read_ml100k(folder, name='synthetic', pinned={}, **profiles)
   if d.source in ('ml-100k', 'ml-1m'):
     folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
     if d.source == 'ml-100k':
-      return movielens.read_ml100k(folder, strict=ours, paper=paper, zip_codes=zips)
-    return movielens.read_ml1m(folder, paper=paper, zip_codes=zips)
+      return movielens.read_ml100k(folder, strict=ours, **profiles)
+    return movielens.read_ml1m(folder, **profiles)
   if d.source == 'goodreads':
     return goodreads.read_goodreads(d.raw_dir, d.goodreads_genre, progress=bool(config.progress))
   if d.source == 'csv':

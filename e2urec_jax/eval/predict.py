@@ -33,10 +33,10 @@ def _raw(config, workdir: str, scratch: str):
   """The source data; for synthetic data the workdir's own copy (which forget requests scrub), not a
   new draw (which would bring forgotten users' records back)."""
   from e2urec_jax import storage
-  from e2urec_jax.data import movielens, read_source
+  from e2urec_jax.data import read_source, readers
   copy = os.path.join(workdir, 'data', 'synthetic')
   if config.data.source == 'synthetic' and workdir and storage.isdir(copy):
-    return movielens.read_ml100k(storage.local_copy(copy), name='synthetic', pinned={})
+    return readers.read_synthetic_copy(config, storage.local_copy(copy))
   return read_source(config, scratch)
 
 
