@@ -41,8 +41,12 @@ def _nonzero_b(adapters, seed=2):
 
 
 def _run(model, params, batch, adapters=None):
-  return forward(model, params, batch['input_ids'], batch['attention_mask'], batch.get('decoder_input_ids'),
-                 adapters=adapters)
+  # Jitted: run eagerly, a forward compiles each of its ops on its own (seconds with a cold cache).
+  return _jit_forward(model, params, batch['input_ids'], batch['attention_mask'], batch.get('decoder_input_ids'),
+                      adapters)
+
+
+_jit_forward = jax.jit(lambda model, *args: forward(model, *args[:4], adapters=args[4]), static_argnums=0)
 
 
 def test_adapter_tree_mirrors_targeted_kernels(setup):
