@@ -197,9 +197,16 @@ def test_profile_zip_is_recorded_only_when_on():
   c = config_lib.default_config()
   assert 'profile_zip' not in config_key(c)['data']
   assert 'data.profile_zip' not in fingerprint.fields(c, fingerprint.RECIPE)
+  off = {'fields': fingerprint.fields(c, fingerprint.RECIPE)}
   c.data.profile_zip = True
   assert config_key(c)['data']['profile_zip'] is True  # other prompts: prepared again
-  assert fingerprint.fields(c, fingerprint.RECIPE)['data.profile_zip'] is True
+  on = {'fields': fingerprint.fields(c, fingerprint.RECIPE)}
+  assert on['fields']['data.profile_zip'] is True
+  keys = fingerprint.changed_keys(on, off)
+  assert keys == ['data.profile_zip']
+  assert fingerprint.describe(on, off, keys) == 'data.profile_zip true -> false'  # the refusal names the value
+  assert fingerprint.describe({'fields': {'data.forget_selection': 'core'}}, {'fields': {}},
+                              ['data.forget_selection']) == 'data.forget_selection "core" -> "random"'
 
 
 def test_predict_reads_a_synthetic_workdirs_profiles_as_prepare_did(tmp_path):

@@ -149,11 +149,20 @@ def describe(old: dict, new: dict, keys: list[str], limit: int = 4) -> str:
     if key.startswith('inputs.'):
       parts.append(f'{key} (another content)')
     else:
-      a, b = old.get('fields', {}).get(key, '<absent>'), new.get('fields', {}).get(key, '<absent>')
+      unrecorded = _unrecorded_value(key)  # a field recorded only off its default reads as that default
+      a, b = (rec.get('fields', {}).get(key, unrecorded) for rec in (old, new))
       parts.append(f'{key} {json.dumps(a)} -> {json.dumps(b)}')
   if len(keys) > limit:
     parts.append(f'and {len(keys) - limit} more')
   return ', '.join(parts)
+
+
+def _unrecorded_value(key: str):
+  """The value a record without `key` stands for: the default of a field added later (left out of
+  records at that value: ADDED_LATER, the prepared data's FIELDS_ADDED_LATER), else '<absent>'."""
+  from e2urec_jax.data.prepare import FIELDS_ADDED_LATER
+  defaults = {**{f'data.{k}': v for k, v in FIELDS_ADDED_LATER.items()}, **ADDED_LATER}
+  return defaults.get(key, '<absent>')
 
 
 SAME, NEW, CHANGED, LEGACY = 'same', 'new', 'changed', 'legacy'
