@@ -19,8 +19,12 @@ def read_source(config, scratch_dir: str) -> RawData:
 def read_synthetic_copy(config, folder: str) -> RawData:
   """A synthetic data set's MovieLens-format files in `folder` (a workdir's own copy, which forget
   requests scrub), read as a fresh draw is: the same profiles, the same data rules."""
-  return check_ratings(movielens.read_ml100k(folder, name='synthetic', pinned={}, **_profile_options(config.data)),
-                       config.data)
+  return check_ratings(_read_synthetic(config.data, folder), config.data)
+
+
+def _read_synthetic(d, folder: str) -> RawData:
+  """The synthetic data's MovieLens-format files in `folder`, profiles as config.data `d` says."""
+  return movielens.read_ml100k(folder, name='synthetic', pinned={}, **_profile_options(d))
 
 
 def _profile_options(d) -> dict:
@@ -59,16 +63,15 @@ def _read(config, scratch_dir: str) -> RawData:
   generator writes its MovieLens-format files (they end up in <workdir>/data/synthetic).
   """
   d = config.data
-  profiles = _profile_options(d)
   if d.source == 'synthetic':
     folder = os.path.join(scratch_dir, 'synthetic')
     synthetic.generate(d.synthetic, int(d.synthetic.seed), folder)  # the world, not the experiment's seed
-    return movielens.read_ml100k(folder, name='synthetic', pinned={}, **profiles)
+    return _read_synthetic(d, folder)
   if d.source in ('ml-100k', 'ml-1m'):
     folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
     if d.source == 'ml-100k':
-      return movielens.read_ml100k(folder, strict=ours, **profiles)
-    return movielens.read_ml1m(folder, **profiles)
+      return movielens.read_ml100k(folder, strict=ours, **_profile_options(d))
+    return movielens.read_ml1m(folder, **_profile_options(d))
   if d.source == 'goodreads':
     return goodreads.read_goodreads(d.raw_dir, d.goodreads_genre, progress=bool(config.progress))
   if d.source == 'csv':
