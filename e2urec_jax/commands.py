@@ -59,8 +59,9 @@ def _trained(config, workdir, command, restart):
 
 def prepare(config, workdir: str, *, restart: str | None = None) -> None:
   """raw files -> splits, prompts, tokens under <workdir>/data."""
-  from e2urec_jax import resume
+  from e2urec_jax import backbone, resume
   with workdir_lock.hold(_writable(workdir), 'prepare'):
+    backbone.resolve(config)  # the tokenizer is the backbone's (config.pretrain)
     resume.ensure_data(config, storage.abspath(workdir), resume.parse_restart(restart), say_reused=True)
     if distributed.is_primary():
       runtime.save_config(workdir, config)

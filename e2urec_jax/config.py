@@ -55,6 +55,13 @@ def default_config() -> ConfigDict:
   # own with it, 326 without), so a model can learn each user's taste, as a recommender with user
   # ids does. The paper's prompt has no zip code: needs protocol 'default'.
   d.profile_zip = False
+  # Which of the source's users the data set holds: 'all'; 'experiment' = all but a held-out share
+  # (heldout_fraction, drawn by a hash of the user id, the same for every seed) that a backbone is
+  # pretrained on (config.pretrain) and that never appears here; 'heldout' = that share alone (the
+  # backbone's own data). Synthetic data: 'heldout' is another draw of users from the same world
+  # (same items), and 'experiment' the usual draw.
+  d.users = 'all'
+  d.heldout_fraction = 0.3  # Share of the users held out by users='experiment'/'heldout' (not synthetic).
   d.min_history = 5  # Samples with fewer earlier ratings of the same user are dropped.
   d.num_samples = 100_000  # Keep the last N samples in global time order.
   d.split = (0.6, 0.2, 0.2)  # train/valid/test fractions, in time order.
@@ -152,6 +159,23 @@ def default_config() -> ConfigDict:
   au.weight_decay = 0.0  # AdamW weight decay (the original code: torch's default 0.01).
   au.max_grad_norm = 1.0  # Gradient clipping as train.max_grad_norm; 0 = none (the original code).
 
+  # --------------------------------------------------- pretrained backbone
+  # The paper fine-tunes a pretrained T5-base: original, retrain and augmented model share its weights.
+  # Without a model hub the project pretrains its own (e2urec_jax/backbone.py): model.scratch trained by
+  # the recipe below on a population disjoint from the experiment's (data.users), saved as a Hugging
+  # Face folder, cached under cache_dir by its fingerprint, and loaded through model.name_or_path.
+  c.pretrain = pt = ConfigDict()
+  pt.enabled = False  # True: every model of the run starts from the backbone (model.name_or_path is set to it).
+  pt.seed = 0  # Its own seed (initialisation, data order): one backbone for every experiment seed.
+  pt.num_users = 240  # Synthetic data: users of its population (the experiment's world, another draw of users).
+  pt.num_samples = 20_000  # Last N samples of its population kept (as data.num_samples).
+  pt.learning_rate = 1e-3  # AdamW rate (from scratch: a high rate).
+  pt.batch_size = 32  # Samples per step.
+  pt.epochs = 5  # Passes at most; the best valid-loss check is kept.
+  pt.eval_every = 50  # Steps between valid-loss checks.
+  pt.patience = 4  # Checks without a better valid loss before it stops.
+  pt.cache_dir = '~/.cache/e2urec_jax/backbones'  # One folder per fingerprint, shared by runs and seeds.
+
   # ------------------------------------------------------------- unlearning
   c.unlearn = un = ConfigDict()
   un.method = 'e2urec'  # Method of the `unlearn` command (and of `forget`).
@@ -226,6 +250,12 @@ RULES = {
         'empty (the source\'s scale) or two finite numbers, lowest < highest: (1, 10)'),
     'data.duplicates': rules.one_of('latest', 'error'),
     'data.max_shortened': rules.number(0, 1),
+    'data.users': rules.one_of('all', 'experiment', 'heldout'), 'data.heldout_fraction': rules.number(0, 1, low_open=True, high_open=True),
+    'pretrain.enabled': rules.BOOLEAN, 'pretrain.seed': rules.NON_NEGATIVE_INT, 'pretrain.num_users': rules.integer(2),
+    'pretrain.num_samples': rules.integer(3), 'pretrain.learning_rate': rules.POSITIVE,
+    'pretrain.batch_size': rules.POSITIVE_INT, 'pretrain.epochs': rules.POSITIVE_INT,
+    'pretrain.eval_every': rules.NON_NEGATIVE_INT, 'pretrain.patience': rules.NON_NEGATIVE_INT,
+    'pretrain.cache_dir': rules.TEXT,
     'data.history_k': rules.NON_NEGATIVE_INT, 'data.profile_zip': rules.BOOLEAN, 'data.min_history': rules.NON_NEGATIVE_INT,
     'data.num_samples': rules.integer(3),
     'data.split': rules.sequence(rules.number(0, 1, low_open=True), length=3),
@@ -342,6 +372,9 @@ def validate(config) -> None:
     raise UserError(f"config.data.profile_zip=True needs a MovieLens profile ({', '.join(MOVIELENS_PROFILES)}) and "
                     f"config.data.protocol='default' (here source {config.data.source!r}, protocol "
                     f"{config.data.protocol!r}); set it back to False")
+  if config.pretrain.enabled:
+    from e2urec_jax.backbone_rules import check_pretrain
+    check_pretrain(config)
   s = config.model.scratch
   heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
   if not config.model.name_or_path and s.family == 'llama' and not heads_fit:

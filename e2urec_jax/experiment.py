@@ -13,7 +13,7 @@ import os
 import time
 
 from e2urec_jax import config as config_lib
-from e2urec_jax import distributed, resume, rules, storage
+from e2urec_jax import backbone, distributed, resume, rules, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval import seed_report
 from e2urec_jax.eval.evaluate import write_results
@@ -104,12 +104,21 @@ def opening_line(config, workdir: str, names, seeds=()) -> str:
           '(phases already finished there are kept)')
 
 
+def _backbone_entry(record) -> dict:
+  """results.json's 'backbone' entry (config.pretrain): where it is and what it cost, apart."""
+  if record is None:
+    return {}
+  keep = ('path', 'fingerprint', 'time_s', 'train_time_s', 'steps', 'best_valid', 'samples', 'population', 'reused')
+  return {'backbone': {k: record.get(k) for k in keep}}
+
+
 def run_experiment(config, workdir, *, callbacks=(), restart=()):
   """The whole experiment on `workdir`; `callbacks` see every training phase (train/callbacks.py);
   `restart` (--restart: 'changed', 'all' or phase names) trains those phases again (resume.py)."""
   start = time.perf_counter()
   rows = runner.rows(config)  # checks the method and sweep lists before any work
   seeds = config_lib.experiment_seeds(config)
+  pretrained = backbone.resolve(config, say=True)  # config.pretrain: before the data (its tokenizer)
   if distributed.is_primary():
     print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows], seeds))
   config.seed = seeds[0]
@@ -129,7 +138,7 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
                                      mechanism_for=e2urec_rows(config))
       if distributed.is_primary():
         print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
-    seed_report.write(first, per_seed, order=spec.report_order())
+    seed_report.write(first, per_seed, order=spec.report_order(), extra=_backbone_entry(pretrained))
   if not distributed.is_primary():  # process 0 wrote the report
     return
   print(storage.read_text(os.path.join(first.workdir, 'results.md')))

@@ -32,7 +32,8 @@ def tokens_digest(data_dir: str, manifest: dict) -> str:
 
 # config.data fields added after prepared data recorded its settings, with the value that prepares
 # what was prepared before them: a manifest without the field matches that value.
-FIELDS_ADDED_LATER = {'protocol': 'default', 'forget_selection': 'random', 'profile_zip': False}
+FIELDS_ADDED_LATER = {'protocol': 'default', 'forget_selection': 'random', 'profile_zip': False, 'users': 'all',
+                      'heldout_fraction': 0.3}
 
 
 def config_key(config) -> dict:

@@ -2,6 +2,8 @@
 
 Every source then passes the same data rules (sources.check_ratings): ratings inside the rating
 scale, one rating per (user, item) pair."""
+import dataclasses
+import hashlib
 import os
 
 from e2urec_jax.data import goodreads, movielens, synthetic, tabular
@@ -13,7 +15,29 @@ SOURCES = ('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv')
 
 def read_source(config, scratch_dir: str) -> RawData:
   """Reads (or generates, downloads) the configured data set and applies the data rules."""
-  return check_ratings(_read(config, scratch_dir), config.data)
+  return check_ratings(held_out_users(_read(config, scratch_dir), config.data), config.data)
+
+
+HELDOUT_POPULATION = 1  # the synthetic generator's population drawn for data.users='heldout'
+
+
+def held_out_users(raw: RawData, d) -> RawData:
+  """The users data.users asks for: all; all but the held-out share ('experiment'); that share alone
+  ('heldout'). A user is held out when a hash of its source id falls under data.heldout_fraction:
+  the same users for every seed and run, whatever else changes. Synthetic data draws its held-out
+  population separately (synthetic.generate's population), so it is returned whole."""
+  users = d.get('users', 'all')
+  if users == 'all' or d.source == 'synthetic':
+    return raw
+  fraction = float(d.heldout_fraction)
+  held = raw.users['key'].map(lambda k: int.from_bytes(
+      hashlib.sha256(f'heldout\x00{k}'.encode()).digest()[:8], 'little') / 2**64 < fraction)
+  keep = set(raw.users['user'][held if users == 'heldout' else ~held])
+  if not keep:
+    raise UserError(f'config.data.users={users!r} with heldout_fraction={fraction:g} leaves no user of '
+                    f'{d.source}; choose a fraction between 0 and 1 that keeps some')
+  return dataclasses.replace(raw, ratings=raw.ratings[raw.ratings['user'].isin(keep)].reset_index(drop=True),
+                             users=raw.users[raw.users['user'].isin(keep)].reset_index(drop=True))
 
 
 def read_synthetic_copy(config, folder: str) -> RawData:
@@ -65,7 +89,8 @@ def _read(config, scratch_dir: str) -> RawData:
   d = config.data
   if d.source == 'synthetic':
     folder = os.path.join(scratch_dir, 'synthetic')
-    synthetic.generate(d.synthetic, int(d.synthetic.seed), folder)  # the world, not the experiment's seed
+    population = HELDOUT_POPULATION if d.get('users', 'all') == 'heldout' else 0
+    synthetic.generate(d.synthetic, int(d.synthetic.seed), folder, population)  # the world, not the experiment's seed
     return _read_synthetic(d, folder)
   if d.source in ('ml-100k', 'ml-1m'):
     folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)

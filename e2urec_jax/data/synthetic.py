@@ -36,8 +36,12 @@ START = 1_577_836_800  # 2020-01-01 UTC
 SPAN = 365 * 86_400
 
 
-def generate(cfg, seed: int, out_dir: str) -> dict:
-  """Writes u.data, u.user, u.item and planted.json into out_dir; returns the planted parameters."""
+def generate(cfg, seed: int, out_dir: str, population: int = 0) -> dict:
+  """Writes u.data, u.user, u.item and planted.json into out_dir; returns the planted parameters.
+
+  population: 0 draws the experiment's users; another number draws a disjoint population of the
+  same world (the same items, titles and planted item structure, users from another random
+  stream): what a backbone is pretrained on (config.pretrain)."""
   genres = ML100K_GENRES[1:]  # 'unknown' is not a genre to plant
   if not 2 <= cfg.num_genres <= len(genres):
     raise UserError(f'config.data.synthetic.num_genres={cfg.num_genres}: use 2..{len(genres)} '
@@ -69,6 +73,8 @@ def generate(cfg, seed: int, out_dir: str) -> dict:
             for i in range(n_items)]  # 'Brilliant Midnight Western Comedy': short, and every word means something
 
   # Users: profile, bias, taste (partly demographic), private style preference.
+  if population:  # the items above are the world's; the people are another draw
+    rng = np.random.default_rng([seed, 7, int(population)])
   gender = rng.choice(['M', 'F'], n_users)
   age = rng.integers(18, 66, n_users)
   occupation = rng.choice(OCCUPATIONS, n_users)

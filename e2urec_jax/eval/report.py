@@ -276,6 +276,10 @@ def markdown_report(results, order=()):
   parts = [f'{names[k]} {_G4(floor[k])}' for k in ('sym_kl', 'jsd', 'l2') if _is_number(floor.get(k))]
   out += ['', '**Noise floor** (retrain vs retrain, different seeds): '
           + (', '.join(parts) if parts else 'not measured')]
+  bb = results.get('backbone')
+  if bb:  # config.pretrain: its cost stands apart, charged to no model (the paper's download is not either)
+    out += ['', f'**Pretrained backbone** ({"reused" if bb.get("reused") else "pretrained by this run"}): '
+            f'{bb.get("population")}; {bb.get("time_s", 0):.0f} s, not in any row\'s cost; {bb.get("path")}']
   from e2urec_jax.eval import seed_report
   out += seed_report.markdown_sections(results)
   env = results.get('env') or {}
