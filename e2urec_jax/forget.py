@@ -20,7 +20,8 @@ A request:
 4. scores it against the model it started from (forget-set JSD, membership-inference AUC);
 5. removes the records from every data file, raw copy and cache in the workdir (raw records that
    formed no sample included), deletes the models trained on them that only served unlearning
-   (the augmented models and their phases) and every resume checkpoint;
+   (the helper models trained on a forget set, MethodSpec.helpers: E2URec's augmented models,
+   and their phases) and every resume checkpoint;
 6. writes forget/audit_v<N>.json: keyed hashes of the ids, the key's id (a hash that names the
    key without revealing it), UTC time, method, the scores, what was removed, what remains,
    and a MAC over all of it under the key.
@@ -439,10 +440,24 @@ def _plan(workdir, request, method, key, request_hash, audits):
             'started_utc': _now(), 'delete': [], 'base': None, 'stats': None, 'metrics': None,
             'forget_set': {'samples': 0, 'users': len(set(found.scrub_users()) | {u for u, _ in found.scrub_pairs()})},
             'unlearn_config': None, 'models': _models(workdir)}
-  trained_aug = bool((frames['train']['is_forget'].to_numpy() & mask).any())  # the experiment's theta_a saw them
+  in_experiment = bool((frames['train']['is_forget'].to_numpy() & mask).any())
   return {'version': version, 'request_hash': request_hash, 'stage': 'train', 'method': method,
-          'started_utc': _now(), 'delete': [f'phases/forget_v{version}/augmented']
-                                            + (['models/augmented', 'phases/augmented'] if trained_aug else [])}
+          'started_utc': _now(), 'delete': helper_deletions(method, version, in_experiment)}
+
+
+def helper_deletions(method: str, version: int, in_experiment_forget_set: bool) -> list[str]:
+  """What request `version` served by `method` deletes of the helper models (MethodSpec.helpers):
+  the request's own (phases/forget_v<N>/<helper>, trained on its forget set or on the model
+  before it), and, when the request's records were in the experiment's forget set, the
+  experiment's helpers of every registered method that were trained on that set (E2URec's
+  augmented model: it learnt those records "too well")."""
+  from e2urec_jax.methods import spec
+  out = [f'phases/forget_v{version}/{h.name}' for h in spec.get(method).helpers]
+  if in_experiment_forget_set:
+    for helper in spec.helpers():
+      if helper.trained_on_forget:
+        out += [f'models/{helper.name}', f'phases/{helper.name}']
+  return out
 
 
 def _models(workdir: str) -> list:
@@ -460,14 +475,17 @@ def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None
   train = dataclasses.replace(data.splits['train'], is_forget=mask)  # this request's forget set
   data = dataclasses.replace(data, splits=dict(data.splits, train=train))
   ctx = context.open_run(config, request_paths(workdir, version, base_dir, method), data=data)
-  artifacts.check_adapter_dir(ctx.model_dir('augmented'), ctx.bundle.lora_meta)  # a resumed request, other settings
+  from e2urec_jax.methods import spec
+  helpers = spec.get(method).helpers
+  for helper in helpers:  # a resumed request, other settings
+    artifacts.check_adapter_dir(ctx.model_dir(helper.name), ctx.bundle.lora_meta)
   artifacts.check_adapter_dir(ctx.model_dir(method), ctx.bundle.lora_meta)
   pending['base'] = os.path.relpath(base_dir, workdir)
   stats = runner.run_method(ctx, method, callbacks=callbacks)
   user_ids = found.users or sorted({u for u, _ in found.pairs})
-  pending.update(stage='scrub', stats={k: stats.get(k) for k in ('time_s', 'compile_s', 'steps', 'trainable_params',
-                                                                   'unlearn_time_s', 'augment_time_s',
-                                                                   'frozen_inputs_time_s')},
+  cost = (('time_s', 'compile_s', 'steps', 'trainable_params', 'unlearn_time_s')
+          + tuple(f'{h.cost_key}_time_s' for h in helpers) + (f'{runner.FROZEN_WORK}_time_s',))
+  pending.update(stage='scrub', stats={k: stats.get(k) for k in cost},
                  metrics=_audit_metrics(ctx, method, np.flatnonzero(mask), user_ids),
                  forget_set={'samples': int(mask.sum()), 'users': len(user_ids)},
                  unlearn_config=ctx.config.unlearn[method].to_dict(), models=_models(workdir))
@@ -478,10 +496,17 @@ SCRUB_ONLY = ('These records were in no train sample (as target or in a shown hi
               'was changed; they were removed from the workdir\'s data.')
 
 
+def _deleted_helpers() -> set:
+  """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
+  among the models trained with them (those a helper only reads, the retrained model, are)."""
+  from e2urec_jax.methods import spec
+  return {h.name for h in spec.helpers() if h.trained_on_forget}
+
+
 def _audit(pending: dict, request: Request, key: bytes) -> dict:
   n = pending['version']
   scrub_only = pending['method'] is None
-  trained_with = [m for m in pending['models'] if m not in ('augmented', f'forget_v{n}')]
+  trained_with = [m for m in pending['models'] if m not in _deleted_helpers() and m != f'forget_v{n}']
   audit = {
       'version': n,
       'time_utc': _now(), 'started_utc': pending['started_utc'],

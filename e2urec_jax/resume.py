@@ -49,8 +49,8 @@ def plan(config, command: str) -> list[Phase]:
     out.append(original)
   if command == 'retrain':
     out.append(Phase(llmrec.RETRAIN, fp.RECIPE, start))
-  if command == 'augment':
-    out.append(Phase('augmented', fp.AUGMENTED, (ORIGINAL,)))
+  if command == 'augment':  # the helpers of the augmented kind (E2URec's augmented model)
+    out += _helper_phases([h for h in spec_lib.helpers() if h.kind == fp.AUGMENTED], out)
   if command in ('run', 'unlearn'):
     rows = runner.rows(config) if command == 'run' else [runner.Row(config.unlearn.method, config.unlearn.method)]
     out.append(original)
@@ -58,8 +58,7 @@ def plan(config, command: str) -> list[Phase]:
       out.append(Phase(llmrec.RETRAIN, fp.RECIPE, start))
       if config.eval.noise_floor:
         out.append(Phase(llmrec.NOISE_FLOOR, fp.RECIPE, start))
-    if any(spec_lib.get(r.method).prepare is not None for r in rows):
-      out.append(Phase('augmented', fp.AUGMENTED, (ORIGINAL,)))
+    out += _helper_phases([h for r in rows for h in spec_lib.get(r.method).helpers], out)
     for row in rows:
       spec = spec_lib.get(row.method)
       if spec.trainable == 'shards':
@@ -67,8 +66,21 @@ def plan(config, command: str) -> list[Phase]:
         out += [Phase(s, fp.RECIPE, start, seed=row.seed) for s in shards]
         out.append(Phase(row.name, fp.METHOD, tuple(shards), row.method, row.overrides, row.seed))
       else:
-        deps = (ORIGINAL,) + (('augmented',) if spec.prepare is not None else ())
+        deps = (ORIGINAL,) + tuple(h.name for h in spec.helpers)
         out.append(Phase(row.name, fp.METHOD, deps, row.method, row.overrides, row.seed))
+  return out
+
+
+def _helper_phases(helpers, planned: list) -> list[Phase]:
+  """The phases of the methods' helper models (MethodSpec.helpers) not planned yet (each once; the
+  retrained model a method reads is `run`'s own): their deps are those of the planned phases."""
+  names = {p.name for p in planned}
+  out = []
+  for helper in helpers:
+    if helper.name in names:
+      continue
+    names.add(helper.name)
+    out.append(Phase(helper.name, helper.kind, tuple(d for d in helper.deps if d in names)))
   return out
 
 
@@ -297,8 +309,10 @@ def as_restart(restart) -> tuple:
 def prepare_run(config, workdir: str, command: str, restart=()):
   """What every training command does before it trains: data, fingerprints, restarts; returns the
   run context (train/context.py) over the checked workdir."""
+  from e2urec_jax import backbone
   from e2urec_jax.train import context, paths as paths_lib
   restart = as_restart(restart)
+  backbone.resolve(config)  # config.pretrain: the start every phase loads (model.name_or_path)
   paths = paths_lib.run_paths(workdir)
   runtime.ensure_writable_dir(paths.workdir)
   data = ensure_data(config, paths.workdir, restart)

@@ -174,7 +174,7 @@ def score_step(ctx, names: list[str], *, with_reference: bool) -> dict:
   from e2urec_jax.eval import evaluate, fairness, metrics, mia
   from e2urec_jax.train.inference import load_predictor
   if with_reference:
-    return evaluate.evaluate_models(ctx, names)
+    return evaluate.evaluate_models(ctx, names, mechanism_for=())  # no method diagnostics in a sequence
   train, test = ctx.data.splits['train'], ctx.data.splits['test']
   forget = np.flatnonzero(train.is_forget)
   nonmember = np.flatnonzero(~np.isin(test.user_id, np.unique(train.user_id[forget])))

@@ -50,10 +50,12 @@ def _distances(a_logits, b_logits, yes, no) -> dict:
   return metrics.distances_from_logits(a_logits, b_logits, yes_id=yes, no_id=no)
 
 
-def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
+def evaluate_models(ctx, names: list[str], mechanism_for=None) -> dict:
   """results.json's dict for the given model names ('retrain' must be trained).
 
-  `mechanism_for`: E2URec rows whose teacher is measured (eval/mechanism.py) into their 'mechanism'."""
+  A row whose method declares a diagnostic (MethodSpec.diagnostic: E2URec's teacher,
+  eval/mechanism.py) gets it in its 'mechanism': every such row (`mechanism_for` None), or the
+  rows of `mechanism_for` and the rows of the methods declared `same_as` theirs (() measures none)."""
   data = ctx.data
   train, test = data.splits['train'], data.splits['test']
   forget = np.flatnonzero(train.is_forget)
@@ -103,38 +105,79 @@ def evaluate_models(ctx, names: list[str], mechanism_for=()) -> dict:
       row[key] = stats.get(key)
     row['phase'] = {k: v for k, v in stats.items() if k not in row}
     results['methods'][name] = row
-  _add_mechanism(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
-                 [n for n in mechanism_for if n in names])
+  _add_diagnostics(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
+                   _measured(names, mechanism_for))
   fairness.with_gap_change(results['methods'])
   return results
 
 
-def _add_mechanism(ctx, rows: dict, forget_first: dict, retrain_first, forget, names) -> None:
-  """E2URec's teacher measured on the forget set (needs the original and the augmented model)."""
-  from e2urec_jax.eval import mechanism
-  from e2urec_jax.train.paths import ORIGINAL
-  names = [n for n in names if rows[n]['phase'].get('use_forget_teacher', True)]
-  if not names or not storage.isdir(ctx.model_dir('augmented')):
-    return
-  data, train = ctx.data, ctx.data.splits['train']
-  original = forget_first.get(ORIGINAL)
-  if original is None:
-    original = score(ctx, load_predictor(ctx, ORIGINAL), 'train', forget, keep_logits=True,
-                     desc='original/forget')['first_logits']
-  augmented = score(ctx, load_predictor(ctx, 'augmented'), 'train', forget, keep_logits=True,
-                    desc='augmented/forget')['first_logits']
+class ForgetProbe:
+  """What a method's diagnostic (MethodSpec.diagnostic) reads on the forget set: any model's
+  first-answer logits [N, V] (`logits(name)`: the rows scored already, else scored once; None for
+  a model the run has not), the retrained model's (`retrain`), the labels and users of the forget
+  rows, the rows scored so far (`rows`, results.json's entries) and eval/mechanism.py (`measures`)."""
+
+  def __init__(self, ctx, rows: dict, forget_first: dict, retrain_first, forget):
+    from e2urec_jax.eval import mechanism
+    train = ctx.data.splits['train']
+    self.ctx, self.rows, self.retrain, self.measures = ctx, rows, retrain_first, mechanism
+    self.labels, self.users = train.label[forget], train.user_id[forget]
+    self.yes_id, self.no_id = ctx.data.yes_id, ctx.data.no_id
+    self._forget, self._first = forget, dict(forget_first)
+
+  def logits(self, name: str):
+    if name not in self._first:
+      if not storage.isdir(self.ctx.model_dir(name)):
+        return None
+      self._first[name] = score(self.ctx, load_predictor(self.ctx, name), 'train', self._forget, keep_logits=True,
+                                desc=f'{name}/forget')['first_logits']
+    return self._first[name]
+
+  def distances(self, name: str) -> dict:
+    """The distances of model `name` to the retrained one on the forget set (as the rows' 'forget')."""
+    return _distances(self.logits(name), self.retrain, self.yes_id, self.no_id)
+
+
+def _measured(names, mechanism_for) -> list[str]:
+  """The rows whose diagnostic is measured (evaluate_models' `mechanism_for`)."""
+  from e2urec_jax.train import registry
+  if mechanism_for is None:
+    return list(names)
+  listed = [n for n in names if n in mechanism_for]
+  methods = {registry.method_of_row(n).name for n in listed if registry.method_of_row(n) is not None}
+  return [n for n in names if n in listed or getattr(registry.method_of_row(n), 'same_as', None) in methods]
+
+
+def _add_diagnostics(ctx, rows: dict, forget_first: dict, retrain_first, forget, names) -> None:
+  """Each row's method diagnostic (MethodSpec.diagnostic) into its 'mechanism'; a method declared
+  `same_as` another puts its result in the mechanism of that method's rows, under its own name."""
+  from e2urec_jax.train import registry
+  probe = None
   for name in names:
-    alpha = rows[name]['phase'].get('alpha', ctx.config.unlearn.e2urec.alpha)
-    rows[name]['mechanism'] = mechanism.e2urec_mechanism(
-        orig=original, retrain=retrain_first, aug=augmented, student=forget_first[name], alpha=alpha,
-        labels=train.label[forget], users=train.user_id[forget], yes_id=data.yes_id, no_id=data.no_id)
+    spec = registry.method_of_row(name)
+    if spec is None or spec.diagnostic is None:
+      continue
+    probe = probe or ForgetProbe(ctx, rows, forget_first, retrain_first, forget)
+    found = spec.diagnostic(probe, name)
+    if found is None:
+      continue
+    if spec.same_as is None:
+      rows[name]['mechanism'] = found
+      continue
+    for other in names:
+      of = registry.method_of_row(other)
+      if of is not None and of.name == spec.same_as and rows[other].get('mechanism'):
+        rows[other]['mechanism'][spec.name] = found
 
 
 def available_models(ctx) -> list[str]:
-  """The finished models of a run's workdir worth reporting (not the augmented model or the noise floor)."""
+  """The finished models of a run's workdir worth reporting (not the helper models the methods
+  declare hidden, MethodSpec.helpers, or the noise floor)."""
+  from e2urec_jax.train import registry
+  hidden = set(registry.hidden_models()) | {'retrain_seed2'}
   models_dir = os.path.join(ctx.workdir, 'models')
   found = sorted(storage.listdir(models_dir)) if storage.isdir(models_dir) else []
-  return [n for n in found if n not in ('augmented', 'retrain_seed2') and not n.startswith('.')
+  return [n for n in found if n not in hidden and not n.startswith('.')
           and artifacts.read_done(ctx.phase_dir(n)) is not None]
 
 
@@ -167,10 +210,10 @@ def verify_models(ctx, names) -> None:
       artifacts.verify(ctx.model_dir(name))
 
 
-def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=()) -> dict:
+def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=None) -> dict:
   """Scores `names` and writes the report (rows in `order` first, then the others as given);
   `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).
-  `mechanism_for`: the E2URec rows whose teacher is measured."""
+  `mechanism_for`: the rows whose method's diagnostic is measured (evaluate_models; None: every one)."""
   from e2urec_jax.eval import report
   ordered = report.ordered_methods(names, order)
   results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)

@@ -16,7 +16,7 @@ import numpy as np
 
 from e2urec_jax import rules, seeds
 from e2urec_jax.methods import common
-from e2urec_jax.methods.spec import MethodSpec, register
+from e2urec_jax.methods.spec import Helper, MethodSpec, register
 from e2urec_jax.train.paths import ORIGINAL
 
 AUGMENTED = 'augmented'
@@ -136,12 +136,20 @@ def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augment
   """{'original': [cache_rows, answers, vocab], 'augmented': ...} answer logits on every forget
   row, in the order of common.split_indices (zeros after them), by the same deterministic passes
   as the step's."""
-  from e2urec_jax.train import inference
-  _, forget = common.split_indices(ctx.data)
-  logits = inference.eval_logits_fn(ctx)
   teachers = {'original': (frozen['base'], frozen['zero_adapters'])}
   if with_augmented:
     teachers['augmented'] = augmented_weights(frozen, augmented_is_adapters)
+  return forget_logits(ctx, teachers)
+
+
+def forget_logits(ctx, teachers: dict) -> dict:
+  """{name: [cache_rows, answers, vocab]} answer logits on every forget row of the models given as
+  {name: (params, adapters)}, in the order of common.split_indices (zeros after them): the cache
+  `e2urec_loss_fn(cached_teachers=True)` reads (the oracle's holds the retrained model's under
+  'original')."""
+  from e2urec_jax.train import inference
+  _, forget = common.split_indices(ctx.data)
+  logits = inference.eval_logits_fn(ctx)
   parts = {name: [] for name in teachers}
   # Full batches: a partial last one would be a new shape, and a compile, for every seed's forget set size.
   for batch, n in inference.iterate_eval(ctx, 'train', forget, full_batches=True):
@@ -152,10 +160,6 @@ def forget_teacher_logits(ctx, frozen, augmented_is_adapters: bool, with_augment
 
 
 # ------------------------------------------------------------------ the spec's pieces
-def _prepare(ctx, section, callbacks):
-  return {'augment': ensure_augmented(ctx, callbacks)}  # its time is part of E2URec's cost
-
-
 def _teachers(ctx, section, original) -> dict:
   """The frozen inputs, and the forget-set teacher cache where `teacher_cache_plan` says so. Its
   time is part of E2URec's cost: returned under '_cost' (MethodSpec.frozen)."""
@@ -200,6 +204,22 @@ def _batches(ctx, section, seed_of):
   return common.paired_batches(ctx, section.batch_size, seed_of, forget_rows=teacher_cache_plan(ctx, section)[0])
 
 
+def mechanism(probe, name: str):
+  """MethodSpec.diagnostic: the row's forgetting teacher measured on the forget set
+  (eval/mechanism.py): needs the original and the augmented model; None for a row trained
+  without the forgetting teacher, or when the augmented model is missing."""
+  row = probe.rows[name]
+  if not row['phase'].get('use_forget_teacher', True):
+    return None
+  augmented = probe.logits(AUGMENTED)
+  if augmented is None:
+    return None
+  alpha = row['phase'].get('alpha', probe.ctx.config.unlearn.e2urec.alpha)
+  return probe.measures.e2urec_mechanism(
+      orig=probe.logits(ORIGINAL), retrain=probe.retrain, aug=augmented, student=probe.logits(name), alpha=alpha,
+      labels=probe.labels, users=probe.users, yes_id=probe.yes_id, no_id=probe.no_id)
+
+
 def _record(section) -> dict:
   return {'alpha': section.alpha, 'w': section.w, 'use_forget_teacher': bool(section.use_forget_teacher),
           'use_remember_teacher': bool(section.use_remember_teacher)}
@@ -225,4 +245,6 @@ SPEC = register(MethodSpec(
            'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN,
            'teacher_cache_mb': rules.NON_NEGATIVE},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
-    frozen=_teachers, prepare=_prepare, record=_record, reads=('augment',)))
+    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism,
+    # The augmented model: its time is part of E2URec's cost (as 'augment_time_s'); trained on the forget set.
+    helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment'),)))

@@ -26,8 +26,9 @@ class Row:
 
 
 def section_of(config, method: str, overrides=()):
-  """config.unlearn.<method> with a row's overrides applied (a copy: the config is not touched)."""
-  section = config.unlearn[method].copy_and_resolve_references()
+  """config.unlearn.<method> with a row's overrides applied (a copy: the config is not touched); a
+  method declared `same_as` another reads that one's section."""
+  section = config.unlearn[spec_lib.get(method).section_name].copy_and_resolve_references()
   for key, value in dict(overrides).items():
     section[key] = value
   return section
@@ -38,7 +39,8 @@ def method_fields(config, method: str, section, seed) -> dict:
   computed, for the phase itself and for `resume`'s checks before a run."""
   from e2urec_jax.train import fingerprint
   spec = spec_lib.get(method)
-  return fingerprint.fields(config, fingerprint.METHOD, method=method, section=section, reads=spec.reads,
+  # A `same_as` method trains with that method's section: its fields are recorded under that name.
+  return fingerprint.fields(config, fingerprint.METHOD, method=spec.section_name, section=section, reads=spec.reads,
                             seed=seed, stepped=spec.run is None, adapters=spec.trainable == 'lora')
 
 
@@ -57,8 +59,9 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   if spec.run is not None:
     return spec.run(ctx, name, section, seed, callbacks)
   llmrec.ensure_original(ctx, callbacks)
-  prior = spec.prepare(ctx, section, callbacks) if spec.prepare is not None else {}
-  seed_of = lambda phase: seeds.derive(seed, method, phase)  # noqa: E731
+  prior = {h.cost_key: h.ensure(ctx, callbacks) for h in spec.helpers}  # their time is part of the cost
+  role = spec.section_name  # a `same_as` method: that method's seeds and initial adapters
+  seed_of = lambda phase: seeds.derive(seed, role, phase)  # noqa: E731
   original = ctx.load_params(ORIGINAL)
   frozen = spec.frozen(ctx, section, original) if spec.frozen is not None else {}
   if '_cost' in frozen:  # work done to build the frozen inputs (E2URec's teacher cache) is part of the cost
@@ -67,7 +70,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   if spec.trainable == 'full':
     trainable = original
   else:
-    trainable = ctx.new_adapters(original, seed_of('init'), method)
+    trainable = ctx.new_adapters(original, seed_of('init'), role)
   extra_hp = spec.hparams(ctx, section) if spec.hparams is not None else (lambda step: {})
   un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
   base_hp = common.hparams(section.learning_rate, un.weight_decay)
@@ -80,7 +83,8 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
       examples_per_step=examples, base_dir=ctx.model_dir(ORIGINAL), seed=seed_of('dropout'),
       save='full' if spec.trainable == 'full' else 'adapters', prior=prior,
       extra={**(spec.record(section) if spec.record is not None else {}), 'seed': seed,
-             **common.init_record(ctx, spec.trainable, method)})
+             **({'section': f'unlearn.{role}'} if spec.same_as else {}),
+             **common.init_record(ctx, spec.trainable, role)})
   plan = auto_stop.apply(ctx, plan)
   return runner.run_plan(ctx, plan, callbacks)
 

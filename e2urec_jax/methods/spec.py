@@ -7,16 +7,42 @@ rules, `run` executes and reports every registered method in registration order,
 `forget` serves the chainable ones. The one runner (`methods/runner.py`) does the phase,
 the saving and the stats, so a method declares only what differs.
 
-This module imports nothing heavy: the CLI reads the registry (to validate a config)
-before JAX is loaded.
+The registry itself is `train/registry.py` (the evaluation and the artifacts read it too);
+its functions are re-exported here. This module imports nothing heavy: the CLI reads the
+registry (to validate a config) before JAX is loaded.
 """
 import dataclasses
 from typing import Callable
 
 from e2urec_jax import rules
+from e2urec_jax.train.registry import (chainable, default_methods, find, get, helpers, hidden_models,  # noqa: F401
+                                       method_of_row, names, register, report_order, shard_methods, specs,
+                                       unregister)
 
 TRAINABLE_KINDS = ('full', 'lora', 'shards')
 STANDARD_RULES = {'learning_rate': rules.POSITIVE, 'steps': rules.POSITIVE_INT, 'batch_size': rules.POSITIVE_INT}
+
+
+@dataclasses.dataclass(frozen=True)
+class Helper:
+  """A model a method trains (or finds trained) before its own phase, e.g. E2URec's augmented model.
+
+  Declaring it is what lets the rest follow without naming the method: `resume.plan` plans it
+  (before the method, which is built on it), the runner counts its time in the method's cost,
+  `forget` deletes it where it learnt the forgotten records, the report does not list it."""
+  name: str  # its phase and model folder name (phases/<name>, models/<name>)
+  kind: str  # its fingerprint kind (train/fingerprint.py: 'augmented', 'recipe', ...)
+  deps: tuple  # the phases whose output it reads (those a command plans; e.g. ('original',))
+  ensure: Callable  # (ctx, callbacks) -> its stats: trains it, or finds it trained
+  # It is trained on the forget set: a forget request deletes it (the experiment's copy where the
+  # request's records were in the experiment's forget set; the request's own always).
+  trained_on_forget: bool = False
+  hidden: bool = True  # not a report row (a helper that is a reported model itself, retrain, says False)
+  cost: str | None = None  # its time is recorded as '<cost>_time_s' in the method's stats (default: name)
+
+  @property
+  def cost_key(self) -> str:
+    return self.cost or self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +70,9 @@ class MethodSpec:
   # (ctx, section, original params) -> what else the loss reads. A '_cost' entry (seconds) is work
   # done to build it (E2URec's teacher cache): counted in the method's time, not passed to the loss.
   frozen: Callable | None = None
-  # (ctx, section, callbacks) -> {prerequisite name: its stats}: models trained first whose
-  # time counts in this method's cost (E2URec: the augmented model).
-  prepare: Callable | None = None
+  # Models trained first (`Helper`s, in order): each one's time counts in this method's cost
+  # (E2URec: the augmented model).
+  helpers: tuple = ()
   record: Callable | None = None  # (section) -> extra stats written with the result (alpha, w, ...)
   # (ctx, name, section, seed, callbacks) -> stats, for a method that is not one training
   # phase (SISA, RecEraser); the fields above are then unused.
@@ -57,6 +83,17 @@ class MethodSpec:
   # Other config sections the method's phase reads (E2URec: 'augment', its augmented model's
   # recipe): part of its fingerprint (train/fingerprint.py), so changing them retrains it.
   reads: tuple = ()
+  # (probe, row name) -> dict | None: what the report measures of a row of this method on the
+  # forget set beside the distances (E2URec: its teacher, `mechanism`). `probe` is the evaluation's
+  # (eval/evaluate.py `ForgetProbe`): any model's forget-set logits, the retrained model's, the
+  # rows scored so far, the measures of eval/mechanism.py. A method with `same_as` puts its
+  # result in the mechanism of the rows of that method, under its own name.
+  diagnostic: Callable | None = None
+  # Another method whose config section and seeds this one uses (config.unlearn.<same_as>, with a
+  # row's overrides; seeds.derive(seed, same_as, phase)): it sees the same batches and initial
+  # adapters and differs only in what its spec changes (the oracle: the forget-set target).
+  same_as: str | None = None
+  in_default: bool = True  # in config.unlearn.methods' default (a diagnostic-only method says False)
 
   def __post_init__(self):
     if self.trainable not in TRAINABLE_KINDS:
@@ -64,51 +101,13 @@ class MethodSpec:
     if self.run is None and (self.loss is None or self.batches is None):
       raise ValueError(f'method {self.name!r}: declare loss and batches (or run, for a method of several phases)')
 
+  @property
+  def section_name(self) -> str:
+    """The config.unlearn section it reads."""
+    return self.same_as or self.name
+
   def field_rules(self) -> dict:
     """Every field's rule: the declared ones, the standard ones for the usual fields."""
     out = {k: STANDARD_RULES[k] for k in self.defaults if k in STANDARD_RULES}
     out.update(self.rules)
     return out
-
-
-_SPECS: dict[str, MethodSpec] = {}
-
-
-def register(spec: MethodSpec) -> MethodSpec:
-  """Adds `spec` (in report order: the order of registration); returns it."""
-  if spec.name in _SPECS and _SPECS[spec.name] is not spec:
-    raise ValueError(f'a method named {spec.name!r} is registered already')
-  missing = sorted(set(spec.defaults) - set(spec.field_rules()))
-  if missing:
-    raise ValueError(f'method {spec.name!r}: no rule for config field(s) {", ".join(missing)}')
-  _SPECS[spec.name] = spec
-  return spec
-
-
-def unregister(name: str) -> None:
-  """Removes a method (tests that register their own)."""
-  _SPECS.pop(name, None)
-
-
-def get(name: str) -> MethodSpec:
-  return _SPECS[name]
-
-
-def names() -> tuple:
-  """Every registered method, in report order."""
-  return tuple(_SPECS)
-
-
-def specs() -> tuple:
-  return tuple(_SPECS.values())
-
-
-def chainable() -> tuple:
-  """Methods `forget` can serve."""
-  return tuple(s.name for s in _SPECS.values() if s.chainable)
-
-
-def report_order() -> tuple:
-  """Rows of the report in order: the original, the retrained reference, then the methods."""
-  return ('original', 'retrain') + names()
-

@@ -25,7 +25,8 @@ def rerun_hint(path: str) -> str:
     if name.startswith('forget_v'):
       return (f'forget version {name.split("/")[0]} cannot be trained again by `run`; restore the folder from a '
               'backup, or serve its request again on a copy of the run from before it')
-    phase = name.split('/')[0] if name.split('/')[0] in ('sisa', 'receraser') else name
+    from e2urec_jax.train import registry
+    phase = name.split('/')[0] if name.split('/')[0] in registry.shard_methods() else name  # '<method>/shard<k>'
     return f'rerun `run` on this workdir: it trains phase {phase} again'
   if parts[-1] == 'pretrained':
     return 'rerun `run` on this workdir: it builds the pretrained start again'
