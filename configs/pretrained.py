@@ -83,6 +83,13 @@ def get_config(arg: str = ''):
     c.data.bucket_lengths = (64,)
     c.model.tokenizer_vocab_size = 3000
     c.pretrain.num_samples = 30_000
+    c.pretrain.eval_every = 0  # once an epoch: a valid pass over ~6,000 samples is not free
+    c.train.eval_every = 0
+    c.train.patience = 2
+    steps = 280  # a forget set of ~3,600 samples: the warm-up epoch (~225 steps) is ~80% of them
+    c.augment.steps = 6 * steps // 5
+    paper_proportions(c, steps)
+    c.eval.batch_size = 64
     c.unlearn.methods = 'e2urec,oracle,neggrad,badt'
   elif arg == 'test':
     c.seeds = '42,43'

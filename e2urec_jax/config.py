@@ -179,7 +179,7 @@ def default_config() -> ConfigDict:
   # ------------------------------------------------------------- unlearning
   c.unlearn = un = ConfigDict()
   un.method = 'e2urec'  # Method of the `unlearn` command (and of `forget`).
-  un.methods = ','.join(method_spec.names())  # Methods `run` executes, comma-separated.
+  un.methods = ','.join(method_spec.default_methods())  # Methods `run` executes, comma-separated.
   un.weight_decay = 0.0  # AdamW weight decay of every method's phase (the original code: torch's default 0.01).
   un.max_grad_norm = 1.0  # Gradient clipping of every method's phase as train.max_grad_norm; 0 = none.
   # Retrain-free stopping (opt-in; '' = every method runs its configured steps, as the paper).
