@@ -42,14 +42,15 @@ def test_synthetic_population_keeps_the_world_and_draws_other_people(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(ML100K), reason='needs the local ML-100K copy')
 def test_movielens_held_out_users_are_disjoint_stable_and_about_the_fraction():
   from e2urec_jax.data import movielens, readers
-  raw = movielens.read_ml100k(ML100K)
+  from e2urec_jax.data.sources import check_ratings
+  raw = movielens.read_ml100k(ML100K, strict=True)
   d = config_lib.default_config().data
   d.source = 'ml-100k'
   d.heldout_fraction = 0.3
   parts = {}
   for users in ('experiment', 'heldout'):
     d.users = users
-    parts[users] = readers.held_out_users(raw, d)
+    parts[users] = check_ratings(readers.held_out_users(raw, d), d)  # the data rules hold on the part
   exp, held = (set(parts[k].users['user']) for k in ('experiment', 'heldout'))
   assert not exp & held and exp | held == set(raw.users['user'])
   assert 0.25 < len(held) / len(raw.users) < 0.35

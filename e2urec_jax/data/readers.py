@@ -36,8 +36,10 @@ def held_out_users(raw: RawData, d) -> RawData:
   if not keep:
     raise UserError(f'config.data.users={users!r} with heldout_fraction={fraction:g} leaves no user of '
                     f'{d.source}; choose a fraction between 0 and 1 that keeps some')
-  return dataclasses.replace(raw, ratings=raw.ratings[raw.ratings['user'].isin(keep)].reset_index(drop=True),
-                             users=raw.users[raw.users['user'].isin(keep)].reset_index(drop=True))
+  rows = raw.ratings['user'].isin(keep).to_numpy()
+  return dataclasses.replace(raw, ratings=raw.ratings[rows].reset_index(drop=True),
+                             users=raw.users[raw.users['user'].isin(keep)].reset_index(drop=True),
+                             lines=None if raw.lines is None else raw.lines[rows])
 
 
 def read_synthetic_copy(config, folder: str) -> RawData:
