@@ -109,6 +109,12 @@ def ensure(config) -> dict | None:
   return record
 
 
+def recorded(config) -> dict | None:
+  """The cached backbone's record for `config` (reused: True), or None; trains nothing."""
+  record = _read_record(folder(config))
+  return None if record is None else {**record, 'reused': True}
+
+
 def _read_record(root: str) -> dict | None:
   path = os.path.join(root, RECORD)
   if not os.path.exists(path) or not os.path.exists(os.path.join(root, 'hf', 'config.json')):

@@ -131,12 +131,12 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
       from e2urec_jax.experiment import evaluate_seeds
       evaluate_seeds(config, workdir)
     else:
-      from e2urec_jax.experiment import e2urec_rows
+      from e2urec_jax.experiment import backbone_entry
       ctx = _open(config, workdir)
       names = [model] if model else available_models(ctx)
       resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
       verify_models(ctx, names)
-      write_results(ctx, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
+      write_results(ctx, names, order=spec.report_order(), extra=backbone_entry(config))
   if distributed.is_primary():
     print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
 

@@ -49,11 +49,6 @@ def seed_rows(config, rows, first_seed: bool):
   return [row for row in rows if row.method in repeat and row.name == row.method]
 
 
-def e2urec_rows(config) -> list[str]:
-  """The report rows run by E2URec: their teacher is measured (eval/mechanism.py)."""
-  return [row.name for row in runner.rows(config) if row.method == 'e2urec']
-
-
 def train_seed(ctx, rows, callbacks=()) -> list[str]:
   """Original, retrain, noise floor and the rows' methods of one seed; returns the report's names."""
   llmrec.ensure_original(ctx, callbacks)
@@ -83,11 +78,10 @@ def evaluate_seeds(config, workdir) -> dict:
     ctx = first if i == 0 else seed_context(first, seed)
     trained[seed] = (ctx, available_models(ctx))
     verify_models(ctx, trained[seed][1])  # every seed's, before any scoring
-  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False,
-                                  mechanism_for=e2urec_rows(config)) for seed, (ctx, names) in trained.items()}
+  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False) for seed, (ctx, names) in trained.items()}
   if not per_seed:
     raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
-  return seed_report.write(first, per_seed, order=spec.report_order())
+  return seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
 
 
 def opening_line(config, workdir: str, names, seeds=()) -> str:
@@ -104,8 +98,10 @@ def opening_line(config, workdir: str, names, seeds=()) -> str:
           '(phases already finished there are kept)')
 
 
-def _backbone_entry(record) -> dict:
-  """results.json's 'backbone' entry (config.pretrain): where it is and what it cost, apart."""
+def backbone_entry(config, record=None) -> dict:
+  """results.json's 'backbone' entry (config.pretrain): where it is and what it cost, apart;
+  `record` as backbone.ensure returned it, else the cached one's (read, never trained)."""
+  record = record or (backbone.recorded(config) if config.pretrain.enabled else None)
   if record is None:
     return {}
   keep = ('path', 'fingerprint', 'time_s', 'train_time_s', 'steps', 'best_valid', 'samples', 'population', 'reused')
@@ -125,7 +121,7 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
   first = resume.prepare_run(config, workdir, 'run', restart)
   if len(seeds) == 1:
     names = train_seed(first, rows, callbacks)
-    write_results(first, names, order=spec.report_order(), mechanism_for=e2urec_rows(config))
+    write_results(first, names, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   else:
     setups = {seed: seed_setup(first, seed) for seed in seeds[1:]}
     for setup in setups.values():  # every seed checked (refused or restarted) before any training
@@ -134,11 +130,10 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
     for i, seed in enumerate(seeds):
       ctx = first if i == 0 else seed_context(first, seed, setups[seed])
       names = train_seed(ctx, seed_rows(config, rows, i == 0), callbacks)
-      per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False,
-                                     mechanism_for=e2urec_rows(config))
+      per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False)
       if distributed.is_primary():
         print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
-    seed_report.write(first, per_seed, order=spec.report_order(), extra=_backbone_entry(pretrained))
+    seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   if not distributed.is_primary():  # process 0 wrote the report
     return
   print(storage.read_text(os.path.join(first.workdir, 'results.md')))

@@ -122,3 +122,29 @@ def test_a_given_model_and_a_backbone_are_refused_together(tmp_path):
   c.model.name_or_path = str(tmp_path / 'elsewhere')
   with pytest.raises(UserError, match='clear model.name_or_path, or set pretrain.enabled=False'):
     backbone.ensure(c)
+
+
+@pytest.mark.slow
+def test_a_run_from_the_backbone_reports_it_apart_and_evaluate_keeps_it(tmp_path, capsys):
+  from e2urec_jax import commands, runtime
+  from e2urec_jax.experiment import run_experiment
+  c = _tiny(tmp_path)
+  c.seeds = '42'
+  c.unlearn.methods = c.repeat_methods = 'e2urec,oracle'
+  c.eval.noise_floor = False
+  work = str(tmp_path / 'run')
+  run_experiment(c, work)
+  out = capsys.readouterr().out
+  lines = out.splitlines()
+  said = [i for i, line in enumerate(lines) if line.startswith('backbone: pretrained ')]
+  opening = [i for i, line in enumerate(lines) if line.startswith('run: ')]
+  assert said and opening and said[0] < opening[0]  # the first screen says it, before the run's own line
+  results = runtime.read_json(os.path.join(work, 'results.json'))
+  bb = results['backbone']
+  assert bb['path'] == c.model.name_or_path and bb['time_s'] > 0 and not bb['reused']
+  assert results['config']['model']['name_or_path'] == bb['path']  # every model started from it
+  assert '**Pretrained backbone** (pretrained by this run)' in open(os.path.join(work, 'results.md')).read()
+  assert 'oracle' in results['methods']['e2urec']['mechanism']  # the oracle's distance beside the teacher's
+  commands.evaluate(config_lib.load_saved(work), work)  # as `evaluate --workdir` does: the saved config
+  again = runtime.read_json(os.path.join(work, 'results.json'))
+  assert again['backbone']['path'] == bb['path'] and again['backbone']['reused']

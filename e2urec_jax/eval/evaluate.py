@@ -210,10 +210,11 @@ def verify_models(ctx, names) -> None:
       artifacts.verify(ctx.model_dir(name))
 
 
-def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=None) -> dict:
+def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechanism_for=None, extra=None) -> dict:
   """Scores `names` and writes the report (rows in `order` first, then the others as given);
   `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).
-  `mechanism_for`: the rows whose method's diagnostic is measured (evaluate_models; None: every one)."""
+  `mechanism_for`: the rows whose method's diagnostic is measured (evaluate_models; None: every one).
+  `extra`: entries added to results.json as they are (the pretrained backbone's)."""
   from e2urec_jax.eval import report
   ordered = report.ordered_methods(names, order)
   results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
@@ -223,6 +224,7 @@ def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechan
   results['seeds'] = [int(ctx.config.seed)]
   results['config'] = runtime.config_to_json(ctx.config)
   results['env'] = report.env_info()
+  results.update(extra or {})
   if write:
     from e2urec_jax.eval import seed_report
     results['summary'] = seed_report.summary(results)
