@@ -237,3 +237,19 @@ def audit(config, workdir: str, *, users: str | None = None, interactions: str |
   _existing(workdir, 'audit')
   for line in forget_lib.verify_audits(workdir, key_file=forget_key, users=users, interactions=interactions):
     print(line)
+
+
+def table(config, workdir: str) -> None:
+  """The headline table and the criteria of a finished run (eval/headline.py), from its results.json:
+  what the README's first table is printed by, over a run recorded under docs/results/."""
+  from e2urec_jax.eval import headline
+  path = os.path.join(workdir, 'results.json')
+  if not storage.exists(path):
+    raise UserError(f'no {path}: `table` reads a finished run\'s results.json; run `run` first, or check --workdir')
+  try:
+    results = runtime.read_json(path)
+  except ValueError as e:
+    raise UserError(f'{path} is not valid JSON ({e}); use an intact copy of the run\'s results.json')
+  print(headline.table(results))
+  print()
+  print(headline.criteria_lines(results))

@@ -35,6 +35,7 @@ COMMANDS = {
                                                                      'forget_key': 'forget_key'}),
     'audit': ('audit', 'check forget audits with the key', {'users': 'users', 'interactions': 'interactions',
                                                             'forget_key': 'forget_key'}),
+    'table': ('table', "print a run's headline table and criteria from <workdir>/results.json", {}),
 }
 TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'sequence', 'forget')  # commands that take callbacks
 COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format', 'restart', 'forget_key',
