@@ -40,7 +40,9 @@ def _toy_phase(phase_dir, num_steps, callbacks, every=4):
   """run_phase on a 3-parameter model (compiles in milliseconds)."""
   from e2urec_jax.config import default_config
   from e2urec_jax.train import mesh as mesh_lib
-  from e2urec_jax.train.loop import TimedJit, run_phase
+  from e2urec_jax.train.loop import PhaseOptions, run_phase
+  from e2urec_jax.train.plan import PhasePlan
+  from e2urec_jax.train.timed_jit import TimedJit
   config = default_config()
   config.progress, config.checkpoint.every_steps = False, every
 
@@ -48,13 +50,14 @@ def _toy_phase(phase_dir, num_steps, callbacks, every=4):
     w = trainable['w'] - hp['lr']
     return {'w': w}, opt_state, {'loss': jnp.sum(w) + 0.0 * batch['x'].sum()}
 
-  return run_phase(
-      name='toy', phase_dir=str(phase_dir), config=config, step_fn=TimedJit(jax.jit(step)),
-      trainable={'w': jnp.zeros(3)}, opt_state={}, frozen={},
+  plan = PhasePlan(
+      name='toy', kind='full', step=TimedJit(jax.jit(step)), start=None, trainable={'w': jnp.zeros(3)}, frozen={},
       batch_for_step=lambda s: {'x': np.ones((jax.device_count(), 2), np.float32)},
-      hparams_for_step=lambda s: {'lr': 0.1}, num_steps=num_steps, examples_per_step=1,
-      mesh=mesh_lib.make_mesh(), base_sha256='toy', seed=0, callbacks=callbacks,
-      model=lambda t: (t, None))
+      hparams_for_step=lambda s: {'lr': 0.1}, num_steps=num_steps, examples_per_step=1, base_dir='', seed=0,
+      save='none')
+  return run_phase(plan, PhaseOptions.from_config(
+      config, phase_dir=str(phase_dir), mesh=mesh_lib.make_mesh(), base_sha256='toy', opt_state={},
+      callbacks=callbacks, model=lambda t: (t, None)))
 
 
 class Recorder(Callback):

@@ -24,18 +24,19 @@ def ctx(tmp_path_factory):
 def _lora_phase(ctx, phase_dir, num_steps):
   from e2urec_jax.data import make_batch
   from e2urec_jax.methods import common
-  from e2urec_jax.train import sampling, steps
-  from e2urec_jax.train.loop import run_phase
+  from e2urec_jax.train import sampling
+  from e2urec_jax.train.loop import PhaseOptions, run_phase
+  from e2urec_jax.train.plan import PhasePlan
   params = ctx.bundle.pretrained_params
   trainable = ctx.new_adapters(params, 0)
   step_fn = ctx.train_step(common.ce_loss_fn, kind='lora')
   rows = np.arange(len(ctx.data.splits['train']))
-  return run_phase(
-      name='resume', phase_dir=phase_dir, config=ctx.config, step_fn=step_fn, trainable=ctx.put(trainable),
-      opt_state=ctx.put(steps.init_opt_state(trainable)), frozen={'base': ctx.put(params)},
+  plan = PhasePlan(
+      name='resume', kind='lora', step=step_fn, start=params, trainable=trainable, frozen={'base': ctx.put(params)},
       batch_for_step=lambda s: make_batch(ctx.data, 'train', sampling.batch_indices(rows, 8, 0, s)),
-      hparams_for_step=common.hparams(1e-2), num_steps=num_steps, examples_per_step=8, mesh=ctx.mesh,
-      base_sha256='base', seed=0)
+      hparams_for_step=common.hparams(1e-2), num_steps=num_steps, examples_per_step=8, base_dir='', seed=0,
+      save='none')
+  return run_phase(plan, PhaseOptions.from_config(ctx.config, phase_dir=phase_dir, mesh=ctx.mesh, base_sha256='base'))
 
 
 def test_restore_and_continue_equals_uninterrupted_run(ctx, tmp_path):
@@ -192,8 +193,9 @@ def test_phase_times_leave_out_what_they_should(ctx, tmp_path):
   import time
   from e2urec_jax.data import make_batch
   from e2urec_jax.methods import common
-  from e2urec_jax.train import callbacks, sampling, steps
-  from e2urec_jax.train.loop import run_phase
+  from e2urec_jax.train import callbacks, sampling
+  from e2urec_jax.train.loop import PhaseOptions, run_phase
+  from e2urec_jax.train.plan import PhasePlan
   params = ctx.bundle.pretrained_params
   trainable = ctx.new_adapters(params, 0)
   rows = np.arange(len(ctx.data.splits['train']))
@@ -208,13 +210,14 @@ def test_phase_times_leave_out_what_they_should(ctx, tmp_path):
       time.sleep(0.05)
 
   wall = time.perf_counter()
-  result = run_phase(
-      name='timed', phase_dir=str(tmp_path / 'timed'), config=ctx.config,
-      step_fn=ctx.train_step(common.ce_loss_fn, kind='lora'), trainable=ctx.put(trainable),
-      opt_state=ctx.put(steps.init_opt_state(trainable)), frozen={'base': ctx.put(params)},
+  plan = PhasePlan(
+      name='timed', kind='lora', step=ctx.train_step(common.ce_loss_fn, kind='lora'), start=params,
+      trainable=trainable, frozen={'base': ctx.put(params)},
       batch_for_step=lambda s: make_batch(ctx.data, 'train', sampling.batch_indices(rows, 8, 0, s)),
-      hparams_for_step=common.hparams(1e-3), num_steps=10, examples_per_step=8, mesh=ctx.mesh,
-      base_sha256='base', seed=0, validate=validate, eval_every=2, patience=10, callbacks=(Slow(),))
+      hparams_for_step=common.hparams(1e-3), num_steps=10, examples_per_step=8, base_dir='', seed=0, save='none',
+      validate=validate, eval_every=2, patience=10)
+  result = run_phase(plan, PhaseOptions.from_config(ctx.config, phase_dir=str(tmp_path / 'timed'), mesh=ctx.mesh,
+                                                    base_sha256='base', callbacks=(Slow(),)))
   wall = time.perf_counter() - wall
   validation, hooks = 5 * 0.3, 10 * 0.05
   assert hooks <= result.callbacks_s < hooks + 0.5

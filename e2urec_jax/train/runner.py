@@ -5,51 +5,18 @@ models, the augmented model and every unlearning method. A phase whose result is
 (done.json and its model) is not run again, so rerunning a command resumes.
 """
 import contextlib
-import dataclasses
 import os
 from typing import Any, Callable
 
 import jax
 
 from e2urec_jax import distributed, runtime, stamps, storage
-from e2urec_jax.train import artifacts, steps
+from e2urec_jax.train import artifacts
 from e2urec_jax.train.context import peak_memory_bytes
-from e2urec_jax.train.loop import PhaseResult, run_phase
+from e2urec_jax.train.loop import PhaseOptions, PhaseResult, run_phase
+from e2urec_jax.train.plan import PhasePlan  # noqa: F401  (methods build plans as runner.PhasePlan)
 
 SAVES = ('full', 'merged', 'adapters', 'none')
-
-
-@dataclasses.dataclass
-class PhasePlan:
-  """One training phase, declared.
-
-  kind 'full': `start` is trained as it is (`frozen` holds what else the loss reads);
-  kind 'lora': adapters (`trainable`) are trained on the base in `frozen['base']`.
-  save: 'full' (the trained weights), 'merged' (base + adapters folded, as full weights),
-  'adapters' (the adapters alone, naming `base_dir` as their base) or 'none'.
-  """
-  name: str  # phase name: its folders, its model
-  kind: str  # 'full' | 'lora'
-  step: Any  # a compiled train step (RunContext.train_step)
-  start: Any  # host params the phase starts from (the base of the adapters for 'lora')
-  trainable: Any  # the initial trainable tree: `start` itself ('full') or fresh adapters ('lora')
-  frozen: dict
-  batch_for_step: Callable[[int], dict]
-  hparams_for_step: Callable[[int], dict]
-  num_steps: int
-  examples_per_step: int
-  base_dir: str  # the model folder `start` came from: checkpoints and adapters record its hash
-  seed: int  # the dropout key's seed
-  save: str
-  validate: Callable[[Any], float] | None = None  # trainable -> valid loss (early stopping)
-  eval_every: int = 0
-  patience: int = 0
-  valid_key: str = 'valid_loss'  # what `validate` measures, as metrics.jsonl names it
-  # unlearn_time_s counts the loop up to the kept model's check (the paper's early stopping drops
-  # the epochs after it) or, False, up to the stop (a retrain-free rule needs those steps to know).
-  time_to_best: bool = True
-  prior: dict = dataclasses.field(default_factory=dict)  # {name: stats} of models trained for this one
-  extra: dict = dataclasses.field(default_factory=dict)  # more stats to record (a method's settings)
 
 
 def done(ctx, name: str, record: dict | None = None):
@@ -140,15 +107,10 @@ def run_plan(ctx, plan: PhasePlan, callbacks=()) -> dict:
   from e2urec_jax.models import lora
   if plan.save not in SAVES:
     raise ValueError(f'{plan.name}: save must be one of {SAVES}, not {plan.save!r}')
-  trainable = plan.trainable
-  result = run_phase(
-      name=plan.name, phase_dir=ctx.phase_dir(plan.name), config=ctx.config, step_fn=plan.step,
-      trainable=ctx.put(trainable), opt_state=ctx.put(steps.init_opt_state(trainable)), frozen=plan.frozen,
-      batch_for_step=plan.batch_for_step, hparams_for_step=plan.hparams_for_step, num_steps=plan.num_steps,
-      examples_per_step=plan.examples_per_step, mesh=ctx.mesh, base_sha256=artifacts.content_hash(plan.base_dir),
-      validate=plan.validate, eval_every=plan.eval_every, patience=plan.patience, seed=plan.seed,
-      callbacks=callbacks, model=evaluation_weights(ctx, plan) if callbacks else None, ctx=ctx,
-      valid_key=plan.valid_key)
+  options = PhaseOptions.from_config(
+      ctx.config, phase_dir=ctx.phase_dir(plan.name), mesh=ctx.mesh, base_sha256=artifacts.content_hash(plan.base_dir),
+      callbacks=tuple(callbacks), model=evaluation_weights(ctx, plan) if callbacks else None, ctx=ctx)
+  result = run_phase(plan, options)
   final = jax.device_get(result.trainable)
   trainable_params = lora.count_params(final) if plan.kind == 'lora' else ctx.bundle.num_base_params
   path = ctx.model_dir(plan.name)

@@ -13,7 +13,7 @@ import jax
 import optax
 
 from e2urec_jax.train import mesh as mesh_lib
-from e2urec_jax.train.loop import TimedJit
+from e2urec_jax.train.timed_jit import TimedJit
 
 # The configs' default bound (the Hugging Face Trainer's). The original E2URec code does not use
 # that Trainer and never clips: its configs set max_grad_norm = 0.
