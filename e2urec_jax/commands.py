@@ -146,14 +146,14 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
   """P(Yes) of `model` (default e2urec) for the (user_id, item_id) pairs of the CSV `input`. Users
   (and interactions) forgotten by `forget` requests are refused unless `allow_forgotten`: the check
   needs the operator's key (`forget_key`), as the workdir keeps only keyed hashes of them."""
-  from e2urec_jax import forget as forget_lib
+  from e2urec_jax import forget_audit
   from e2urec_jax.eval.predict import predict as predict_pairs, read_pairs
   name = model or 'e2urec'
   pairs = read_pairs(input)
   _existing(workdir, 'predict')
   if output:
     _check_predict_output(output, input, workdir)
-  forget_lib.refuse_forgotten(workdir, pairs, key_file=forget_key, allow=allow_forgotten)
+  forget_audit.refuse_forgotten(workdir, pairs, key_file=forget_key, allow=allow_forgotten)
   p_yes = predict_pairs(_open(config, workdir), name, pairs)
   out = pairs[['user_id', 'item_id']].copy()
   out['p_yes'] = p_yes
@@ -219,9 +219,10 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
   """Serves a forget request on a trained run (forget.py); `forget_key` is the operator's key file,
   outside the workdir (the audit holds keyed hashes of the ids under it)."""
   from e2urec_jax import forget as forget_lib
+  from e2urec_jax.forget_request import read_request
   forget_lib.require_local(workdir)
   _existing(workdir, 'forget')
-  forget_lib.read_request(users, interactions)  # a malformed request fails before it waits for anyone
+  read_request(users, interactions)  # a malformed request fails before it waits for anyone
   with workdir_lock.hold(storage.abspath(workdir), 'forget'):
     audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
                              callbacks=callbacks)
@@ -232,10 +233,10 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
 def audit(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
           forget_key: str | None = None) -> None:
   """Checks the workdir's forget audits with the operator's key: each audit's MAC, and which
-  request forgot the given users or interactions (forget.py)."""
-  from e2urec_jax import forget as forget_lib
+  request forgot the given users or interactions (forget_audit.py)."""
+  from e2urec_jax import forget_audit
   _existing(workdir, 'audit')
-  for line in forget_lib.verify_audits(workdir, key_file=forget_key, users=users, interactions=interactions):
+  for line in forget_audit.verify_audits(workdir, key_file=forget_key, users=users, interactions=interactions):
     print(line)
 
 

@@ -1,4 +1,4 @@
-"""`forget`: serve a forget request on a trained run.
+"""`forget`: serve a forget request on a trained run (its orchestration: the stages, their record, the scores).
 
   python -m e2urec_jax forget --users=196,305 --forget_key=KEY --workdir=DIR   (or --users=FILE, one id a line)
   python -m e2urec_jax forget --interactions=pairs.csv --forget_key=KEY --workdir=DIR   (user_id,item_id lines)
@@ -29,205 +29,30 @@ Records that no train sample holds (only valid/test samples, or raw ratings that
 sample) need no unlearning: such a request only removes them (steps 5 and 6; no new model).
 Each stage is recorded in forget/pending.json (keyed hashes only), so rerunning the same command
 after a crash finishes the request; a different request waits until it is done.
+
+The request's parsing is forget_request.py; the key, the keyed hashes, the audit and its checks
+(`audit`, `predict`'s refusal) are forget_audit.py; the scrubbing of the data is forget_scrub.py.
 """
 import contextlib
 import dataclasses
-import datetime
 import fcntl
-import hashlib
-import hmac
-import json
 import os
-import secrets
 
 import numpy as np
 
+from e2urec_jax import forget_audit as audit_lib
 from e2urec_jax import forget_scrub as scrub
 from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
+from e2urec_jax.forget_audit import FORGET_DIR
+from e2urec_jax.forget_request import Request, read_request
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.paths import Paths, run_paths
 
-FORGET_DIR = 'forget'
-LEGACY_SALT = 'salt.key'  # where requests before keyed hashes kept their salt (inside the workdir)
 PENDING_FILE = 'pending.json'
-SCHEME = 'hmac-sha256'
-HASH_NOTE = ('HMAC-SHA256(key, id) (pairs: user NUL item) under the operator\'s key file (--forget_key), '
-             'which is never in the workdir; key_id = HMAC-SHA256(key, "key-id")')
-REMAINS = ('The frozen original model (models/original) was trained on these records and still encodes them; '
-           'forget_v{n} is built on top of it and makes the served model answer as if they were unseen, '
-           'approximately: their influence is reduced, not provably removed. Only retraining from scratch '
-           'without them is exact.')
 
 
-@dataclasses.dataclass
-class Request:
-  kind: str  # 'users' | 'interactions'
-  users: list  # user ids as the source spells them (sorted, unique)
-  pairs: list  # (user id, item id) as the source spells them; interactions only
-  where: dict = dataclasses.field(default_factory=dict)  # id or (user, item) -> where it was given ('F line 3')
-
-
-# ------------------------------------------------------------------ request
-def parse_users(spec: str) -> list:
-  """The user ids of --users (inline or a file), sorted and unique (data/idfiles.py)."""
-  from e2urec_jax.data import idfiles
-  return sorted({u for u, _ in idfiles.read_user_ids(spec)})
-
-
-def parse_interactions(path: str) -> list:
-  """The (user, item) pairs of --interactions, sorted and unique (data/idfiles.py)."""
-  from e2urec_jax.data import idfiles
-  return sorted({(u, i) for u, i, _ in idfiles.read_pairs(path, '--interactions')})
-
-
-def read_request(users: str | None, interactions: str | None) -> Request:
-  from e2urec_jax.data import idfiles
-  if users is not None and interactions is not None:
-    raise UserError('pass either --users or --interactions, not both (one request at a time)')
-  if interactions is not None:
-    rows = idfiles.read_pairs(interactions, '--interactions')
-    pairs = sorted({(u, i) for u, i, _ in rows})
-    where = {}
-    for u, i, n in rows:
-      where.setdefault((u, i), f'{interactions} line {n}')
-    return Request('interactions', sorted({u for u, _ in pairs}), pairs, where)
-  if users is None:
-    raise UserError('forget needs --users=IDS_OR_FILE (whole users) or --interactions=FILE (user_id,item_id pairs)')
-  given = idfiles.read_user_ids(users)
-  where = {}
-  for u, w in given:
-    where.setdefault(u, w)
-  return Request('users', sorted(where), [], where)
-
-
-# ------------------------------------------------------------------ the key
-def keyed(key: bytes, *parts) -> str:
-  """HMAC-SHA256 of the id (or user NUL item) under the operator's key."""
-  return hmac.new(key, '\x00'.join(str(p) for p in parts).encode(), hashlib.sha256).hexdigest()
-
-
-def _legacy(key: bytes, *parts) -> str:
-  """The salted sha256 of requests served before keyed hashes (their salt is the key)."""
-  return hashlib.sha256((key.decode('latin-1') + '\x00' + '\x00'.join(str(p) for p in parts)).encode()).hexdigest()
-
-
-def key_id(key: bytes) -> str:
-  return keyed(key, 'key-id')[:16]
-
-
-def read_key(key_file: str | None, workdir: str, *, create: bool, command: str) -> bytes:
-  """The operator's key: the bytes of `key_file` (created, 0600, when `create` and missing)."""
-  key, save = _key(key_file, workdir, create=create, command=command)
-  save()
-  return key
-
-
-def _key(key_file: str | None, workdir: str, *, create: bool, command: str):
-  """(key, save): the key of `key_file`, or, when `create` and the file is missing, a new random key that
-  save() writes (0600). forget saves it only once a request is accepted, so a refused first request leaves
-  no key behind."""
-  if not key_file:
-    raise UserError(f'{command} needs the forget key: pass --forget_key=FILE (or set E2UREC_FORGET_KEY), a file '
-                    'outside the workdir that only the operator can read (created on the first forget request); '
-                    'the workdir keeps only hashes of forgotten ids under it')
-  key_file = os.path.abspath(os.path.expanduser(key_file))
-  if storage.inside(key_file, workdir):
-    raise UserError(f'--forget_key={key_file} is inside the workdir {workdir}: whoever has the workdir would have '
-                    'the key and could recover the forgotten ids; keep the key file elsewhere')
-  if not os.path.exists(key_file):
-    if not create:
-      raise UserError(f'--forget_key={key_file}: no such file; pass the key file the forget requests of this '
-                      'workdir were served with')
-    key = secrets.token_hex(32).encode()  # the file holds it as text, read back as these bytes
-    return key, lambda: _write_key(key_file, key)
-  with open(key_file, 'rb') as f:
-    key = f.read().strip()
-  if len(key) < 16:
-    raise UserError(f'--forget_key={key_file}: {len(key)} bytes; a key needs at least 16 (a new file gets 32 '
-                    'random bytes)')
-  return key, lambda: None
-
-
-def _write_key(key_file: str, key: bytes) -> None:
-  os.makedirs(os.path.dirname(key_file), mode=0o700, exist_ok=True)
-  fd = os.open(key_file + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a secret: owner only
-  with os.fdopen(fd, 'w') as f:
-    f.write(key.decode() + '\n')
-  os.replace(key_file + '.tmp', key_file)
-  print(f'created the forget key {key_file} (0600); keep it safe and out of the workdir: audits are verified '
-        'and forgotten users refused with it')
-
-
-def _check_legacy_salt(forget_dir: str) -> None:
-  path = os.path.join(forget_dir, LEGACY_SALT)
-  if storage.exists(path):
-    raise UserError(f'{path}: audits written before keyed hashes keep their salt beside them, so the forgotten ids '
-                    'can be recovered from the workdir; move that file out of the workdir and pass it as '
-                    '--forget_key=FILE (its audits stay verifiable with it)')
-
-
-def _subject_hashes(audit: dict) -> tuple[list, list]:
-  s = audit.get('subjects', {})
-  return s.get('users', s.get('sha256', [])), s.get('pairs', s.get('pairs_sha256', []))
-
-
-def _hasher(audit: dict, key: bytes):
-  legacy = audit.get('subjects', {}).get('scheme') != SCHEME
-  return (lambda *parts: _legacy(key, *parts)) if legacy else (lambda *parts: keyed(key, *parts))
-
-
-def _check_key(audits: dict, key: bytes, key_file: str) -> None:
-  for v, audit in sorted(audits.items()):
-    want = audit.get('subjects', {}).get('key_id')
-    if want and want != key_id(key):
-      raise UserError(f'--forget_key={key_file} is not the key audit v{v} was written with (key id {want}, this '
-                      f'key {key_id(key)}); pass the key file the forget requests of this workdir were served with')
-
-
-def mac(audit: dict, key: bytes) -> str:
-  body = {k: v for k, v in audit.items() if k != 'mac'}
-  return keyed(key, json.dumps(body, sort_keys=True, default=runtime._json_default))
-
-
-@contextlib.contextmanager
-def _lock(forget_dir: str):
-  """Requests on one workdir run one after another: a second one waits for the first."""
-  fd = os.open(os.path.join(forget_dir, '.lock'), os.O_CREAT | os.O_RDWR, 0o666)
-  try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    print(f'another forget request is running on {os.path.dirname(forget_dir)}; waiting for it to finish', flush=True)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-  try:
-    yield
-  finally:
-    os.close(fd)  # releases the lock (a killed process releases it too)
-
-
-def _audits(forget_dir: str) -> dict:
-  out = {}
-  if not storage.isdir(forget_dir):
-    return out
-  for name in storage.listdir(forget_dir):
-    if name.startswith('audit_v') and name.endswith('.json'):
-      out[int(name[len('audit_v'):-len('.json')])] = runtime.read_json(os.path.join(forget_dir, name))
-  return out
-
-
-def forgotten_by(audits: dict, key: bytes, user: str, item: str | None = None) -> int | None:
-  """The version of the request that forgot `user` (a users request), or the pair (user, item)
-  (an interactions request), checked through the audits' keyed hashes; None if none did."""
-  for v, audit in sorted(audits.items()):
-    h = _hasher(audit, key)
-    users, pairs = _subject_hashes(audit)
-    if audit.get('request') == 'users' and h(user) in users:
-      return v
-    if item is not None and h(user, item) in pairs:
-      return v
-  return None
-
-
+# ------------------------------------------------------------------ where the request's records are
 @dataclasses.dataclass
 class Found:
   """A request's records in the workdir: in samples (users/pairs: int ids), only in the raw copy
@@ -268,8 +93,8 @@ def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: 
         out.users.append(int(users[key_]))
       elif key_.isdigit() and int(key_) in raw_users:
         out.raw_users.append(int(key_))
-      elif forgotten_by(audits, key, key_) is not None:
-        out.done.append((key_, forgotten_by(audits, key, key_)))
+      elif audit_lib.forgotten_by(audits, key, key_) is not None:
+        out.done.append((key_, audit_lib.forgotten_by(audits, key, key_)))
       elif not missing_ok:
         where = request.where.get(key_, '--users')
         where = '' if where == '--users' else f'{where}: '
@@ -285,7 +110,7 @@ def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: 
     if ukey.isdigit() and ikey.isdigit() and (int(ukey), int(ikey)) in raw_pairs:
       out.raw_pairs.append((int(ukey), int(ikey)))  # a rating that formed no sample
       continue
-    version = forgotten_by(audits, key, ukey, ikey)
+    version = audit_lib.forgotten_by(audits, key, ukey, ikey)
     if version is not None:
       out.done.append((f'{ukey},{ikey}', version))
     elif not missing_ok:
@@ -306,6 +131,21 @@ class _IntKeys(dict):
     return super().__getitem__(key) if super().__contains__(key) else int(key)
 
 
+@contextlib.contextmanager
+def _lock(forget_dir: str):
+  """Requests on one workdir run one after another: a second one waits for the first."""
+  fd = os.open(os.path.join(forget_dir, '.lock'), os.O_CREAT | os.O_RDWR, 0o666)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    print(f'another forget request is running on {os.path.dirname(forget_dir)}; waiting for it to finish', flush=True)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+  try:
+    yield
+  finally:
+    os.close(fd)  # releases the lock (a killed process releases it too)
+
+
 # ------------------------------------------------------------------ versions
 def request_paths(workdir: str, version: int, base_dir: str, method: str) -> Paths:
   """Request N's folders: it starts from `base_dir` (the model served before it), its phases (the
@@ -319,7 +159,7 @@ def request_paths(workdir: str, version: int, base_dir: str, method: str) -> Pat
 def base_for(workdir: str, version: int) -> str:
   """The model request `version` starts from (a full HF folder): the original, or the last version's
   model merged (requests that only removed records trained no model: the one before them)."""
-  audits = _audits(os.path.join(workdir, FORGET_DIR))
+  audits = audit_lib.read_audits(os.path.join(workdir, FORGET_DIR))
   prev_version = next((v for v in range(version - 1, 0, -1)
                        if not (v in audits and audits[v].get('model') is None)), None)
   if prev_version is None:
@@ -378,13 +218,13 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
   if artifacts.read_done(os.path.join(workdir, 'phases', 'original')) is None or \
       not os.path.isdir(os.path.join(workdir, 'models', 'original')):
     raise UserError(f'no trained model in {workdir}/models/original; run `train` (or `run`) on this workdir first')
-  _check_legacy_salt(os.path.join(workdir, FORGET_DIR))
-  key, save_key = _key(key_file, workdir, create=True, command='forget')
+  audit_lib.check_legacy_salt(os.path.join(workdir, FORGET_DIR))
+  key, save_key = audit_lib.open_key(key_file, workdir, create=True, command='forget')
   forget_dir = runtime.ensure_writable_dir(os.path.join(workdir, FORGET_DIR))
   with _lock(forget_dir):
-    audits = _audits(forget_dir)
-    _check_key(audits, key, key_file)
-    request_hash = keyed(key, request.kind, *request.users, *[f'{u},{i}' for u, i in request.pairs])
+    audits = audit_lib.read_audits(forget_dir)
+    audit_lib.check_key(audits, key, key_file)
+    request_hash = audit_lib.keyed(key, request.kind, *request.users, *[f'{u},{i}' for u, i in request.pairs])
     pending_path = os.path.join(forget_dir, PENDING_FILE)
     pending = runtime.read_json(pending_path) if os.path.exists(pending_path) else None
     if pending is not None and pending['request_hash'] != request_hash:
@@ -407,7 +247,7 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
       pending['deleted'] = sorted(set(pending.get('deleted', []) + deleted))
       pending['stage'] = 'audit'
       runtime.write_json(pending_path, pending)
-    audit = _audit(pending, request, key)
+    audit = audit_lib.build_audit(pending, request, key)
     runtime.write_json(os.path.join(forget_dir, f'audit_v{pending["version"]}.json'), audit)
     os.remove(pending_path)
   return audit
@@ -437,12 +277,12 @@ def _plan(workdir, request, method, key, request_hash, audits):
     print(f'forget v{version}: no train sample holds these records (only validation/test samples or raw ratings '
           'that formed no sample), so no model learnt them; removing them from the workdir only')
     return {'version': version, 'request_hash': request_hash, 'stage': 'scrub', 'method': None,
-            'started_utc': _now(), 'delete': [], 'base': None, 'stats': None, 'metrics': None,
+            'started_utc': audit_lib.now_utc(), 'delete': [], 'base': None, 'stats': None, 'metrics': None,
             'forget_set': {'samples': 0, 'users': len(set(found.scrub_users()) | {u for u, _ in found.scrub_pairs()})},
             'unlearn_config': None, 'models': _models(workdir)}
   in_experiment = bool((frames['train']['is_forget'].to_numpy() & mask).any())
   return {'version': version, 'request_hash': request_hash, 'stage': 'train', 'method': method,
-          'started_utc': _now(), 'delete': helper_deletions(method, version, in_experiment)}
+          'started_utc': audit_lib.now_utc(), 'delete': helper_deletions(method, version, in_experiment)}
 
 
 def helper_deletions(method: str, version: int, in_experiment_forget_set: bool) -> list[str]:
@@ -491,50 +331,6 @@ def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None
                  unlearn_config=ctx.config.unlearn[method].to_dict(), models=_models(workdir))
 
 
-SCRUB_ONLY = ('These records were in no train sample (as target or in a shown history): only validation/test '
-              'samples or raw ratings that formed no sample held them, so no model was trained on them and none '
-              'was changed; they were removed from the workdir\'s data.')
-
-
-def _deleted_helpers() -> set:
-  """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
-  among the models trained with them (those a helper only reads, the retrained model, are)."""
-  from e2urec_jax.methods import spec
-  return {h.name for h in spec.helpers() if h.trained_on_forget}
-
-
-def _audit(pending: dict, request: Request, key: bytes) -> dict:
-  n = pending['version']
-  scrub_only = pending['method'] is None
-  trained_with = [m for m in pending['models'] if m not in _deleted_helpers() and m != f'forget_v{n}']
-  audit = {
-      'version': n,
-      'time_utc': _now(), 'started_utc': pending['started_utc'],
-      'request': request.kind,
-      'subjects': {'scheme': SCHEME, 'key_id': key_id(key),
-                   'users': sorted(keyed(key, u) for u in request.users),
-                   'pairs': sorted(keyed(key, u, i) for u, i in request.pairs),
-                   'hash': HASH_NOTE},
-      'method': pending['method'], 'unlearn_config': pending['unlearn_config'],
-      'model': None if scrub_only else f'models/forget_v{n}', 'base': pending['base'],
-      'forget_set': pending['forget_set'], 'cost': pending['stats'],
-      'metrics': pending['metrics'],
-      'removed_rows': pending['removed'], 'deleted': pending['deleted'],
-      'remains': {
-          'statement': SCRUB_ONLY if scrub_only else REMAINS.format(n=n),
-          'models_that_may_encode_these_records': [] if scrub_only else [f'models/{m}' for m in trained_with],
-          'outside_the_workdir': 'raw source files outside the workdir (config.data.raw_dir, the download cache) '
-                                 'are not modified; preparing the data again from them brings these records back',
-          'aggregates': 'logged losses, results.json and the trained tokenizer were computed with these records; '
-                        'they hold no per-user rows'}}
-  audit['mac'] = mac(audit, key)
-  return audit
-
-
-def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
-
-
 def report(audit: dict, workdir: str) -> None:
   """The two lines `forget` prints about a finished request."""
   where = f'{workdir}/{FORGET_DIR}/audit_v{audit["version"]}.json'
@@ -548,64 +344,3 @@ def report(audit: dict, workdir: str) -> None:
         f"{audit['forget_set']['users']} user(s); served model {audit['model']} (base {audit['base']})")
   print(f"forget-set JSD to the pre-unlearning model {m['forget_jsd_to_pre_unlearning']}; membership-inference "
         f"AUC {m['mia_auc']} (before {m['mia_auc_before']}); audit {where}")
-
-
-# ------------------------------------------------------------------ what the key opens
-def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) -> None:
-  """For `predict`: a UserError naming the first pair whose user (or interaction) a forget request
-  forgot, unless `allow`. The audits hold keyed hashes only, so the check needs the key."""
-  forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
-  audits = _audits(forget_dir)
-  if not audits or allow:
-    return
-  if not key_file:
-    raise UserError(f'{workdir} served {len(audits)} forget request(s); predict refuses their users and checks each '
-                    'one through the audits\' keyed hashes, which needs the key: pass --forget_key=FILE (or set '
-                    'E2UREC_FORGET_KEY), or --allow_forgotten to score forgotten users anyway')
-  _check_legacy_salt(forget_dir)
-  key = read_key(key_file, storage.abspath(workdir), create=False, command='predict')
-  _check_key(audits, key, key_file)
-  lines = pairs['line'] if 'line' in pairs else [None] * len(pairs)
-  for user, item, line in zip(pairs['user_id'], pairs['item_id'], lines):
-    v = forgotten_by(audits, key, str(user), str(item))
-    if v is not None:
-      where = f'line {line}: ' if line is not None else ''
-      what = f'user {user!r}' if audits[v].get('request') == 'users' else f'interaction ({user!r}, {item!r})'
-      raise UserError(f'{where}{what} was forgotten by forget request v{v}; the served model does not score '
-                      'forgotten users (pass --allow_forgotten to score anyway)')
-
-
-def verify_audits(workdir: str, *, key_file: str | None, users: str | None = None,
-                  interactions: str | None = None) -> list[str]:
-  """The `audit` command: each audit's MAC under the key, and which request forgot the given ids."""
-  forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
-  audits = _audits(forget_dir)
-  if not audits:
-    raise UserError(f'{workdir} has no forget audits ({forget_dir}/audit_v*.json)')
-  key = read_key(key_file, storage.abspath(workdir), create=False, command='audit')
-  lines, bad = [], 0
-  for v, audit in sorted(audits.items()):
-    if 'mac' not in audit:
-      lines.append(f'audit v{v}: written before keyed hashes (no MAC to check)')
-      continue
-    want = audit.get('subjects', {}).get('key_id')
-    if want and want != key_id(key):
-      lines.append(f'audit v{v}: written with another key (key id {want}, this key {key_id(key)})')
-      bad += 1
-    elif hmac.compare_digest(audit['mac'], mac(audit, key)):
-      users_, pairs_ = _subject_hashes(audit)
-      lines.append(f'audit v{v}: MAC ok; {audit["request"]} request of {len(users_)} user(s)'
-                   f'{f", {len(pairs_)} interaction(s)" if pairs_ else ""}, {audit["time_utc"]}')
-    else:
-      lines.append(f'audit v{v}: MAC MISMATCH: the audit was changed after it was written')
-      bad += 1
-  if users is not None or interactions is not None:
-    request = read_request(users, interactions)
-    items = [(u, None) for u in request.users] if request.kind == 'users' else request.pairs
-    for u, i in items:
-      v = forgotten_by(audits, key, u, i)
-      what = f'user {u}' if i is None else f'interaction {u},{i}'
-      lines.append(f'{what}: forgotten by request v{v}' if v is not None else f'{what}: in no audit')
-  if bad:
-    raise UserError('; '.join(lines))
-  return lines

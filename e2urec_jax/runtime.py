@@ -118,25 +118,13 @@ def follow_umask(path: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-  """Atomic JSON write (temp file + rename); a full disk is a UserError and leaves the old file.
-  A URL gets one object write (storage.py)."""
+  """Atomic JSON write (write_file_atomic: temp file + fsync + rename); a full disk is a UserError and
+  leaves the old file. A URL gets one object write (storage.py)."""
+  data = json.dumps(obj, indent=2, sort_keys=False, default=json_default).encode()
   if storage.is_remote(path):
-    storage.write_bytes(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default).encode())
+    storage.write_bytes(path, data)
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-      f.flush()
-      os.fsync(f.fileno())
-    publish(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-      raise disk_error(e, f'writing {path}') from e
-    raise
+  write_file_atomic(path, data)
 
 
 def read_json(path: str):
@@ -147,7 +135,8 @@ def read_json(path: str):
 
 
 def write_file_atomic(path: str, data: bytes) -> None:
-  """A local file written as write_json writes (temp file + fsync + rename, umask permissions)."""
+  """A local file written atomically (temp file + fsync + rename, umask permissions); a full disk is a
+  UserError and leaves the old file. write_json and storage.write_bytes write through it."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
   try:
@@ -164,7 +153,8 @@ def write_file_atomic(path: str, data: bytes) -> None:
     raise
 
 
-def _json_default(o):
+def json_default(o):
+  """json.dumps' `default` for numpy scalars and arrays, ConfigDicts and tuples."""
   import numpy as np
   if isinstance(o, (np.integer,)):
     return int(o)

@@ -240,7 +240,7 @@ def test_interaction_request_removes_the_pair_from_targets_and_histories(run):
 
 @pytest.mark.slow
 def test_versions_chain_and_audits_hold_keyed_hashes_only(run):
-  from e2urec_jax import forget
+  from e2urec_jax import forget_audit
   from e2urec_jax.train import artifacts
   work, users = run['work'], run['users']
   key = open(run['key_file'], 'rb').read().strip()
@@ -254,7 +254,7 @@ def test_versions_chain_and_audits_hold_keyed_hashes_only(run):
   for audit in (a1, a2):
     text = json.dumps(audit)
     assert key.decode() not in text
-    assert audit['mac'] == forget.mac(audit, key)
+    assert audit['mac'] == forget_audit.mac(audit, key)
     assert audit['time_utc'].endswith('+00:00') and audit['forget_set']['samples'] > 0
     assert 0.0 <= audit['metrics']['forget_jsd_to_pre_unlearning'] <= np.log(2)
     assert 0.0 <= audit['metrics']['mia_auc'] <= 1.0
@@ -293,25 +293,25 @@ def test_the_audit_cannot_be_reversed_from_the_workdir_alone(run):
 
 
 def test_request_parsing(tmp_path):
-  from e2urec_jax import forget
+  from e2urec_jax import forget_request
   from e2urec_jax.errors import UserError
   ids = tmp_path / 'ids.txt'
   ids.write_text('# users who asked\n196\n305, 12\n\n196\n')
-  assert forget.parse_users(str(ids)) == ['12', '196', '305']
-  assert forget.parse_users('7, 3') == ['3', '7']
+  assert forget_request.parse_users(str(ids)) == ['12', '196', '305']
+  assert forget_request.parse_users('7, 3') == ['3', '7']
   with pytest.raises(UserError, match='no such file'):
-    forget.parse_users(str(tmp_path / 'nope.txt'))
+    forget_request.parse_users(str(tmp_path / 'nope.txt'))
   ids.write_text('# nobody yet\n')
   with pytest.raises(UserError, match='lists no user ids'):
-    forget.parse_users(str(ids))
+    forget_request.parse_users(str(ids))
   pairs = tmp_path / 'pairs.csv'
   pairs.write_text('user_id,item_id\n1,2\n1\t3\n')
-  assert forget.parse_interactions(str(pairs)) == [('1', '2'), ('1', '3')]
-  assert forget.read_request(None, str(pairs)).users == ['1']
+  assert forget_request.parse_interactions(str(pairs)) == [('1', '2'), ('1', '3')]
+  assert forget_request.read_request(None, str(pairs)).users == ['1']
   pairs.write_text('1,2\n1,2,3\n')
   with pytest.raises(UserError, match=r'pairs\.csv line 2: expected user_id,item_id'):
-    forget.parse_interactions(str(pairs))
+    forget_request.parse_interactions(str(pairs))
   with pytest.raises(UserError, match='forget needs --users'):
-    forget.read_request(None, None)
+    forget_request.read_request(None, None)
   with pytest.raises(UserError, match='not both'):
-    forget.read_request('1', str(pairs))
+    forget_request.read_request('1', str(pairs))

@@ -58,7 +58,7 @@ def test_plan_puts_the_helper_before_the_method_that_reads_it(registered):
 
 
 def test_a_forget_request_deletes_the_helper_trained_on_the_forget_set(registered):
-  from e2urec_jax import forget
+  from e2urec_jax import forget, forget_audit
   # The request's own helpers, and the experiment's helpers trained on its forget set when the
   # request's records were in it (whichever method serves the request).
   assert forget.helper_deletions(NAME, 3, False) == [f'phases/forget_v3/{HELPER}']
@@ -66,7 +66,7 @@ def test_a_forget_request_deletes_the_helper_trained_on_the_forget_set(registere
   assert found[0] == 'phases/forget_v3/augmented'
   assert {f'models/{HELPER}', f'phases/{HELPER}', 'models/augmented', 'phases/augmented'} <= set(found)
   assert 'models/retrain' not in found  # the oracle's helper was not trained on the forget set
-  assert HELPER in forget._deleted_helpers() and 'retrain' not in forget._deleted_helpers()
+  assert HELPER in forget_audit.deleted_helpers() and 'retrain' not in forget_audit.deleted_helpers()
 
 
 def test_the_report_hides_the_helper(registered, tmp_path):
@@ -80,7 +80,7 @@ def test_the_report_hides_the_helper(registered, tmp_path):
 
 
 def test_without_the_toy_its_helper_is_unknown():
-  from e2urec_jax import forget
-  assert HELPER not in spec.hidden_models() and HELPER not in forget._deleted_helpers()
+  from e2urec_jax import forget, forget_audit
+  assert HELPER not in spec.hidden_models() and HELPER not in forget_audit.deleted_helpers()
   assert forget.helper_deletions('e2urec', 2, True) == ['phases/forget_v2/augmented', 'models/augmented',
                                                        'phases/augmented']

@@ -169,7 +169,9 @@ def _toy_phase(phase_dir, num_steps, *, lr=0.1, every=4, loss='square', start=0.
   """run_phase on a 3-parameter model: compiles in milliseconds, exercises the real loop and orbax."""
   from e2urec_jax.config import default_config
   from e2urec_jax.train import mesh as mesh_lib
-  from e2urec_jax.train.loop import TimedJit, run_phase
+  from e2urec_jax.train.loop import PhaseOptions, run_phase
+  from e2urec_jax.train.plan import PhasePlan
+  from e2urec_jax.train.timed_jit import TimedJit
   config = default_config()
   config.progress = False
   config.checkpoint.every_steps = every
@@ -181,12 +183,13 @@ def _toy_phase(phase_dir, num_steps, *, lr=0.1, every=4, loss='square', start=0.
     return {'w': w - hp['lr']}, opt_state, {'loss': value}
 
   mesh = mesh_lib.make_mesh()
-  return run_phase(
-      name='toy', phase_dir=str(phase_dir), config=config, step_fn=TimedJit(jax.jit(step)),
-      trainable={'w': jnp.full((3,), start)}, opt_state={'count': jnp.zeros(())}, frozen={},
-      batch_for_step=lambda s: {'x': np.ones((jax.device_count(), 2), np.float32)},
-      hparams_for_step=lambda s: {'lr': lr}, num_steps=num_steps, examples_per_step=1, mesh=mesh,
-      base_sha256='toy', seed=0, callbacks=callbacks)
+  plan = PhasePlan(
+      name='toy', kind='full', step=TimedJit(jax.jit(step)), start=None, trainable={'w': jnp.full((3,), start)},
+      frozen={}, batch_for_step=lambda s: {'x': np.ones((jax.device_count(), 2), np.float32)},
+      hparams_for_step=lambda s: {'lr': lr}, num_steps=num_steps, examples_per_step=1, base_dir='', seed=0,
+      save='none')
+  return run_phase(plan, PhaseOptions.from_config(config, phase_dir=str(phase_dir), mesh=mesh, base_sha256='toy',
+                                                  opt_state={'count': jnp.zeros(())}, callbacks=callbacks))
 
 
 def test_real_nan_stops_the_phase_and_no_nan_checkpoint_is_written(tmp_path):
@@ -230,7 +233,7 @@ def test_disk_full_while_writing_a_model_or_json_leaves_the_old_one(tmp_path, mo
   assert (model_dir / 'model.safetensors').read_bytes() == b'old weights'
   assert sorted(os.listdir(tmp_path)) == ['model']
   runtime.write_json(str(tmp_path / 'done.json'), {'ok': 1})
-  monkeypatch.setattr('json.dump', full)
+  monkeypatch.setattr('os.fsync', full)  # the disk fills up as the temp file is written
   with pytest.raises(UserError, match='free disk space'):
     runtime.write_json(str(tmp_path / 'done.json'), {'ok': 2})
   assert runtime.read_json(str(tmp_path / 'done.json')) == {'ok': 1} and sorted(os.listdir(tmp_path)) == [

@@ -341,34 +341,36 @@ def test_predict_output_is_checked_before_scoring(tmp_path):
 
 # ------------------------------------------------------------------ 9. the forget key
 def test_the_forget_key_lives_outside_the_workdir_and_opens_the_audits(tmp_path):
-  from e2urec_jax import forget
+  from e2urec_jax import forget_audit
   work = tmp_path / 'work'
   (work / 'forget').mkdir(parents=True)
   with pytest.raises(UserError, match='is inside the workdir'):
-    forget.read_key(str(work / 'k'), str(work), create=True, command='forget')
+    forget_audit.read_key(str(work / 'k'), str(work), create=True, command='forget')
   with pytest.raises(UserError, match='needs the forget key'):
-    forget.read_key(None, str(work), create=True, command='forget')
+    forget_audit.read_key(None, str(work), create=True, command='forget')
   key_file = tmp_path / 'ops' / 'forget.key'
-  key = forget.read_key(str(key_file), str(work), create=True, command='forget')
+  key = forget_audit.read_key(str(key_file), str(work), create=True, command='forget')
   assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and len(key) == 64
-  audit = {'version': 1, 'request': 'users', 'subjects': {'scheme': forget.SCHEME, 'key_id': forget.key_id(key),
-                                                         'users': [forget.keyed(key, '196')], 'pairs': []}}
-  assert forget.forgotten_by({1: audit}, key, '196') == 1 and forget.forgotten_by({1: audit}, key, '197') is None
-  assert forget.forgotten_by({1: audit}, b'another key of 32 bytes, at least', '196') is None
+  audit = {'version': 1, 'request': 'users',
+           'subjects': {'scheme': forget_audit.SCHEME, 'key_id': forget_audit.key_id(key),
+                        'users': [forget_audit.keyed(key, '196')], 'pairs': []}}
+  assert forget_audit.forgotten_by({1: audit}, key, '196') == 1
+  assert forget_audit.forgotten_by({1: audit}, key, '197') is None
+  assert forget_audit.forgotten_by({1: audit}, b'another key of 32 bytes, at least', '196') is None
   pairs = pd.DataFrame({'user_id': ['5', '196'], 'item_id': ['1', '2'], 'line': [2, 3]})
-  forget.runtime.write_json(str(work / 'forget' / 'audit_v1.json'), audit)
+  forget_audit.runtime.write_json(str(work / 'forget' / 'audit_v1.json'), audit)
   with pytest.raises(UserError, match='needs the key'):
-    forget.refuse_forgotten(str(work), pairs, key_file=None, allow=False)
+    forget_audit.refuse_forgotten(str(work), pairs, key_file=None, allow=False)
   with pytest.raises(UserError, match="line 3: user '196' was forgotten by forget request v1"):
-    forget.refuse_forgotten(str(work), pairs, key_file=str(key_file), allow=False)
-  forget.refuse_forgotten(str(work), pairs, key_file=None, allow=True)
+    forget_audit.refuse_forgotten(str(work), pairs, key_file=str(key_file), allow=False)
+  forget_audit.refuse_forgotten(str(work), pairs, key_file=None, allow=True)
   other = tmp_path / 'other.key'
   other.write_text('f' * 64)
   with pytest.raises(UserError, match='is not the key audit v1 was written with'):
-    forget.refuse_forgotten(str(work), pairs, key_file=str(other), allow=False)
+    forget_audit.refuse_forgotten(str(work), pairs, key_file=str(other), allow=False)
   (work / 'forget' / 'salt.key').write_text('0' * 64)  # a workdir from before keyed hashes
   with pytest.raises(UserError, match='move that file out of the workdir'):
-    forget.refuse_forgotten(str(work), pairs, key_file=str(key_file), allow=False)
+    forget_audit.refuse_forgotten(str(work), pairs, key_file=str(key_file), allow=False)
 
 
 # ------------------------------------------------------------------ 10. permissions follow the umask

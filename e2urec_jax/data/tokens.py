@@ -72,7 +72,7 @@ def digest(data_dir: str, manifest: dict) -> str:
       if f.endswith('.npy'):
         path = os.path.join(root, f)
         arrays.append((os.path.relpath(path, data_dir), stamps.file_sha256(path)))
-  body = json.dumps([sorted(arrays), manifest.get('tokens')], sort_keys=True, default=runtime._json_default)
+  body = json.dumps([sorted(arrays), manifest.get('tokens')], sort_keys=True, default=runtime.json_default)
   return hashlib.sha256(body.encode()).hexdigest()
 
 

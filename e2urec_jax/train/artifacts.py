@@ -186,4 +186,4 @@ def read_done(phase_dir: str):
 
 
 def dumps(obj) -> str:
-  return json.dumps(obj, default=runtime._json_default)
+  return json.dumps(obj, default=runtime.json_default)

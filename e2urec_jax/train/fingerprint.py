@@ -46,7 +46,7 @@ AUTO_FIELDS = ('auto', 'auto_every', 'auto_patience')  # read by the methods tra
 
 
 def _plain(value):
-  return json.loads(json.dumps(value, default=runtime._json_default))
+  return json.loads(json.dumps(value, default=runtime.json_default))
 
 
 def _flat(prefix: str, section) -> dict:
