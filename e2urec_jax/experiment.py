@@ -37,7 +37,7 @@ def seed_context(first, seed: int, setup=None):
   and compiled steps."""
   config, seed_paths, data = setup or seed_setup(first, seed)
   ctx = context.open_run(config, seed_paths, data=data, mesh=first.mesh)
-  ctx._compiled = first._compiled  # same model, same shapes: a step compiled once serves every seed
+  ctx.share_compiled(first)  # same model, same shapes: a step compiled once serves every seed
   return ctx
 
 

@@ -261,6 +261,11 @@ class RunContext:
       self._compiled[key] = build()
     return self._compiled[key]
 
+  def share_compiled(self, other: 'RunContext') -> None:
+    """Shares `other`'s compiled steps and evaluation functions, and the builds of either from now on
+    (a context of the same model and shapes: another seed's)."""
+    self._compiled = other._compiled
+
 
 def open_run(config, paths: Paths, *, data=None, mesh=None, read_only: bool = False) -> RunContext:
   """The context of a run: its data (prepared if missing, or the given one), model and mesh
