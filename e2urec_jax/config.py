@@ -430,8 +430,9 @@ def _update(config, values: dict, source: str, prefix: str = '') -> None:
 
 def paper_proportions(c: ConfigDict, e2urec_steps: int) -> ConfigDict:
   """E2URec's steps and the baselines' in the paper's proportions (E2URec 1000 : NegGrad 3000 :
-  Bad-T 2400 : GA 300 : NPO 1000), and the baselines' learning rate at the paper's ratio to
-  the training rate (5e-5 vs 5e-4): a scaled-down experiment keeps the paper's comparison."""
+  Bad-T 2400), GA and NPO at this project's choice (GA 300, NPO 1000 for E2URec's
+  1000: neither is in the paper), and the baselines' learning rate at the paper's ratio to the
+  training rate (5e-5 vs 5e-4): a scaled-down experiment keeps the paper's comparison."""
   c.unlearn.e2urec.steps = e2urec_steps
   c.unlearn.neggrad.steps = 3 * e2urec_steps
   c.unlearn.badt.steps = 12 * e2urec_steps // 5
