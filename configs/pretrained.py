@@ -13,9 +13,9 @@ cached and reused by every seed and run. The experiment is the demo's world (120
   parameters, for 1.2x E2URec's steps (the paper: 1200 against 1000) at batch 16;
 - E2URec: LoRA r 16 at lr 1e-3, batch 16, w 0.6, alpha 2 (the paper's), 56 steps, of which the
   forget-only warm-up epoch (|D_f| / 16, about 45 steps) is about 80%, the paper's 812 of 1000;
-- the baselines at a tenth of the fine-tuning rate, for steps in the paper's proportions to
-  E2URec's (NegGrad 3x, Bad-T 2.4x, GA 0.3x, NPO 1x), all run to their configured steps: the
-  same stopping rule as E2URec;
+- the baselines at a tenth of the fine-tuning rate, NegGrad and Bad-T for steps in the paper's
+  proportions to E2URec's (3x, 2.4x), GA and NPO for 0.3x and 1x (this project's choice: neither
+  is in the paper), all run to their configured steps: the same stopping rule as E2URec;
 - the oracle: E2URec's student, steps, batches and retain term, distilled on the forget set
   towards the retrained model instead of the forgetting teacher. Where it lands is what the
   student can reach; between it and E2URec is the teacher's share;
