@@ -1,9 +1,10 @@
-"""Sequential deletion requests: the plan, the data each request sees, the report (the shrunk run on
-the shared demo run is in test_experiment.py, with the other tests of that run)."""
+"""Sequential deletion requests: the plan, the data each request sees, the report (eval/sequence_report.py;
+the shrunk run on the shared demo run is in test_experiment.py, with the other tests of that run)."""
 import numpy as np
 import pytest
 
 from e2urec_jax import sequence
+from e2urec_jax.eval import sequence_report
 from e2urec_jax.errors import UserError
 
 
@@ -64,15 +65,15 @@ def _out(seed, shift=0.0):
 
 def test_report_drift_and_summary(tmp_path):
   out = _out(1)
-  assert 'is 0.01000 after request 1 and 0.01500 after request 3 (+0.00500, +50%)' in sequence.drift_note(out)
-  paths = sequence.write_report(str(tmp_path), out)
+  assert 'is 0.01000 after request 1 and 0.01500 after request 3 (+0.00500, +50%)' in sequence_report.drift_note(out)
+  paths = sequence_report.write_report(str(tmp_path), out)
   md = open(paths['sequence.md']).read()
   assert '| 2 | `e2urec` | – |' in md  # no retrain after request 2: no distance
   assert '0.6200 (0.6000)' in md  # the MIA value beside retrain's
   assert 'Stacked instead, the chain would keep 3 KB of adapters' in md
   assert '0.100 ms a row merged, 0.125 ms stacked (rank 48)' in md
   assert open(paths['sequence.png'], 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
-  summary = sequence.summarize([out, _out(2, shift=0.01)])
+  summary = sequence_report.summarize([out, _out(2, shift=0.01)])
   assert '| 1 | `e2urec` | 0.01500 ± 0.00707 | 0.7100 ± 0.0000 |' in summary and 'seeds 1, 2' in summary
 
 

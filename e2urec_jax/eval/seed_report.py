@@ -14,6 +14,7 @@ import numpy as np
 
 from e2urec_jax import distributed
 from e2urec_jax.eval import report, stats
+from e2urec_jax.eval import report_schema as schema
 
 E2UREC = 'e2urec'
 ORIGINAL, RETRAIN = 'original', 'retrain'
@@ -29,7 +30,7 @@ def combine(per_seed: dict) -> dict:
   methods = {}
   for name in names:
     entries = [dict(per_seed[s]['methods'][name], seed=int(s)) for s in seeds if name in per_seed[s]['methods']]
-    methods[name] = report.aggregate_seeds(entries) if len(entries) > 1 else entries[0]
+    methods[name] = schema.aggregate_seeds(entries) if len(entries) > 1 else entries[0]
     if len(entries) > 1:
       del methods[name]['seed']  # each seed's row keeps its own
   floors = [dict(per_seed[s]['noise_floor'], seed=int(s)) for s in seeds if per_seed[s].get('noise_floor')]
@@ -58,7 +59,7 @@ def per_seed_values(entry: dict, path) -> dict:
     value = row
     for key in path:
       value = value.get(key) if isinstance(value, dict) else None
-    if report._is_number(value) and math.isfinite(float(value)):
+    if schema.is_number(value) and math.isfinite(float(value)):
       out[row.get('seed')] = float(value)
   return out
 
@@ -70,7 +71,7 @@ def _paired(methods, a: str, b: str, path) -> dict:
 
 
 def _mean(entry, path) -> float:
-  values = report._values(entry, path)  # each seed's finite value (or the row's own)
+  values = schema.cell_values(entry, path)  # each seed's finite value (or the row's own)
   return float(np.mean(values)) if values else float('nan')
 
 
@@ -116,7 +117,7 @@ AUTO_TARGET = 0.5  # a model that never saw the forget samples cannot tell them 
 def auto_step(points) -> dict:
   """The retrain-free choice over one trajectory: the point whose held-out MIA AUC (forget samples
   against the same users' unseen valid samples) is closest to 0.5, the earliest on ties."""
-  scored = [p for p in points if report._is_number(p.get('heldout_mia_auc'))
+  scored = [p for p in points if schema.is_number(p.get('heldout_mia_auc'))
             and math.isfinite(float(p['heldout_mia_auc']))]
   if not scored:
     return {}
@@ -238,7 +239,7 @@ def plot_trajectories(results: dict, order=()):
     for name, points in by_method.items():
       by_name.setdefault(name, []).append(points)
   palette = iter(PALETTE * 4)  # red is E2URec's, green the noise floor's
-  for name in report.ordered_methods(list(by_name), order):
+  for name in schema.ordered_methods(list(by_name), order):
     color = 'tab:red' if name == E2UREC else next(palette)
     runs = by_name[name]
     for points in runs:
@@ -249,7 +250,7 @@ def plot_trajectories(results: dict, order=()):
       mean = [np.mean([next(p.get(key, np.nan) for p in points if p['step'] == st) for points in runs]) for st in steps]
       ax.plot(steps, mean, color=color, lw=2, marker='o', ms=3, label=f'{name} ({len(runs)} seed{"s" * (len(runs) > 1)})')
   floor = results.get('noise_floor') or {}
-  floors = [f['sym_kl'] for f in floor.get('seeds') or [floor] if report._is_number(f.get('sym_kl'))]
+  floors = [f['sym_kl'] for f in floor.get('seeds') or [floor] if schema.is_number(f.get('sym_kl'))]
   if floors:
     low, high = min(floors), max(floors)
     ax_d.axhspan(low, high if high > low else low * 1.02, color='green', alpha=0.2, label='noise floor (range over seeds)')
