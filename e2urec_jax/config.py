@@ -468,20 +468,3 @@ def paper_recipe(c: ConfigDict) -> ConfigDict:
     section.weight_decay = 0.01  # torch.optim.AdamW's default, which every script of the original uses
     section.max_grad_norm = 0.0  # the original never clips
   return c
-
-
-def shrink(c: ConfigDict, steps: int = 40, batch: int = 8) -> ConfigDict:
-  """A `runlocal`-style switch: same experiment, every phase cut short (tests, smoke runs)."""
-  c.train.epochs = 1
-  c.train.max_steps = steps
-  c.train.batch_size = batch
-  c.augment.steps = steps // 2
-  c.augment.batch_size = batch
-  for spec in method_spec.specs():  # every method that trains in steps
-    if 'steps' in spec.defaults:
-      c.unlearn[spec.name].steps = steps
-      c.unlearn[spec.name].batch_size = batch
-  c.unlearn.receraser.attention_steps = 10
-  c.eval.batch_size = 32
-  c.checkpoint.every_steps = 10 * steps
-  return c

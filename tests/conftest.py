@@ -30,6 +30,24 @@ def load_config(path_and_arg: str):
   return mod.get_config(arg) if arg else mod.get_config()
 
 
+def shrink(c, steps: int = 40, batch: int = 8):
+  """A `runlocal`-style switch: same experiment, every phase cut short (was config.shrink)."""
+  from e2urec_jax.methods import spec as method_spec
+  c.train.epochs = 1
+  c.train.max_steps = steps
+  c.train.batch_size = batch
+  c.augment.steps = steps // 2
+  c.augment.batch_size = batch
+  for spec in method_spec.specs():  # every method that trains in steps
+    if 'steps' in spec.defaults:
+      c.unlearn[spec.name].steps = steps
+      c.unlearn[spec.name].batch_size = batch
+  c.unlearn.receraser.attention_steps = 10
+  c.eval.batch_size = 32
+  c.checkpoint.every_steps = 10 * steps
+  return c
+
+
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
   """One shrunken `run` of the demo experiment, shared by the end-to-end tests (all in

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -345,7 +345,7 @@ def test_shrunk_sequence_on_the_demo_run(demo_run):
   E2URec from the last one's merged model, one retrain after the last, the report written."""
   from e2urec_jax import config as config_lib, runtime, sequence
   config, workdir = demo_run
-  c = config_lib.shrink(config.copy_and_resolve_references(), steps=8, batch=8)
+  c = shrink(config.copy_and_resolve_references(), steps=8, batch=8)
   for key in config.train:  # the run's recipe: the reference retrains are the original's (its fingerprint)
     c.train[key] = config.train[key]
   c.sequence.requests, c.sequence.retrain_every, c.sequence.methods = 2, 2, 'e2urec'
