@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e2urec_jax import runtime
+from e2urec_jax import names, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval.report import env_info
 from e2urec_jax.train import mesh as mesh_lib
@@ -26,24 +26,25 @@ from e2urec_jax.train.context import peak_memory_bytes
 
 ANSWER_LEN = 3
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-T5_SIZES = {'tiny': (128, 2, 4, 32, 512), 'small': (512, 6, 8, 64, 2048), 'base': (768, 12, 12, 64, 3072)}
 
 
 def hf_config(size: str, vocab: int, dropout: float = 0.1):
+  """The transformers config of a `bench` size (names.BENCH_SIZES); `vocab` > 0 replaces its vocabulary."""
   import transformers
-  if size == 'llama135m':
-    return transformers.LlamaConfig(
-        vocab_size=vocab or 49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-        num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, tie_word_embeddings=True)
-  d, layers, heads, d_kv, d_ff = T5_SIZES[size]
-  return transformers.T5Config(vocab_size=vocab or 32128, d_model=d, num_layers=layers, num_heads=heads,
-                               d_kv=d_kv, d_ff=d_ff, feed_forward_proj='relu', dropout_rate=dropout)
+  if size not in names.BENCH_SIZES:
+    raise UserError(f'config.bench.size={size!r}: use one of {", ".join(names.BENCH_SIZES)}')
+  family, fields = names.BENCH_SIZES[size]
+  fields = {k: dropout if v is names.MODEL_DROPOUT else v for k, v in fields.items()}
+  if vocab:
+    fields['vocab_size'] = vocab
+  return getattr(transformers, names.FAMILIES[family].config_class)(**fields)
 
 
 def random_batch(family: str, batch: int, seq: int, vocab: int, rng) -> dict:
-  """A host batch of `batch` full-length prompts and 3-token answers (no padding, as the reference)."""
+  """A host batch of `batch` full-length prompts and 3-token answers (no padding, as the reference),
+  laid out as the family reads a sample (names.FAMILIES' layout)."""
   answer = rng.integers(3, vocab, (batch, ANSWER_LEN)).astype(np.int32)
-  if family == 't5':
+  if names.family(family).layout == names.ENCODER_DECODER:
     return {'input_ids': rng.integers(3, vocab, (batch, seq)).astype(np.int32),
             'attention_mask': np.ones((batch, seq), np.int32),
             'decoder_input_ids': np.concatenate([np.zeros((batch, 1), np.int32), answer[:, :-1]], 1),
@@ -109,7 +110,7 @@ def bench_ours(config) -> list[dict]:
   pool = [random_batch(model.family, b.batch, b.seq, vocab, rng) for _ in range(4)]
   put = lambda host: mesh_lib.put_batch(host, mesh)
   tokens = b.seq + ANSWER_LEN
-  decoder = ANSWER_LEN if model.family == 't5' else 0
+  decoder = ANSWER_LEN if names.family(model.family).layout == names.ENCODER_DECODER else 0
   per_example = forward_flops(model, b.seq if decoder else b.seq + ANSWER_LEN - 1, decoder, head_positions=ANSWER_LEN)
   rate = matmul_rate()
   rows = []

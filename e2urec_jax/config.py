@@ -16,7 +16,7 @@ that `validate` checks before any work; a method's own fields are declared in it
 import ml_collections
 
 from e2urec_jax import methods  # noqa: F401 (registers the built-in methods)
-from e2urec_jax import rules
+from e2urec_jax import names, rules
 from e2urec_jax.methods import spec as method_spec
 
 ConfigDict = ml_collections.ConfigDict
@@ -43,7 +43,7 @@ def default_config() -> ConfigDict:
 
   # ---------------------------------------------------------------- data
   c.data = d = ConfigDict()
-  d.source = 'synthetic'  # 'synthetic' | 'ml-100k' | 'ml-1m' | 'goodreads' | 'csv'.
+  d.source = 'synthetic'  # 'synthetic' | 'ml-100k' | 'ml-1m' | 'goodreads' | 'csv' (names.SOURCES).
   d.raw_dir = ''  # Local copy of the raw files; '' = download (checksummed) into download_dir.
   d.download_dir = '~/.cache/e2urec_jax/raw'  # Where downloads land (never inside the repo).
   d.label_threshold = 3.0  # label = rating > threshold (MovieLens: > 3 is "liked").
@@ -107,7 +107,7 @@ def default_config() -> ConfigDict:
   m.tokenizer = ''  # '' = the model's own tokenizer; 'train' = train one on the prompts (scratch models).
   m.tokenizer_vocab_size = 2000  # Vocabulary of a tokenizer trained on the fly.
   m.scratch = sc = ConfigDict()  # A randomly initialised model (the demo, tests, benchmarks).
-  sc.family = 't5'  # 't5' | 'llama'.
+  sc.family = 't5'  # 't5' | 'llama' (names.FAMILIES).
   sc.d_model = 64  # Hidden width.
   sc.num_layers = 2  # Encoder layers (and decoder layers for T5).
   sc.num_heads = 4  # Attention heads.
@@ -119,7 +119,7 @@ def default_config() -> ConfigDict:
   m.base_dtype = 'float32'  # Storage dtype of the frozen base ('bfloat16' to fit large models).
   m.dropout = 0.1  # Model dropout while training (T5's dropout_rate).
   m.remat = False  # Rematerialise each layer in the backward pass (memory for compute).
-  # Speed options (models/attention.py, docs/GPU.md); the defaults are the original paths.
+  # Speed options (models/attention.py, docs/GPU.md); the defaults are the original paths (names.SPEED_OPTIONS).
   m.attention = 'einsum'  # 'einsum' (fp32 probabilities) | 'xla' (jax.nn.dot_product_attention) | 'cudnn'.
   m.attention_dropout = -1.0  # On attention probabilities in training; -1 = the model's rate; 0 = fused kernels.
   m.remat_policy = 'nothing'  # With remat: 'nothing' kept, 'dots' (projection/MLP outputs) or 'dots_all' (all matmuls).
@@ -239,11 +239,11 @@ def default_config() -> ConfigDict:
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
 # Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
 INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
-MOVIELENS_PROFILES = ('synthetic', 'ml-100k', 'ml-1m')  # sources whose profiles data.profile_zip extends
+MOVIELENS_PROFILES = tuple(s.name for s in names.SOURCES.values() if s.movielens_profiles)  # data.profile_zip's
 RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'repeat_methods': rules.TEXT, 'jax_cache_dir': rules.TEXT, 'progress': rules.BOOLEAN,
-    'data.source': rules.one_of('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv'),
+    'data.source': rules.one_of(*names.SOURCE_NAMES),
     'data.raw_dir': rules.TEXT, 'data.download_dir': rules.TEXT, 'data.label_threshold': rules.FINITE,
     'data.rating_scale': rules.Rule(lambda x: isinstance(x, (tuple, list)) and (
         len(x) == 0 or (len(x) == 2 and all(rules.FINITE(v) is None for v in x) and x[0] < x[1])),
@@ -272,18 +272,18 @@ RULES = {
     **{f'data.csv.{k}': rules.TEXT for k in ('ratings', 'items', 'item_table', 'users', 'user_col', 'item_col',
                                              'rating_col', 'time_col', 'title_col', 'item_noun')},
     'model.name_or_path': rules.TEXT, 'model.tokenizer': rules.TEXT, 'model.tokenizer_vocab_size': rules.integer(8),
-    'model.scratch.family': rules.one_of('t5', 'llama'),
+    'model.scratch.family': rules.one_of(*names.FAMILY_NAMES),
     **{f'model.scratch.{k}': rules.POSITIVE_INT for k in ('d_model', 'num_layers', 'num_heads', 'num_kv_heads',
                                                            'd_ff', 'd_kv')},
     'model.scratch.feed_forward_proj': rules.one_of('relu', 'gelu', 'silu', 'gated-relu', 'gated-gelu',
                                                     'gated-silu'),
     'model.dtype': _DTYPES, 'model.base_dtype': _DTYPES, 'model.dropout': rules.PROBABILITY,
     'model.remat': rules.BOOLEAN,
-    'model.attention': rules.one_of('einsum', 'xla', 'cudnn'),
+    'model.attention': rules.one_of(*names.ATTENTION_IMPLEMENTATIONS),
     'model.attention_dropout': rules.Rule(lambda x: x == -1 or rules.PROBABILITY(x) is None,
                                           "-1 (the model's dropout rate) or a finite number >= 0 and < 1"),
-    'model.remat_policy': rules.one_of('nothing', 'dots', 'dots_all'), 'model.scan_unroll': rules.NON_NEGATIVE_INT,
-    'model.dropout_seeds': rules.one_of('bits', 'key'),
+    'model.remat_policy': rules.one_of(*names.REMAT_POLICIES), 'model.scan_unroll': rules.NON_NEGATIVE_INT,
+    'model.dropout_seeds': rules.one_of(*names.DROPOUT_SEEDS),
     'lora.r': rules.POSITIVE_INT, 'lora.alpha': rules.POSITIVE, 'lora.dropout': rules.PROBABILITY,
     'lora.targets': rules.TEXT, 'lora.init_from': rules.TEXT,  # lora.init_phases: _method_rules (names methods)
     'train.mode': rules.one_of('full', 'lora'), 'train.learning_rate': rules.POSITIVE,
@@ -308,7 +308,7 @@ RULES = {
     'mesh.model_axis': rules.POSITIVE_INT,
     'checkpoint.every_steps': rules.POSITIVE_INT, 'checkpoint.max_to_keep': rules.POSITIVE_INT,
     # configs/bench.py's section (the `bench` command).
-    'bench.size': rules.one_of('tiny', 'small', 'base', 'llama135m'), 'bench.batch': rules.POSITIVE_INT,
+    'bench.size': rules.one_of(*names.BENCH_SIZES), 'bench.batch': rules.POSITIVE_INT,
     'bench.seq': rules.POSITIVE_INT, 'bench.steps': rules.POSITIVE_INT, 'bench.warmup': rules.NON_NEGATIVE_INT,
     'bench.dtype': rules.one_of('auto', 'float32', 'bfloat16'), 'bench.reference': rules.BOOLEAN,
     'bench.reference_steps': rules.POSITIVE_INT, 'bench.vocab': rules.NON_NEGATIVE_INT,
@@ -319,11 +319,11 @@ RULES = {
 
 
 def _method_rules() -> dict:
-  names = method_spec.names()
+  method_names = method_spec.names()
   lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
-  out = {'unlearn.method': rules.one_of(*names),
+  out = {'unlearn.method': rules.one_of(*method_names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
-         'unlearn.methods': rules.comma_list(rules.one_of(*names), nonempty=True),
+         'unlearn.methods': rules.comma_list(rules.one_of(*method_names), nonempty=True),
          'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True)}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
@@ -357,10 +357,10 @@ def validate(config) -> None:
   seeds = experiment_seeds(config)
   if len(set(seeds)) != len(seeds):
     raise UserError(f'config.seeds={config.seeds!r}: a seed appears twice; list each once')
-  names = method_spec.names()
+  method_names = method_spec.names()
   for name in rules.split_list(config.repeat_methods):
-    if name not in names:
-      raise UserError(f'config.repeat_methods: unknown method {name!r}; choose from {", ".join(names)}')
+    if name not in method_names:
+      raise UserError(f'config.repeat_methods: unknown method {name!r}; choose from {", ".join(method_names)}')
   split = tuple(config.data.split)
   if abs(sum(split) - 1.0) > 1e-6:
     raise UserError(f'config.data.split={split!r}: the three fractions must sum to 1 (train, valid, test)')
@@ -375,11 +375,9 @@ def validate(config) -> None:
   if config.pretrain.enabled:
     from e2urec_jax.backbone_rules import check_pretrain
     check_pretrain(config)
-  s = config.model.scratch
-  heads_fit = s.d_model % s.num_heads == 0 and s.num_heads % s.num_kv_heads == 0
-  if not config.model.name_or_path and s.family == 'llama' and not heads_fit:
-    raise UserError(f'config.model.scratch: d_model={s.d_model} must be a multiple of num_heads={s.num_heads} and '
-                    f'num_heads of num_kv_heads={s.num_kv_heads}')
+  problem = None if config.model.name_or_path else names.scratch_problem(config.model.scratch)
+  if problem:  # the family's own check of its scratch settings (a Llama's heads), the one models/ runs
+    raise UserError(f'config.model.scratch: {problem}')
 
 
 def experiment_seeds(config) -> list:

@@ -11,10 +11,11 @@ import os
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'e2urec_jax')
-BASE = 0  # errors, rules, seeds, storage, runtime, distributed, losses, stamps, scoring: imported from anywhere
+BASE = 0  # errors, rules, seeds, storage, runtime, distributed, losses, stamps, scoring, names: imported from anywhere
 LAYERS = {'data': 1, 'models': 2, 'train': 3, 'methods': 4, 'eval': 4}
 FACE = 5  # config, commands, experiment, forget, forget_scrub, bench, main: nothing imports them
-BASE_MODULES = ('errors', 'rules', 'seeds', 'storage', 'runtime', 'distributed', 'losses', 'stamps', 'scoring')
+BASE_MODULES = ('errors', 'rules', 'seeds', 'storage', 'runtime', 'distributed', 'losses', 'stamps', 'scoring',
+                'names')
 
 
 def _layer(module: str) -> tuple[int, str]:

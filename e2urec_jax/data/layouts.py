@@ -2,14 +2,13 @@
 
 'encoder-decoder' (T5): the prompt is the encoder input, the answer the decoder's.
 'decoder-only' (Llama, Qwen, ...): the answer follows the prompt in one sequence.
+The names and each family's layout are `names.LAYOUTS` and `names.FAMILIES`.
 """
-ENCODER_DECODER = 'encoder-decoder'
-DECODER_ONLY = 'decoder-only'
-LAYOUTS = (ENCODER_DECODER, DECODER_ONLY)
-
-_OF_FAMILY = {'t5': ENCODER_DECODER, 'llama': DECODER_ONLY}  # config.model.scratch.family -> layout
+from e2urec_jax import names
+from e2urec_jax.names import DECODER_ONLY, ENCODER_DECODER, LAYOUTS  # noqa: F401 (data/'s names for them)
 
 
 def of_family(family: str) -> str:
-  """The layout of a model family of config.model.scratch (or of a manifest written before layouts)."""
-  return _OF_FAMILY[family]
+  """The layout of a model family of config.model.scratch (or of a manifest written before layouts);
+  a UserError naming an unknown family."""
+  return names.family(family, 'model family').layout

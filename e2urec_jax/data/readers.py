@@ -6,11 +6,12 @@ import dataclasses
 import hashlib
 import os
 
+from e2urec_jax import names
 from e2urec_jax.data import goodreads, movielens, synthetic, tabular
 from e2urec_jax.data.sources import RawData, check_ratings
 from e2urec_jax.errors import UserError
 
-SOURCES = ('synthetic', 'ml-100k', 'ml-1m', 'goodreads', 'csv')
+SOURCES = names.SOURCE_NAMES  # every source, declared once with its rating scale (names.SOURCES)
 
 
 def read_source(config, scratch_dir: str) -> RawData:
@@ -83,24 +84,37 @@ def source_files(config) -> dict:
 
 
 def _read(config, scratch_dir: str) -> RawData:
-  """The configured data set as read (or generated, downloaded).
-
-  scratch_dir: a folder inside the preparation's temporary output, where the synthetic
-  generator writes its MovieLens-format files (they end up in <workdir>/data/synthetic).
-  """
+  """The configured data set as read (or generated, downloaded): the reader of its source (READERS)."""
   d = config.data
-  if d.source == 'synthetic':
-    folder = os.path.join(scratch_dir, 'synthetic')
-    population = HELDOUT_POPULATION if d.get('users', 'all') == 'heldout' else 0
-    synthetic.generate(d.synthetic, int(d.synthetic.seed), folder, population)  # the world, not the experiment's seed
-    return _read_synthetic(d, folder)
-  if d.source in ('ml-100k', 'ml-1m'):
-    folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
-    if d.source == 'ml-100k':
-      return movielens.read_ml100k(folder, strict=ours, **_profile_options(d))
-    return movielens.read_ml1m(folder, **_profile_options(d))
-  if d.source == 'goodreads':
-    return goodreads.read_goodreads(d.raw_dir, d.goodreads_genre, progress=bool(config.progress))
-  if d.source == 'csv':
-    return tabular.read_tabular(d.csv, d.raw_dir)
-  raise UserError(f'config.data.source={d.source!r}: use one of {", ".join(SOURCES)}')
+  if d.source not in READERS:
+    raise UserError(f'config.data.source={d.source!r}: use one of {", ".join(SOURCES)}')
+  return READERS[d.source](config, scratch_dir)
+
+
+def _read_synthetic_source(config, scratch_dir: str) -> RawData:
+  """scratch_dir: a folder inside the preparation's temporary output, where the synthetic
+  generator writes its MovieLens-format files (they end up in <workdir>/data/synthetic)."""
+  d = config.data
+  folder = os.path.join(scratch_dir, 'synthetic')
+  population = HELDOUT_POPULATION if d.get('users', 'all') == 'heldout' else 0
+  synthetic.generate(d.synthetic, int(d.synthetic.seed), folder, population)  # the world, not the experiment's seed
+  return _read_synthetic(d, folder)
+
+
+def _read_movielens(config, scratch_dir: str) -> RawData:
+  d = config.data
+  folder, ours = movielens.locate(d.source, d.raw_dir, d.download_dir)
+  if d.source == 'ml-100k':
+    return movielens.read_ml100k(folder, strict=ours, **_profile_options(d))
+  return movielens.read_ml1m(folder, **_profile_options(d))
+
+
+# config.data.source -> its reader (config, scratch_dir) -> RawData; one per names.SOURCES entry.
+READERS = {
+    'synthetic': _read_synthetic_source,
+    'ml-100k': _read_movielens,
+    'ml-1m': _read_movielens,
+    'goodreads': lambda config, _: goodreads.read_goodreads(config.data.raw_dir, config.data.goodreads_genre,
+                                                            progress=bool(config.progress)),
+    'csv': lambda config, _: tabular.read_tabular(config.data.csv, config.data.raw_dir),
+}

@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime, stamps
+from e2urec_jax import names, runtime, stamps
 from e2urec_jax.errors import UserError
 
 
@@ -55,15 +55,20 @@ class RawData:
       raise UserError(f'{self.name}: no ratings were read; check the ratings file')
 
 
-# The rating scale of each source (lowest, highest), unless config.data.rating_scale declares one.
-SCALES = {'synthetic': (1, 5), 'ml-100k': (1, 5), 'ml-1m': (1, 5), 'goodreads': (1, 5), 'csv': (1, 5)}
+# The rating scale of each source (lowest, highest), unless config.data.rating_scale declares one:
+# declared with the source (names.SOURCES).
+SCALES = {name: source.scale for name, source in names.SOURCES.items()}
 DUPLICATES = ('latest', 'error')
 
 
 def rating_range(d) -> tuple[float, float]:
   """(lowest, highest) rating: config.data.rating_scale, or the source's own (SCALES)."""
   declared = tuple(d.rating_scale)
-  return (float(declared[0]), float(declared[1])) if declared else tuple(float(x) for x in SCALES[d.source])
+  if declared:
+    return float(declared[0]), float(declared[1])
+  if d.source not in SCALES:
+    raise UserError(f'config.data.source={d.source!r}: use one of {", ".join(SCALES)}')
+  return tuple(float(x) for x in SCALES[d.source])
 
 
 def _where(raw: RawData, i: int) -> str:

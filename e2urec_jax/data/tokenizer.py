@@ -11,32 +11,34 @@ import os
 import string
 import sys
 
-from e2urec_jax import storage
-from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER, of_family
+from e2urec_jax import names, storage
+from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER
 from e2urec_jax.errors import UserError
 
 PAD, EOS, UNK, BOS = '<pad>', '</s>', '<unk>', '<s>'
-T5_TYPES = ('t5', 'mt5', 'umt5')
 
 
 def resolve_layout(model_cfg) -> tuple[str, int | None]:
-  """(layout, the model's decoder_start_token_id or None) for config.model."""
+  """(layout, the model's decoder_start_token_id or None) for config.model: its family's
+  (names.FAMILIES); a model_type or scratch family of no family is refused by name."""
   if not model_cfg.name_or_path:
     family = model_cfg.scratch.family
-    if family not in ('t5', 'llama'):
-      raise UserError(f"config.model.scratch.family={family!r}: use 't5' or 'llama'")
-    return of_family(family), None
+    if family not in names.FAMILIES:
+      choices = ', '.join(map(repr, names.FAMILY_NAMES))
+      raise UserError(f'config.model.scratch.family={family!r}: use one of {choices}')
+    return names.FAMILIES[family].layout, None
   from transformers import AutoConfig
   try:
     hf = AutoConfig.from_pretrained(model_cfg.name_or_path)
   except Exception as e:  # offline, unknown id, no config.json
     raise UserError(f'cannot read the model config of {model_cfg.name_or_path!r} ({type(e).__name__}); pass '
                     '--config.model.name_or_path=<local folder with config.json>, or "" for a scratch model')
-  if hf.model_type in T5_TYPES:
+  try:
+    layout = names.family_of_model_type(hf.model_type).layout
+  except UserError as e:
+    raise UserError(f'{model_cfg.name_or_path}: {e}') from None
+  if layout == ENCODER_DECODER:
     return ENCODER_DECODER, getattr(hf, 'decoder_start_token_id', None)
-  if getattr(hf, 'is_encoder_decoder', False):
-    raise UserError(f'{model_cfg.name_or_path}: encoder-decoder model_type {hf.model_type!r} is not supported; '
-                    f'use one of {", ".join(T5_TYPES)} or a decoder-only (Llama-style) model')
   return DECODER_ONLY, None
 
 

@@ -10,34 +10,22 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from e2urec_jax import storage
+from e2urec_jax import names, storage
 from e2urec_jax.errors import UserError
-from e2urec_jax.models import convert
-from e2urec_jax.models.llama import Llama, LlamaArch
+from e2urec_jax.models import convert, families
 from e2urec_jax.models.lora import COLLECTION
-from e2urec_jax.models.t5 import T5, T5Arch
 
-FAMILIES = {'t5': 't5', 'llama': 'llama', 'qwen2': 'llama'}  # HF model_type -> our family
-_ARCHITECTURES = {'t5': 'T5ForConditionalGeneration', 'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}
+FAMILIES = names.MODEL_TYPES  # HF model_type -> our family (names.FAMILIES; models/families.py has their records)
 _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'spiece.model', 'tokenizer.model', 'vocab.json')
 _HUB_PATTERNS = ['*.json', '*.safetensors', '*.model', '*.txt', '*.tiktoken']
-
-
-def _family(model_type) -> str:
-  if model_type not in FAMILIES:
-    raise UserError(f'model_type {model_type!r} is not supported (supported: {", ".join(FAMILIES)})')
-  return FAMILIES[model_type]
 
 
 def _dtype_name(dtype) -> str:
   return jnp.dtype(dtype).name
 
 
-# config.model's speed fields and their defaults (the original paths); models/layers.LanguageModel.
-SPEED_OPTIONS = {'attention': 'einsum', 'attention_dropout': -1.0, 'remat_policy': 'nothing', 'scan_unroll': 0,
-                 'dropout_seeds': 'bits'}
+SPEED_OPTIONS = names.SPEED_OPTIONS  # config.model's speed fields and their defaults (the original paths)
 
 
 def model_options(model_config) -> dict:
@@ -53,15 +41,14 @@ def _speed_kwargs(speed: dict) -> dict:
   unknown = set(speed) - set(SPEED_OPTIONS)
   if unknown:
     raise TypeError(f'unknown model options {sorted(unknown)}; known: {sorted(SPEED_OPTIONS)}')
-  from e2urec_jax.models.attention import IMPLEMENTATIONS
-  from e2urec_jax.models.layers import REMAT_POLICIES
   out = {k: type(SPEED_OPTIONS[k])(v) for k, v in speed.items()}
-  if out.get('attention', 'einsum') not in IMPLEMENTATIONS:
-    raise UserError(f"model.attention={out['attention']!r}: one of {', '.join(IMPLEMENTATIONS)}")
-  if out.get('remat_policy', 'nothing') not in REMAT_POLICIES:
-    raise UserError(f"model.remat_policy={out['remat_policy']!r}: one of {', '.join(REMAT_POLICIES)}")
-  if out.get('dropout_seeds', 'bits') not in ('bits', 'key'):
-    raise UserError(f"model.dropout_seeds={out['dropout_seeds']!r}: 'bits' or 'key'")
+  if out.get('attention', 'einsum') not in names.ATTENTION_IMPLEMENTATIONS:
+    raise UserError(f"model.attention={out['attention']!r}: one of {', '.join(names.ATTENTION_IMPLEMENTATIONS)}")
+  if out.get('remat_policy', 'nothing') not in names.REMAT_POLICIES:
+    raise UserError(f"model.remat_policy={out['remat_policy']!r}: one of {', '.join(names.REMAT_POLICIES)}")
+  if out.get('dropout_seeds', 'bits') not in names.DROPOUT_SEEDS:
+    raise UserError(f"model.dropout_seeds={out['dropout_seeds']!r}: "
+                    f"{' or '.join(repr(x) for x in names.DROPOUT_SEEDS)}")
   if out.get('attention_dropout', -1.0) >= 1:
     raise UserError(f"model.attention_dropout={out['attention_dropout']!r}: below 1 (< 0 = the model's own rate)")
   return out
@@ -72,17 +59,14 @@ def model_from_hf_config(hf_config, *, dtype='float32', remat=False, param_dtype
   compute dtype, `param_dtype` the dtype `init_params` creates; `tied` (T5 only) overrides
   whether the LM head is the shared embedding (loading decides it from the checkpoint);
   `speed`: SPEED_OPTIONS (attention, attention_dropout, remat_policy, scan_unroll, dropout_seeds)."""
-  family = _family(getattr(hf_config, 'model_type', None))
+  family = families.of_model_type(getattr(hf_config, 'model_type', None))
   kwargs = dict(dtype=_dtype_name(dtype), param_dtype=_dtype_name(param_dtype), remat=bool(remat),
                 hf_config_json=hf_config.to_json_string(use_diff=False), **_speed_kwargs(speed))
-  if family == 't5':
-    return T5(T5Arch.from_hf(hf_config, tied=tied), **kwargs)
-  return Llama(LlamaArch.from_hf(hf_config), **kwargs)
+  return family.build(hf_config, tied, **kwargs)
 
 
 def _dummy_inputs(model):
-  ids = jnp.ones((1, 1), jnp.int32)
-  return (ids, ids, ids) if model.family == 't5' else (ids, ids)
+  return families.of_model(model).dummy_inputs()
 
 
 def init_params(model, rng):
@@ -97,26 +81,8 @@ def abstract_params(model):
 
 def scratch_hf_config(scratch_cfg, vocab_size, pad_id, eos_id, bos_id, dropout):
   """A transformers config for a randomly initialised model from config.model.scratch."""
-  import transformers
-  s = scratch_cfg
-  if s.family == 't5':
-    gated = s.feed_forward_proj.startswith('gated')
-    return transformers.T5Config(
-        vocab_size=int(vocab_size), d_model=s.d_model, d_kv=s.d_kv, d_ff=s.d_ff, num_layers=s.num_layers,
-        num_decoder_layers=s.num_layers, num_heads=s.num_heads, feed_forward_proj=s.feed_forward_proj,
-        dropout_rate=float(dropout), pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=bos_id,
-        decoder_start_token_id=pad_id, tie_word_embeddings=not gated)
-  if s.family == 'llama':
-    if s.d_model % s.num_heads or s.num_heads % s.num_kv_heads:
-      raise UserError(f'model.scratch: d_model ({s.d_model}) must be a multiple of num_heads ({s.num_heads}) '
-                      f'and num_heads a multiple of num_kv_heads ({s.num_kv_heads})')
-    return transformers.LlamaConfig(
-        vocab_size=int(vocab_size), hidden_size=s.d_model, intermediate_size=s.d_ff,
-        num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads,
-        head_dim=s.d_model // s.num_heads, max_position_embeddings=4096, rms_norm_eps=1e-6,
-        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=True,
-        attention_dropout=float(dropout))
-  raise UserError(f"model.scratch.family {s.family!r} is not supported (use 't5' or 'llama')")
+  family = families.get(scratch_cfg.family, 'model.scratch.family')
+  return family.scratch_hf_config(scratch_cfg, vocab_size, pad_id, eos_id, bos_id, dropout)
 
 
 def _resolve(name_or_path: str) -> str:
@@ -164,21 +130,17 @@ def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, rema
   with open(config_path) as f:
     model_type = json.load(f).get('model_type')
   try:
-    _family(model_type)
+    family = families.of_model_type(model_type)
   except UserError as e:
     raise UserError(f'{config_path}: {e}') from None
   import transformers
   hf_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
   store = convert.TensorStore(folder)
-  tied = None
-  if model_type == 't5':  # v1.1 has its own head; a checkpoint without one (or an equal copy) is tied
-    tied = 'lm_head.weight' not in store or np.array_equal(store.get('lm_head.weight'), store.get('shared.weight'))
+  tied = family.tied_from_store(store) if family.tied_from_store else None
   model = model_from_hf_config(hf_config, dtype=compute_dtype or dtype, remat=remat, param_dtype=dtype, tied=tied,
                                **speed)
-  a = model.arch
-  num_layers = ({'encoder': a.num_layers, 'decoder': a.num_decoder_layers} if model.family == 't5'
-                else {'layers': a.num_layers})
-  params = convert.params_from_store(model.family, store, abstract_params(model), jnp.dtype(dtype), num_layers)
+  num_layers = family.layer_counts(model.arch)
+  params = convert.params_from_store(family.name, store, abstract_params(model), jnp.dtype(dtype), num_layers)
   return model, jax.device_put(params), _load_tokenizer(folder)
 
 
@@ -187,10 +149,11 @@ def save_pretrained(model, params, path, tokenizer=None):
   if not model.hf_config_json:
     raise UserError('this model has no transformers config to save (build it with model_from_hf_config)')
   config = json.loads(model.hf_config_json)
+  family = families.of_model(model)
   config['tie_word_embeddings'] = model.arch.tied
-  if model.family == 't5':
-    config['scale_decoder_outputs'] = model.arch.scale_decoder_outputs
-  config['architectures'] = [_ARCHITECTURES[config['model_type']]]
+  if family.saved_config:
+    config.update(family.saved_config(model.arch))
+  config['architectures'] = [family.names.architecture(config['model_type'])]
   config['dtype'] = jax.tree.leaves(params)[0].dtype.name
   os.makedirs(path, exist_ok=True)
   stale_index = os.path.join(path, 'model.safetensors.index.json')  # would shadow the new file
@@ -213,11 +176,11 @@ def save_pretrained(model, params, path, tokenizer=None):
 
 def answer_token_ids(tokenizer, family: str, answer: str, prompt: str = 'Answer:') -> list:
   """The ids a model is trained to produce for `answer` ('Yes.' / 'No.'), end token included,
-  derived from the tokenizer: T5 tokenises the answer alone (decoder side); a decoder-only
+  derived from the tokenizer: an encoder-decoder (T5) tokenises the answer alone; a decoder-only
   model continues the prompt, so the answer is tokenised after it (' Yes' with its leading
   space, as in the training sequences). ids[0] is the token whose logit scores the answer."""
   eos = tokenizer.eos_token_id
-  if family == 't5':
+  if names.family(family).layout == names.ENCODER_DECODER:
     ids = list(tokenizer(answer).input_ids)
   else:
     base = list(tokenizer(prompt, add_special_tokens=False).input_ids)
@@ -258,7 +221,7 @@ def forward(model, params, input_ids, attention_mask, decoder_input_ids=None, ad
 def answer_logits(model, params, batch, adapters=None, dropout_rng=None):
   """fp32 logits [batch, answers, vocab] at batch['answer_positions'], gathered before the
   LM head (a decoder-only model never builds [batch, length, vocab])."""
-  decoder_ids = batch['decoder_input_ids'] if model.family == 't5' else None
+  decoder_ids = batch['decoder_input_ids'] if families.of_model(model).encoder_decoder else None
   return model.apply(_variables(params, adapters), batch['input_ids'], batch['attention_mask'], decoder_ids,
                      answer_positions=batch['answer_positions'], deterministic=dropout_rng is None,
                      rngs=dropout_rngs(dropout_rng))
@@ -268,17 +231,4 @@ def forward_flops(model, input_length: int, decoder_length: int = 0, head_positi
   """Matmul FLOPs of one forward of one example (2 per multiply-add), attention scores
   included; the LM head runs at `head_positions` positions (default: every output position).
   The backward pass costs about twice this; for a benchmark's MFU."""
-  a = model.arch
-  if model.family == 't5':
-    s, t, d, inner = input_length, decoder_length, a.d_model, a.num_heads * a.d_kv
-    mlp = 2 * d * a.d_ff * (3 if a.gated else 2)
-    enc = a.num_layers * (s * (8 * d * inner + mlp) + 4 * s * s * inner)
-    dec = a.num_decoder_layers * (t * (8 * d * inner + 4 * d * inner + mlp) + s * 4 * d * inner
-                                  + 4 * t * t * inner + 4 * t * s * inner)
-    head = 2 * d * a.vocab_size * (t if head_positions is None else head_positions)
-    return int(enc + dec + head)
-  s, d, hd = input_length, a.hidden_size, a.head_dim
-  proj = 2 * d * hd * (2 * a.num_heads + 2 * a.num_kv_heads)
-  per_layer = s * (proj + 6 * d * a.intermediate_size) + 4 * s * s * a.num_heads * hd
-  head = 2 * d * a.vocab_size * (s if head_positions is None else head_positions)
-  return int(a.num_layers * per_layer + head)
+  return families.of_model(model).forward_flops(model.arch, input_length, decoder_length, head_positions)

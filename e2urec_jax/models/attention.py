@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e2urec_jax import names
 from e2urec_jax.models.layers import attention as einsum_attention
 
-IMPLEMENTATIONS = ('einsum', 'xla', 'cudnn')
+IMPLEMENTATIONS = names.ATTENTION_IMPLEMENTATIONS  # config.model.attention's values
 CUDNN_MIN_LENGTH = 16  # shorter attentions (T5's 3-token decoder) stay on XLA: a fused kernel gains nothing there
 
 

@@ -15,37 +15,15 @@ import ml_dtypes
 import numpy as np
 
 from e2urec_jax.errors import UserError
+from e2urec_jax.models import families
 
 _DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
            'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
 
-# Our sub-layer names -> the HF module inside a T5 block.
-_T5_ENCODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
-               'mlp': 'layer.1.DenseReluDense', 'mlp_norm': 'layer.1.layer_norm'}
-_T5_DECODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
-               'cross_attn': 'layer.1.EncDecAttention', 'cross_attn_norm': 'layer.1.layer_norm',
-               'mlp': 'layer.2.DenseReluDense', 'mlp_norm': 'layer.2.layer_norm'}
-
-
 def hf_name(family: str, path: tuple) -> str:
-  """HF tensor name of a param leaf; per-layer leaves contain '{i}' for the layer index."""
-  *modules, leaf = path
-  suffix = 'bias' if leaf == 'bias' else 'weight'
-  if family == 't5':
-    if modules[0] in ('encoder', 'decoder'):
-      stack, rest = modules[0], modules[1:]
-      if rest[0] == 'relative_attention_bias':
-        return f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'
-      if rest[0] == 'final_norm':
-        return f'{stack}.final_layer_norm.weight'
-      table = _T5_DECODER if stack == 'decoder' else _T5_ENCODER
-      return '.'.join([f'{stack}.block.{{i}}', table[rest[1]], *rest[2:], suffix])
-    return '.'.join([*modules, suffix])  # shared.weight, lm_head.weight
-  if modules[0] == 'lm_head':
-    return 'lm_head.weight'
-  if modules[0] == 'layers':
-    return '.'.join(['model.layers.{i}', *modules[1:], suffix])
-  return '.'.join(['model', *modules, suffix])  # model.embed_tokens.weight, model.norm.weight
+  """HF tensor name of a param leaf; per-layer leaves contain '{i}' for the layer index (the
+  family's record holds the map: models/families.py)."""
+  return families.get(family).hf_name(path)
 
 
 class TensorStore:

@@ -19,8 +19,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from e2urec_jax import names
 from e2urec_jax.errors import UserError
 from e2urec_jax.models.attention import attention
+from e2urec_jax.models.families import Family
 from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
                                       activation, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
@@ -184,3 +186,47 @@ class Llama(LanguageModel):
       return embed.attend(h)
     return Dense(a.vocab_size, rt, kernel_init=nn.initializers.normal(a.initializer_range), fp32_out=True,
                  name='lm_head')(h)
+
+
+# ------------------------------------------------------------------ the family record
+def hf_name(path: tuple) -> str:
+  """HF tensor name of a param leaf; per-layer leaves contain '{i}' for the layer index."""
+  *modules, leaf = path
+  suffix = 'bias' if leaf == 'bias' else 'weight'
+  if modules[0] == 'lm_head':
+    return 'lm_head.weight'
+  if modules[0] == 'layers':
+    return '.'.join(['model.layers.{i}', *modules[1:], suffix])
+  return '.'.join(['model', *modules, suffix])  # model.embed_tokens.weight, model.norm.weight
+
+
+def scratch_hf_config(s, vocab_size, pad_id, eos_id, bos_id, dropout):
+  """A transformers LlamaConfig for config.model.scratch `s` (tied head, head_dim = d_model / num_heads)."""
+  problem = names.scratch_problem(s)
+  if problem:
+    raise UserError(f'model.scratch: {problem}')
+  import transformers
+  return transformers.LlamaConfig(
+      vocab_size=int(vocab_size), hidden_size=s.d_model, intermediate_size=s.d_ff,
+      num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads,
+      head_dim=s.d_model // s.num_heads, max_position_embeddings=4096, rms_norm_eps=1e-6,
+      pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=True,
+      attention_dropout=float(dropout))
+
+
+def forward_flops(a: LlamaArch, input_length: int, decoder_length: int = 0, head_positions=None) -> int:
+  s, d, hd = input_length, a.hidden_size, a.head_dim
+  proj = 2 * d * hd * (2 * a.num_heads + 2 * a.num_kv_heads)
+  per_layer = s * (proj + 6 * d * a.intermediate_size) + 4 * s * s * a.num_heads * hd
+  head = 2 * d * a.vocab_size * (s if head_positions is None else head_positions)
+  return int(a.num_layers * per_layer + head)
+
+
+FAMILY = Family(
+    names=names.FAMILIES['llama'],
+    build=lambda hf_config, tied, **kwargs: Llama(LlamaArch.from_hf(hf_config), **kwargs),
+    hf_name=hf_name,
+    layer_counts=lambda a: {'layers': a.num_layers},
+    scratch_hf_config=scratch_hf_config,
+    forward_flops=forward_flops,
+)

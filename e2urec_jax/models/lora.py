@@ -17,11 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from e2urec_jax import names
 from e2urec_jax.errors import UserError
 from e2urec_jax.models.layers import Dropout, Runtime
 
 COLLECTION = 'lora'
-_DEFAULT_TARGETS = {'t5': ('q', 'v'), 'llama': ('q_proj', 'v_proj')}
 
 
 class Dense(nn.Module):
@@ -53,16 +53,16 @@ class Dense(nn.Module):
 
 
 def default_targets(family: str) -> tuple:
-  """peft's defaults: T5 'q','v' (self- and cross-attention), Llama 'q_proj','v_proj'."""
-  if family not in _DEFAULT_TARGETS:
+  """peft's defaults (names.FAMILIES): T5 'q','v' (self- and cross-attention), Llama 'q_proj','v_proj'."""
+  if family not in names.FAMILIES:
     raise UserError(f'no default LoRA targets for model family {family!r}; set lora.targets')
-  return _DEFAULT_TARGETS[family]
+  return names.FAMILIES[family].lora_targets
 
 
 def parse_targets(spec: str, family: str) -> tuple:
   """config.lora.targets ('q,v' or '' for the family default) -> a tuple of names."""
-  names = tuple(t.strip() for t in (spec or '').split(',') if t.strip())
-  return names or default_targets(family)
+  listed = tuple(t.strip() for t in (spec or '').split(',') if t.strip())
+  return listed or default_targets(family)
 
 
 def _dense_paths(tree, prefix=()):
@@ -89,8 +89,8 @@ def init_adapters(params, rng, r: int, targets: Sequence[str]):
   dense = _dense_paths(params)
   paths = [p for p in dense if any(_matches(p, t) for t in targets)]
   if not paths:
-    names = sorted({p[-1] for p in dense})
-    raise UserError(f'LoRA targets {tuple(targets)} match no dense layer; layer names are {names}')
+    layer_names = sorted({p[-1] for p in dense})
+    raise UserError(f'LoRA targets {tuple(targets)} match no dense layer; layer names are {layer_names}')
   adapters = {}
   for key, path in zip(jax.random.split(rng, len(paths)), paths):
     kernel = _get(params, path)['kernel']

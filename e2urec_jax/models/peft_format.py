@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import names, runtime, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import convert, lora
 from e2urec_jax.models.api import abstract_params
@@ -27,7 +27,6 @@ from e2urec_jax.models.api import abstract_params
 WEIGHTS_FILE = 'adapter_model.safetensors'
 CONFIG_FILE = 'adapter_config.json'
 _KEY_PREFIX = 'base_model.model.'  # PeftModel -> LoraModel -> the transformers model
-_TASK_TYPES = {'t5': 'SEQ_2_SEQ_LM', 'llama': 'CAUSAL_LM'}
 # PEFT settings (as of peft 0.21) under which the forward is more than W x + scale * B A x on
 # Linear layers, or the scale differs per module: refused on read. (VeLoRA changes only the backward.)
 _UNSUPPORTED = {
@@ -75,8 +74,9 @@ def write_peft(model, adapters, folder: str, *, alpha: float, dropout: float = 0
   (r,) = ranks
   adapted = [modules[p] for p in {k[:-1] for k in flat}]
   alpha = float(alpha)
+  task_type = names.family(family).peft_task_type
   config = {
-      'peft_type': 'LORA', 'task_type': _TASK_TYPES[family], 'base_model_name_or_path': base_model_name_or_path,
+      'peft_type': 'LORA', 'task_type': task_type, 'base_model_name_or_path': base_model_name_or_path,
       'revision': None, 'inference_mode': True, 'r': int(r), 'lora_alpha': int(alpha) if alpha.is_integer() else alpha,
       'lora_dropout': float(dropout), 'target_modules': _peft_targets(adapted, modules.values()),
       'fan_in_fan_out': False, 'bias': 'none', 'use_rslora': False, 'use_dora': False, 'init_lora_weights': True,

@@ -24,8 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e2urec_jax import names
 from e2urec_jax.errors import UserError
 from e2urec_jax.models.attention import attention
+from e2urec_jax.models.families import Family
 from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Dropout, Embed, LanguageModel, RMSNorm, Runtime,
                                       activation, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
@@ -200,3 +202,65 @@ class T5(LanguageModel):
       return shared.attend(h)
     return Dense(a.vocab_size, rt, kernel_init=nn.initializers.normal(a.init_factor), fp32_out=True,
                  name='lm_head')(h)
+
+
+# ------------------------------------------------------------------ the family record
+# Our sub-layer names -> the HF module inside a T5 block.
+_HF_ENCODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
+               'mlp': 'layer.1.DenseReluDense', 'mlp_norm': 'layer.1.layer_norm'}
+_HF_DECODER = {'self_attn': 'layer.0.SelfAttention', 'self_attn_norm': 'layer.0.layer_norm',
+               'cross_attn': 'layer.1.EncDecAttention', 'cross_attn_norm': 'layer.1.layer_norm',
+               'mlp': 'layer.2.DenseReluDense', 'mlp_norm': 'layer.2.layer_norm'}
+
+
+def hf_name(path: tuple) -> str:
+  """HF tensor name of a param leaf; per-layer leaves contain '{i}' for the layer index."""
+  *modules, leaf = path
+  suffix = 'bias' if leaf == 'bias' else 'weight'
+  if modules[0] in ('encoder', 'decoder'):
+    stack, rest = modules[0], modules[1:]
+    if rest[0] == 'relative_attention_bias':
+      return f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'
+    if rest[0] == 'final_norm':
+      return f'{stack}.final_layer_norm.weight'
+    table = _HF_DECODER if stack == 'decoder' else _HF_ENCODER
+    return '.'.join([f'{stack}.block.{{i}}', table[rest[1]], *rest[2:], suffix])
+  return '.'.join([*modules, suffix])  # shared.weight, lm_head.weight
+
+
+def scratch_hf_config(s, vocab_size, pad_id, eos_id, bos_id, dropout):
+  """A transformers T5Config for config.model.scratch `s` (v1.1's gated MLPs get their own head)."""
+  import transformers
+  gated = s.feed_forward_proj.startswith('gated')
+  return transformers.T5Config(
+      vocab_size=int(vocab_size), d_model=s.d_model, d_kv=s.d_kv, d_ff=s.d_ff, num_layers=s.num_layers,
+      num_decoder_layers=s.num_layers, num_heads=s.num_heads, feed_forward_proj=s.feed_forward_proj,
+      dropout_rate=float(dropout), pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=bos_id,
+      decoder_start_token_id=pad_id, tie_word_embeddings=not gated)
+
+
+def tied_from_store(store) -> bool:
+  """v1.1 has its own head; a checkpoint without one (or with an equal copy) is tied."""
+  return 'lm_head.weight' not in store or np.array_equal(store.get('lm_head.weight'), store.get('shared.weight'))
+
+
+def forward_flops(a: T5Arch, input_length: int, decoder_length: int, head_positions=None) -> int:
+  s, t, d, inner = input_length, decoder_length, a.d_model, a.num_heads * a.d_kv
+  mlp = 2 * d * a.d_ff * (3 if a.gated else 2)
+  enc = a.num_layers * (s * (8 * d * inner + mlp) + 4 * s * s * inner)
+  dec = a.num_decoder_layers * (t * (8 * d * inner + 4 * d * inner + mlp) + s * 4 * d * inner
+                                + 4 * t * t * inner + 4 * t * s * inner)
+  head = 2 * d * a.vocab_size * (t if head_positions is None else head_positions)
+  return int(enc + dec + head)
+
+
+FAMILY = Family(
+    names=names.FAMILIES['t5'],
+    build=lambda hf_config, tied, **kwargs: T5(T5Arch.from_hf(hf_config, tied=tied), **kwargs),
+    hf_name=hf_name,
+    layer_counts=lambda a: {'encoder': a.num_layers, 'decoder': a.num_decoder_layers},
+    scratch_hf_config=scratch_hf_config,
+    forward_flops=forward_flops,
+    tied_from_store=tied_from_store,
+    saved_config=lambda a: {'scale_decoder_outputs': a.scale_decoder_outputs},
+)
