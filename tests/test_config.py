@@ -117,11 +117,12 @@ def test_data_rules_follow_the_readers_and_the_generator():
 def test_method_lists_derive_from_the_registered_specs():
   from e2urec_jax.methods import spec
   config = config_lib.default_config()
-  assert config_lib.ALL_METHODS == spec.names() == ('e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo', 'oracle')
+  assert config_lib.ALL_METHODS == spec.names() == ('e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo', 'influence',
+                                                       'oracle')
   assert spec.default_methods() == ('e2urec', 'neggrad', 'badt', 'sisa', 'receraser', 'ga', 'npo')  # oracle: a diagnostic
   assert config.unlearn.methods == ','.join(spec.default_methods())
   assert spec.report_order() == ('original', 'retrain') + spec.names()
-  assert spec.chainable() == ('e2urec', 'neggrad', 'badt', 'ga', 'npo')
+  assert spec.chainable() == ('e2urec', 'neggrad', 'badt', 'ga', 'npo', 'influence')
   for s in spec.specs():
     assert config.unlearn[s.name].to_dict() == s.defaults
 

@@ -10,4 +10,5 @@ from e2urec_jax.methods import sisa  # noqa: F401
 from e2urec_jax.methods import receraser  # noqa: F401
 from e2urec_jax.methods import ga  # noqa: F401
 from e2urec_jax.methods import npo  # noqa: F401
+from e2urec_jax.methods import influence  # noqa: F401
 from e2urec_jax.methods import oracle  # noqa: F401  (a diagnostic: last, after every method)

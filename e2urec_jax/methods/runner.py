@@ -41,7 +41,7 @@ def method_fields(config, method: str, section, seed) -> dict:
   spec = spec_lib.get(method)
   # A `same_as` method trains with that method's section: its fields are recorded under that name.
   return fingerprint.fields(config, fingerprint.METHOD, method=spec.section_name, section=section, reads=spec.reads,
-                            seed=seed, stepped=spec.run is None, adapters=spec.trainable == 'lora')
+                            seed=seed, stepped=spec.run is None or spec.auto_stop, adapters=spec.trainable == 'lora')
 
 
 def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed: int | None = None,

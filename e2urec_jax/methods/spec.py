@@ -94,6 +94,9 @@ class MethodSpec:
   # adapters and differs only in what its spec changes (the oracle: the forget-set target).
   same_as: str | None = None
   in_default: bool = True  # in config.unlearn.methods' default (a diagnostic-only method says False)
+  # A `run` method that applies the retrain-free stop (config.unlearn.auto) itself (influence: to
+  # its CG iterations): its fingerprint reads unlearn.auto* as a method trained by steps does.
+  auto_stop: bool = False
 
   def __post_init__(self):
     if self.trainable not in TRAINABLE_KINDS:
