@@ -161,9 +161,7 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     storage.write_bytes(output, out.to_csv(index=False).encode())
     print(f'wrote {len(out)} predictions of {name} to {output}')
   elif output:
-    tmp = output + '.tmp'
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, output)
+    runtime.write_file_atomic(output, out.to_csv(index=False).encode())  # a hidden temp name, then renamed
     print(f'wrote {len(out)} predictions of {name} to {output}')
   else:
     print(out.to_csv(index=False), end='')
@@ -178,6 +176,7 @@ def _check_predict_output(output: str, input: str, workdir: str) -> None:
   if out == storage.abspath(input):
     raise UserError(f'--output={output} is the --input file; write the predictions to another file')
   if storage.is_remote(out):
+    _refuse_foreign_file(output, out)
     return
   if os.path.isdir(out):
     example = os.path.join(output, 'p_yes.csv')
@@ -185,6 +184,21 @@ def _check_predict_output(output: str, input: str, workdir: str) -> None:
   parent = os.path.dirname(out)
   if not os.path.isdir(parent):
     raise UserError(f'--output={output}: no folder {parent}; create it first or pass another path')
+  _refuse_foreign_file(output, out)
+
+
+PREDICTIONS_HEADER = 'user_id,item_id,p_yes'  # the first line of every predictions file predict writes
+
+
+def _refuse_foreign_file(output: str, out: str) -> None:
+  """predict replaces --output: only a new path or a predictions file it wrote before (its header line)."""
+  if not storage.exists(out):
+    return
+  with storage.open_file(out, 'rb') as f:
+    first = f.read(len(PREDICTIONS_HEADER) + 2)
+  if first.split(b'\n')[0].rstrip(b'\r') != PREDICTIONS_HEADER.encode():
+    raise UserError(f'--output={output} exists and is not a predictions file of an earlier predict (its first line '
+                    f'is not {PREDICTIONS_HEADER}): predict replaces --output; pass a new file name')
 
 
 def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:
@@ -221,9 +235,11 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
   from e2urec_jax import forget as forget_lib
   from e2urec_jax.forget_request import read_request
   forget_lib.require_local(workdir)
-  _existing(workdir, 'forget')
+  if not storage.isdir(workdir):
+    _existing(workdir, 'forget')
   read_request(users, interactions)  # a malformed request fails before it waits for anyone
   with workdir_lock.hold(storage.abspath(workdir), 'forget'):
+    _existing(workdir, 'forget')  # after the lock put back the data a killed command had set aside
     audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
                              callbacks=callbacks)
   if audit:

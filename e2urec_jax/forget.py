@@ -76,30 +76,26 @@ class Found:
 
 def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: str, *,
              missing_ok: bool = False) -> Found:
-  """Where the request's ids are. An id neither in the data, nor in the raw copy, nor in an earlier
-  audit is a UserError naming where it was given (unless missing_ok: a resumed request whose
-  records are already scrubbed)."""
-  users, items = {}, {}
-  for f in frames.values():
-    users.update(zip(f['user_key'].astype(str), f['user'].astype(np.int64)))
-    items.update(zip(f['item_key'].astype(str), f['item'].astype(np.int64)))
-  if items and all(k == str(v) for k, v in items.items()):  # integer ids: an item only seen in histories counts too
-    items = _IntKeys(items)
-  raw_users, raw_pairs = scrub.raw_records(workdir)  # the source copy in the workdir (synthetic data)
+  """Where the request's ids are. Ids are the source's own strings (the users/items `key` columns,
+  the raw copy's fields as written) and are compared exactly: '03' is not '3'. An id neither in the
+  data, nor in the raw copy, nor in an earlier audit is a UserError naming where it was given and,
+  where it differs from a real id only by its spelling (leading zeros, a sign, other Unicode digits,
+  spaces), suggesting that id (unless missing_ok: a resumed request whose records are already scrubbed)."""
+  users, items = scrub.known_ids(frames)
+  raw_users, raw_pairs = scrub.raw_records(workdir)  # the source copy in the workdir (synthetic data), as strings
   out = Found()
   if request.kind == 'users':
     for key_ in request.users:
       if key_ in users:
         out.users.append(int(users[key_]))
-      elif key_.isdigit() and int(key_) in raw_users:
-        out.raw_users.append(int(key_))
-      elif audit_lib.forgotten_by(audits, key, key_) is not None:
-        out.done.append((key_, audit_lib.forgotten_by(audits, key, key_)))
+      elif key_ in raw_users:
+        out.raw_users.append(scrub.raw_id(key_))
+      elif (version := audit_lib.forgotten_by(audits, key, key_)) is not None:
+        out.done.append((key_, version))
       elif not missing_ok:
         where = request.where.get(key_, '--users')
         where = '' if where == '--users' else f'{where}: '
-        raise UserError(f"{where}user {key_!r} is not in the data of this workdir (no samples, no raw record); "
-                        "check the id: ids are spelled as in the source's user column")
+        raise UserError(f'{where}{unknown_id("user", key_, [users, raw_users], audits, key)}')
     return out
   for ukey, ikey in request.pairs:
     if ukey in users and ikey in items:
@@ -107,28 +103,35 @@ def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: 
       if any(m.any() for m in scrub.row_masks(frames, [], [pair]).values()):
         out.pairs.append(pair)
         continue
-    if ukey.isdigit() and ikey.isdigit() and (int(ukey), int(ikey)) in raw_pairs:
-      out.raw_pairs.append((int(ukey), int(ikey)))  # a rating that formed no sample
+    if (ukey, ikey) in raw_pairs:
+      out.raw_pairs.append((scrub.raw_id(ukey), scrub.raw_id(ikey)))  # a rating that formed no sample
       continue
     version = audit_lib.forgotten_by(audits, key, ukey, ikey)
     if version is not None:
       out.done.append((f'{ukey},{ikey}', version))
     elif not missing_ok:
       where = request.where.get((ukey, ikey))
-      raise UserError(f'{where + ": " if where else ""}interaction ({ukey!r}, {ikey!r}) is not in the data of this '
-                      'workdir (no sample shows it, no raw record holds it); check the user and item ids '
-                      '(spelled as in the source data)')
+      where = f'{where}: ' if where else ''
+      raw_items = {i for _, i in raw_pairs}
+      for what, id_, known in (('user', ukey, [users, raw_users]), ('item', ikey, [items, raw_items])):
+        if not any(id_ in k for k in known):
+          raise UserError(f'{where}{unknown_id(what, id_, known, audits, key)}')
+      raise UserError(f'{where}interaction ({cut(ukey)}, {cut(ikey)}) is not in the data of this workdir (no sample '
+                      'shows it, no raw record holds it, no audit names it); check the user and item ids (spelled '
+                      'as in the source data)')
   return out
 
 
-class _IntKeys(dict):
-  """key -> id where the source's ids are the integers themselves (MovieLens, synthetic)."""
+def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> str:
+  """The refusal of an id that matches no record exactly (forget_audit.misspelt)."""
+  return audit_lib.misspelt(what, id_, known, audits, key) or \
+      (f'{what} {cut(id_)} is not in the data of this workdir (no samples, no raw record, no audit); check the '
+       f"id: ids are spelled as in the source's {what} column")
 
-  def __contains__(self, key):
-    return super().__contains__(key) or str(key).isdigit()
 
-  def __getitem__(self, key):
-    return super().__getitem__(key) if super().__contains__(key) else int(key)
+def cut(id_: str) -> str:
+  from e2urec_jax.data import idfiles
+  return idfiles.cut(id_)
 
 
 @contextlib.contextmanager
@@ -243,10 +246,13 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
       found = _resolve(request, scrub.read_frames(workdir), key, audits, workdir, missing_ok=True)
       removed = scrub.scrub_data(workdir, found.scrub_users(), found.scrub_pairs())
       pending['removed'] = removed or pending.get('removed', {})
+      if removed:  # a crash from here on reruns into a scrubbed workdir, whose counts are these
+        runtime.write_json(pending_path, pending)
       deleted = scrub.delete(workdir, pending['delete'] + scrub.resume_checkpoints(workdir))
       pending['deleted'] = sorted(set(pending.get('deleted', []) + deleted))
       pending['stage'] = 'audit'
       runtime.write_json(pending_path, pending)
+    runtime.refuse_staging(workdir, 'forget')  # the command's lock removed those of earlier commands
     audit = audit_lib.build_audit(pending, request, key)
     runtime.write_json(os.path.join(forget_dir, f'audit_v{pending["version"]}.json'), audit)
     os.remove(pending_path)
@@ -257,7 +263,9 @@ def _forget_mask(request, frames, key, audits, workdir, *, quiet=False):
   found = _resolve(request, frames, key, audits, workdir)
   for what, v in ([] if quiet else found.done):
     print(f'{request.kind[:-1]} {what} was already forgotten (request v{v}); skipped')
-  mask = scrub.row_masks({'train': frames['train']}, found.users, found.pairs)['train']
+  # Every train sample the scrub will remove is in the forget set: a record a model learnt is never
+  # scrubbed without being unlearned (raw-only records hold no train sample, so add none).
+  mask = scrub.row_masks({'train': frames['train']}, found.scrub_users(), found.scrub_pairs())['train']
   return found, mask
 
 
@@ -268,7 +276,7 @@ def _plan(workdir, request, method, key, request_hash, audits):
   if not found.any:
     print('nothing left to forget: every record of this request was forgotten by an earlier request')
     return None
-  for split, m in scrub.row_masks(frames, found.users, found.pairs).items():
+  for split, m in scrub.row_masks(frames, found.scrub_users(), found.scrub_pairs()).items():
     if m.all():
       raise UserError(f'forgetting these records would leave the {split} split empty; '
                       'the workdir cannot serve this request (prepare a larger data set)')
@@ -322,7 +330,7 @@ def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None
   artifacts.check_adapter_dir(ctx.model_dir(method), ctx.bundle.lora_meta)
   pending['base'] = os.path.relpath(base_dir, workdir)
   stats = runner.run_method(ctx, method, callbacks=callbacks)
-  user_ids = found.users or sorted({u for u, _ in found.pairs})
+  user_ids = found.scrub_users() or sorted({u for u, _ in found.scrub_pairs()})
   cost = (('time_s', 'compile_s', 'steps', 'trainable_params', 'unlearn_time_s')
           + tuple(f'{h.cost_key}_time_s' for h in helpers) + (f'{runner.FROZEN_WORK}_time_s',))
   pending.update(stage='scrub', stats={k: stats.get(k) for k in cost},

@@ -143,6 +143,27 @@ def forgotten_by(audits: dict, key: bytes, user: str, item: str | None = None) -
   return None
 
 
+def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user: str | None = None) -> str | None:
+  """The one-line refusal of an id that matches no record exactly but differs only by its spelling
+  (leading zeros, a sign, other Unicode digits, spaces: idfiles.loose) from an id of the data
+  (`known`: collections of ids) or from one an audit forgot (an item: in a pair with `user`);
+  None when it resembles none. Ids are never matched loosely: this only names the likely one."""
+  from e2urec_jax.data import idfiles
+  guess = next((g for k in known if (g := idfiles.near(id_, k)) is not None), None)
+  note = ''
+  if guess is None:  # a forgotten id is in no data any more: its audit still knows it
+    canonical = idfiles.loose(id_)
+    if canonical != id_:
+      v = forgotten_by(audits, key, canonical) if user is None else \
+          forgotten_by(audits, key, idfiles.loose(user), canonical)
+      if v is not None:
+        guess, note = canonical, f' (forgotten by request v{v})'
+  if guess is None:
+    return None
+  return (f'{idfiles.cut(id_)} is not {"an" if what == "item" else "a"} {what} of this run; did you mean '
+          f'{idfiles.cut(guess)}?{note} (ids are compared exactly, as the source spells them)')
+
+
 # ------------------------------------------------------------------ the audit
 def deleted_helpers() -> set:
   """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
@@ -217,6 +238,7 @@ def verify_audits(workdir: str, *, key_file: str | None, users: str | None = Non
   if not audits:
     raise UserError(f'{workdir} has no forget audits ({forget_dir}/audit_v*.json)')
   key = read_key(key_file, storage.abspath(workdir), create=False, command='audit')
+  runtime.refuse_staging(storage.abspath(workdir), 'audit')
   lines, bad = [], 0
   for v, audit in sorted(audits.items()):
     if 'mac' not in audit:
@@ -234,12 +256,28 @@ def verify_audits(workdir: str, *, key_file: str | None, users: str | None = Non
       lines.append(f'audit v{v}: MAC MISMATCH: the audit was changed after it was written')
       bad += 1
   if users is not None or interactions is not None:
+    from e2urec_jax import forget_scrub
+    from e2urec_jax.data import idfiles
     request = read_request(users, interactions)
     items = [(u, None) for u in request.users] if request.kind == 'users' else request.pairs
+    known = forget_scrub.read_keys(storage.abspath(workdir))  # (user ids, item ids) of the data now
     for u, i in items:
       v = forgotten_by(audits, key, u, i)
-      what = f'user {u}' if i is None else f'interaction {u},{i}'
-      lines.append(f'{what}: forgotten by request v{v}' if v is not None else f'{what}: in no audit')
+      what = f'user {idfiles.cut(u, quote=False)}' if i is None else \
+          f'interaction {idfiles.cut(u, quote=False)},{idfiles.cut(i, quote=False)}'
+      if v is not None:
+        lines.append(f'{what}: forgotten by request v{v}')
+        continue
+      # An id as typed that is no id of the run ('03' for '3') would read "in no audit": refused instead.
+      where = request.where.get(u if i is None else (u, i))
+      where = f'{where}: ' if where and where != '--users' else ''
+      wrong = misspelt('user', u, [known[0]] if known else [], audits, key)
+      if wrong is None and i is not None:
+        wrong = misspelt('item', i, [known[1]] if known else [], audits, key, user=u)
+      if wrong is not None:
+        raise UserError(where + wrong)
+      absent = known is not None and (u not in known[0] or (i is not None and i not in known[1]))
+      lines.append(f'{what}: in no audit' + ('; not in the data of this workdir either' if absent else ''))
   if bad:
     raise UserError('; '.join(lines))
   return lines

@@ -32,6 +32,35 @@ def read_frames(workdir: str) -> dict:
   return frames
 
 
+def known_ids(frames: dict) -> tuple[dict, dict]:
+  """({user key: user id}, {item key: item id}) of the samples: the source's ids as its key columns
+  spell them. Where the source's item ids are the integers themselves (MovieLens, synthetic), items
+  only seen in a shown history count too, by their canonical spelling (str of the integer)."""
+  users, items = {}, {}
+  for f in frames.values():
+    users.update(zip(f['user_key'].astype(str), f['user'].astype(np.int64)))
+    items.update(zip(f['item_key'].astype(str), f['item'].astype(np.int64)))
+  if items and all(k == str(v) for k, v in items.items()):
+    for f in frames.values():
+      for history in f['history_items']:
+        items.update((str(int(i)), int(i)) for i in history)
+  return users, items
+
+
+def read_keys(workdir: str) -> tuple[set, set] | None:
+  """(user ids, item ids) the workdir's data holds (samples and raw copy, as the source spells them),
+  read without changing anything (`audit`); None when there is no local prepared data to read."""
+  from e2urec_jax import storage
+  data = os.path.join(workdir, 'data')
+  if storage.is_remote(workdir) or not all(os.path.exists(os.path.join(data, f'{s}.parquet')) for s in SPLITS):
+    return None
+  frames = {s: pd.read_parquet(os.path.join(data, f'{s}.parquet'),
+                               columns=['user', 'item', 'user_key', 'item_key', 'history_items']) for s in SPLITS}
+  users, items = known_ids(frames)
+  raw_users, raw_pairs = raw_records(workdir)
+  return set(users) | raw_users, set(items) | {i for _, i in raw_pairs}
+
+
 def row_masks(frames: dict, users, pairs) -> dict:
   """split -> bool [rows] of the samples to forget: users' rows, or rows that hold one of the pairs."""
   users = set(int(u) for u in users)
@@ -101,63 +130,83 @@ def _filter_tokens(folder: str, frame: pd.DataFrame, keep: np.ndarray) -> None:
 
 def raw_records(workdir: str) -> tuple[set, set]:
   """(user ids, (user, item) pairs) of the source copy in the workdir (data/synthetic: u.data, u.user),
-  records that formed no sample included; empty sets when the workdir holds no copy."""
+  records that formed no sample included, as the files spell them (strings, compared exactly); empty
+  sets when the workdir holds no copy."""
   raw_dir = os.path.join(workdir, 'data', 'synthetic')
-  users, pairs = set(), set()
-  path = os.path.join(raw_dir, 'u.data')
-  if os.path.exists(path):
-    table = np.loadtxt(path, dtype=np.int64, usecols=(0, 1), ndmin=2)
-    pairs = {(int(u), int(i)) for u, i in table}
-    users = {u for u, _ in pairs}
-  path = os.path.join(raw_dir, 'u.user')
-  if os.path.exists(path):
-    with open(path, encoding='latin-1') as f:
-      users |= {int(line.split('|')[0]) for line in f if line.strip()}
+  pairs = set(_raw_pairs(raw_dir))
+  users = {u for u, _ in pairs} | set(_raw_user_ids(raw_dir))
   return users, pairs
 
 
-def _raw_holds(raw_dir: str, users, pairs) -> bool:
+def raw_id(key: str) -> int:
+  """The integer id of a raw copy's id (the generator writes them as plain decimal numbers)."""
+  if not (key.isascii() and key.isdigit() and len(key) <= 18):
+    raise UserError(f'the raw copy holds the id {key[:60]!r}, which is not a plain number; prepare the data again')
+  return int(key)
+
+
+def _raw_pairs(raw_dir: str):
   path = os.path.join(raw_dir, 'u.data')
-  if not os.path.exists(path):
-    return False
-  table = np.loadtxt(path, dtype=np.int64, usecols=(0, 1), ndmin=2)
-  users = set(int(u) for u in users)
-  pairs = set((int(u), int(i)) for u, i in pairs)
-  return any(int(u) in users or (int(u), int(i)) in pairs for u, i in table)
+  if os.path.exists(path):
+    with open(path, encoding='latin-1') as f:
+      for line in f:
+        fields = line.split('\t')
+        if len(fields) >= 2:
+          yield fields[0].strip(), fields[1].strip()
+
+
+def _raw_user_ids(raw_dir: str):
+  path = os.path.join(raw_dir, 'u.user')
+  if os.path.exists(path):
+    with open(path, encoding='latin-1') as f:
+      for line in f:
+        if line.strip():
+          yield line.split('|')[0].strip()
+
+
+def _as_keys(users, pairs) -> tuple[set, set]:
+  """Sample ids (ints) as the raw copy spells them (its ids are the integers themselves)."""
+  return {str(int(u)) for u in users}, {(str(int(u)), str(int(i))) for u, i in pairs}
+
+
+def _raw_holds(raw_dir: str, users, pairs) -> bool:
+  users, pairs = _as_keys(users, pairs)
+  return any(u in users or (u, i) in pairs for u, i in _raw_pairs(raw_dir)) or \
+      any(u in users for u in _raw_user_ids(raw_dir))
 
 
 def _scrub_raw(raw_dir: str, users, pairs) -> dict:
-  """The generator's MovieLens-format copy inside the workdir: rating lines, user lines, planted values."""
-  users = set(int(u) for u in users)
-  pairs = set((int(u), int(i)) for u, i in pairs)
+  """The generator's MovieLens-format copy inside the workdir: rating lines, user lines, planted values.
+  Lines go by their id fields as written, compared exactly with the ids' spelling."""
+  ids = sorted(set(int(u) for u in users))
+  users, pairs = _as_keys(users, pairs)
   out = {}
   path = os.path.join(raw_dir, 'u.data')
   if os.path.exists(path):
     lines = open(path, encoding='latin-1').read().splitlines(keepends=True)
     keep = []
     for line in lines:
-      fields = line.split('\t')
-      u, i = int(fields[0]), int(fields[1])
-      if u not in users and (u, i) not in pairs:
+      fields = [f.strip() for f in line.split('\t')]
+      if len(fields) < 2 or (fields[0] not in users and (fields[0], fields[1]) not in pairs):
         keep.append(line)
     open(path, 'w', encoding='latin-1').writelines(keep)
     out['data/synthetic/u.data'] = len(lines) - len(keep)
   path = os.path.join(raw_dir, 'u.user')
   if os.path.exists(path) and users:
     lines = open(path, encoding='latin-1').read().splitlines(keepends=True)
-    keep = [line for line in lines if int(line.split('|')[0]) not in users]
+    keep = [line for line in lines if line.split('|')[0].strip() not in users]
     open(path, 'w', encoding='latin-1').writelines(keep)
     out['data/synthetic/u.user'] = len(lines) - len(keep)
   path = os.path.join(raw_dir, 'planted.json')
   if os.path.exists(path) and users:
     planted = runtime.read_json(path)
     for key in ('bias', 'taste', 'idiosyncrasy'):  # per-user rows, indexed by user id - 1
-      for u in users:
+      for u in ids:
         if key in planted and 0 < u <= len(planted[key]):
           planted[key][u - 1] = None
     with open(path, 'w') as f:
       json.dump(planted, f)
-    out['data/synthetic/planted.json'] = len(users)
+    out['data/synthetic/planted.json'] = len(ids)
   return out
 
 

@@ -247,3 +247,79 @@ def config_to_json(config) -> dict:
 
 def save_config(workdir: str, config) -> None:
   write_json(os.path.join(workdir, 'config.json'), config_to_json(config))
+
+
+# ------------------------------------------------------------------ staging leftovers
+# What a command writes before renaming it into place, by the names the code gives it: write_file_atomic's
+# and atomic_dir's '.tmp_*' (atomic_dir: '.tmp_<name>_*'; models/api.py: '.tmp_model_*'), '*.tmp' (stamps,
+# loop's metrics rewrite), sources.py's '.part_*' downloads, ensure_writable_dir's '.probe*', orbax's
+# '*.orbax-checkpoint-tmp*' step folders, atomic_dir's '<name>.old' (the replaced folder, between its two
+# renames) and resume's '.data.replaced' (the data set aside while it is prepared again). A process killed
+# before the rename leaves them, holding copies of whatever it was writing (a forget request's records
+# included), so the next command that writes the workdir removes them (or puts a set-aside folder back).
+STAGING_PREFIXES = ('.tmp_', '.part_', '.probe')
+STAGING_SUFFIXES = ('.tmp',)
+STAGING_MARKS = ('.orbax-checkpoint-tmp',)
+ASIDE = {'.data.replaced': 'data'}  # a folder set aside -> the folder it is put back as
+OLD_SUFFIX = '.old'
+
+
+def _staging_kind(name: str, is_dir: bool) -> str | None:
+  if name in ASIDE:
+    return 'aside'
+  if is_dir and name.endswith(OLD_SUFFIX) and len(name) > len(OLD_SUFFIX):
+    return 'old'
+  if name.startswith(STAGING_PREFIXES) or name.endswith(STAGING_SUFFIXES) or any(m in name for m in STAGING_MARKS):
+    return 'tmp'
+  return None
+
+
+def staging_leftovers(workdir: str) -> list[str]:
+  """Workdir-relative paths of the staging files and folders under `workdir` (see above); [] for a URL."""
+  if storage.is_remote(workdir) or not os.path.isdir(workdir):
+    return []
+  out = []
+  for root, dirs, files in os.walk(workdir):
+    for name in list(dirs):
+      if _staging_kind(name, True):
+        out.append(os.path.relpath(os.path.join(root, name), workdir))
+        dirs.remove(name)  # its content goes with it
+    for name in files:
+      if _staging_kind(name, False):
+        out.append(os.path.relpath(os.path.join(root, name), workdir))
+  return sorted(out)
+
+
+def clean_staging(workdir: str) -> list[str]:
+  """Removes the staging leftovers under `workdir` (a set-aside folder whose original is missing is put
+  back instead: the crash came before its replacement was complete); returns what it removed or put
+  back. Only under the workdir's lock: no other command is writing there then."""
+  done = []
+  for rel in staging_leftovers(workdir):
+    path = os.path.join(workdir, rel)
+    parent, name = os.path.split(path)
+    kind = _staging_kind(name, os.path.isdir(path))
+    final = os.path.join(parent, ASIDE[name]) if kind == 'aside' else path[:-len(OLD_SUFFIX)] if kind == 'old' \
+        else None
+    if final is not None and not os.path.exists(final):
+      os.replace(path, final)
+      done.append(f'{rel} (put back as {os.path.relpath(final, workdir)})')
+      continue
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+    done.append(rel)
+  return done
+
+
+def refuse_staging(workdir: str, command: str) -> None:
+  """A UserError while staging leftovers are in the workdir: `command` reports no success over them
+  (they may hold records a forget request removed)."""
+  left = staging_leftovers(workdir)
+  if left:
+    more = f' (and {len(left) - 1} more)' if len(left) > 1 else ''
+    raise UserError(f'{workdir} holds {left[0]}{more}, left by an interrupted command: it may hold copies of '
+                    f'records a forget request removed, so {command} reports no success; rerun the interrupted '
+                    'command (every command that writes the workdir, `prepare` included, removes such leftovers '
+                    'first)')

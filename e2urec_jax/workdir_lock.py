@@ -14,6 +14,9 @@ presumed dead: the refusal names it, and the operator deletes the file once it i
 A multi-host run has one writer: process 0 takes the lock; the other processes of the same
 run write nothing a command's outputs depend on, and never take it.
 
+The holder first removes what a killed writer left half-written (staging files and folders:
+runtime.clean_staging), which may hold copies of records a forget request removed.
+
 A workdir on an object store (gs://...: storage.py) has no file locks and no atomic create:
 there the lock is not taken, and one writer per workdir is the operator's rule.
 """
@@ -89,11 +92,21 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
   try:
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(_holder(command)).encode())
+    _clean(workdir)
     yield
   finally:
     with contextlib.suppress(OSError):
       os.ftruncate(fd, 0)
     os.close(fd)  # releases the lock
+
+
+def _clean(workdir: str) -> None:
+  """What a killed writer left half-written (runtime.clean_staging): removed by the next holder."""
+  from e2urec_jax import runtime
+  done = runtime.clean_staging(workdir)
+  if done:
+    more = f' (and {len(done) - 1} more)' if len(done) > 1 else ''
+    print(f'removed what an interrupted command left in {workdir}: {done[0]}{more}', flush=True)
 
 
 @contextlib.contextmanager
@@ -114,6 +127,7 @@ def _exclusive_file(workdir: str, path: str, command: str):
   os.write(fd, json.dumps(_holder(command)).encode())
   os.close(fd)
   try:
+    _clean(workdir)
     yield
   finally:
     with contextlib.suppress(OSError):

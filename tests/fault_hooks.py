@@ -5,7 +5,12 @@
   nan_lr_at='original:6'    step 6 runs with a NaN learning rate (the weights turn NaN)
   disk_full_at='toy:8'      the save of step 8 fails with ENOSPC when orbax commits it
 
-A spec is [phase:]step; without a phase the hook fires in every phase. Subprocess tests run
+  kill_in='e2urec_jax.forget_scrub:_filter_tokens'   SIGKILL when that function is called
+  kill_in='e2urec_jax.runtime:publish@/data'         ... only when one of its arguments ends with '/data'
+
+A spec is [phase:]step; without a phase the hook fires in every phase. kill_in (E2UREC_TEST_KILL_IN)
+patches the module's function (install_kill_in) instead: the stages of a command that are not
+training steps (a forget request's scrub, its deletions, its audit). Subprocess tests run
 `tests/fault_cli.py`, which reads these from E2UREC_TEST_* variables and calls the CLI with
 the hook; the package itself never reads them.
 """
@@ -18,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from e2urec_jax.train.callbacks import Callback
 
+KILL_IN_ENV = 'E2UREC_TEST_KILL_IN'
 ENV = {'kill_at': 'E2UREC_TEST_KILL_AT_STEP', 'kill_in_save': 'E2UREC_TEST_KILL_IN_SAVE',
        'nan_lr_at': 'E2UREC_TEST_NAN_LR_AT_STEP', 'disk_full_at': 'E2UREC_TEST_DISK_FULL_AT'}
 
@@ -66,3 +72,23 @@ class Faults(Callback):
           raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return await super().finalize(*args, **kwargs)
     return FaultyCommit
+
+
+def install_kill_in(spec: str | None) -> None:
+  """Patches `module:function[@suffix]` to SIGKILL this process when called (with an argument ending
+  with `suffix`, if given): the module's own calls go through its attribute, so they see the patch."""
+  if not spec:
+    return
+  import functools
+  import importlib
+  target, _, suffix = spec.partition('@')
+  module_name, _, name = target.partition(':')
+  module = importlib.import_module(module_name)
+  original = getattr(module, name)
+
+  @functools.wraps(original)
+  def killing(*args, **kwargs):
+    if not suffix or any(str(a).endswith(suffix) for a in (*args, *kwargs.values())):
+      kill_self()
+    return original(*args, **kwargs)
+  setattr(module, name, killing)

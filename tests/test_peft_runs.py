@@ -239,8 +239,9 @@ def test_export_format_is_checked(tmp_path):
 
 def test_export_refuses_outputs_it_would_destroy(tmp_path):
   """export replaces its whole output folder: never the workdir, a folder in or above it, or a folder
-  holding anything but a previous export of the same format."""
-  from e2urec_jax.eval.export import check_output
+  that is neither empty nor an earlier export of the same format (its marker file), whatever its
+  files are named (config.json, api_tokens.txt, tokenized_corpus/, base/ look like export files)."""
+  from e2urec_jax.eval.export import MARKER, check_output
   work = tmp_path / 'run'
   (work / 'models' / 'original').mkdir(parents=True)
   for out, needle in ((work, 'is the workdir'), (work / 'models', 'inside the workdir'),
@@ -252,13 +253,18 @@ def test_export_refuses_outputs_it_would_destroy(tmp_path):
   mine.mkdir()
   (mine / 'thesis.tex').write_text('x')
   (mine / 'config.json').write_text('{}')
-  with pytest.raises(UserError, match="holds 'thesis.tex', which is not part of a merged export"):
+  with pytest.raises(UserError, match=f"holds 'config.json' \\(and 1 more\\) and has no {MARKER}, so export did not write it"):
     check_output(str(work), str(mine), 'merged')
   (mine / 'thesis.tex').unlink()
+  with pytest.raises(UserError, match="holds 'config.json' and has no"):  # export's own file names decide nothing
+    check_output(str(work), str(mine), 'merged')
+  (mine / MARKER).write_text('{"format": "merged"}')
   check_output(str(work), str(mine), 'merged')  # a previous merged export is replaced
-  with pytest.raises(UserError, match="holds 'config.json', which is not part of a peft export"):
+  with pytest.raises(UserError, match='is an earlier merged export, not a peft one'):
     check_output(str(work), str(mine), 'peft')
   with pytest.raises(UserError, match='is a file'):
     check_output(str(work), str(mine / 'config.json'), 'merged')
   check_output(str(work), str(tmp_path / 'new'), 'peft')
+  (tmp_path / 'empty').mkdir()
+  check_output(str(work), str(tmp_path / 'empty'), 'merged')
   assert (work / 'models' / 'original').is_dir()

@@ -8,9 +8,14 @@ pairs (predict --input, forget --interactions): UTF-8 text, one pair a line, fie
   item_id (other columns are allowed and ignored); without a header each line is exactly
   user_id,item_id. Blank lines and lines starting with '#' are skipped.
 user ids (forget --users=FILE): UTF-8 text, ids separated by commas or new lines, '#' comments.
-Ids are kept as the file spells them (no number parsing: '013' stays '013').
+Ids are kept as the file spells them (no number parsing: '013' stays '013'), the space around
+a field aside, and are compared with the source's ids (its users/items `key` column) exactly,
+wherever they are used (forget, audit, predict). `near` finds the source id that an id not in it
+was probably meant to be (leading zeros, a sign, other Unicode digits, stray invisible characters),
+so a refusal can suggest it; `cut` shortens an id echoed in a message.
 """
 import os
+import unicodedata
 
 from e2urec_jax.errors import UserError
 
@@ -102,3 +107,62 @@ def read_user_ids(spec: str, what: str = '--users') -> list[tuple[str, str]]:
     raise UserError(f'{source} lists no user ids: the forget set would be empty; pass ids ({what}=196,305) '
                     'or a file with one id a line')
   return out
+
+
+ECHO = 60  # characters of an id echoed in a message
+
+
+def cut(text, limit: int = ECHO, *, quote: bool = True) -> str:
+  """repr of `text` (or the text itself, quote=False) cut to about `limit` characters (a huge id
+  stays a short one-line message)."""
+  text = str(text)
+  show = repr if quote else str
+  if len(text) <= limit:
+    return show(text)
+  return show(text[:limit]) + f'... ({len(text)} characters)'
+
+
+def loose(text: str) -> str:
+  """What an id reads as to a person: NFKC (full-width, superscript digits -> ASCII), other scripts'
+  decimal digits as ASCII, no space or invisible characters, no sign or leading zeros on a number.
+  Only for suggestions: ids are always compared exactly."""
+  text = unicodedata.normalize('NFKC', str(text))
+  out = []
+  for c in text:
+    if c.isspace() or unicodedata.category(c) in ('Cf', 'Cc', 'Zs'):
+      continue
+    d = unicodedata.decimal(c, None)
+    out.append(str(d) if d is not None else c)
+  text = ''.join(out)
+  digits = text[1:] if text[:1] in '+-' else text
+  if digits and digits.isascii() and digits.isdigit():
+    return digits.lstrip('0') or '0'
+  return text.casefold()
+
+
+def near(text: str, known) -> str | None:
+  """The id of `known` (ids: a set, a dict's keys, or a `near_index`) that `text` differs from only by
+  spelling (see `loose`); None if there is none or `text` is itself known."""
+  if text in known:
+    return None
+  index = known if isinstance(known, NearIndex) else near_index(known)
+  return index.get(loose(text))
+
+
+class NearIndex(dict):
+  """{loose form: id} (see near_index); `in` asks about the ids themselves."""
+
+  def __init__(self, ids):
+    super().__init__()
+    self.ids = set()
+    for k in ids:
+      self.ids.add(str(k))
+      self.setdefault(loose(k), str(k))
+
+  def __contains__(self, text):
+    return text in self.ids
+
+
+def near_index(known) -> NearIndex:
+  """The ids `known` indexed by their loose form (for many `near` look-ups)."""
+  return NearIndex(known)

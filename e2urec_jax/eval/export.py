@@ -6,12 +6,16 @@ adapter_model.safetensors) and `<out>/base/` the model the adapters were trained
 original, unmerged, in the Hugging Face layout with the tokenizer). adapter_config.json's
 base_model_name_or_path is that base folder's absolute path, which AutoPeftModel reads; a copy
 moved elsewhere loads with `PeftModel.from_pretrained(<the base model>, <the folder>)`.
+
+An export replaces its whole output folder, so it writes only into a new or empty folder or one
+an earlier export of the same format wrote (its .e2urec_export.json marker): never anything else,
+whatever the names of the files there.
 """
 import os
 
 import jax
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.train import artifacts, inference
 
@@ -19,20 +23,25 @@ FORMATS = ('merged', 'peft')
 BASE_SUBDIR = 'base'  # <out>/base: the PEFT export's base model
 
 
-_MERGED_FILES = {'.stamp.json', 'config.json', 'model.safetensors', 'fingerprint.json', 'generation_config.json',
-                 'special_tokens_map.json'}
-_PEFT_FILES = {'adapter_config.json', 'adapter_model.safetensors', BASE_SUBDIR}
+MARKER = '.e2urec_export.json'  # in every export: {"format": ..., "model": ...}; what makes a folder replaceable
 
 
-def _is_export_file(name: str, fmt: str) -> bool:
-  if fmt == 'peft':
-    return name in _PEFT_FILES
-  return name in _MERGED_FILES or 'token' in name or name.endswith('.model')
+def _marker(out: str) -> dict | None:
+  path = os.path.join(out, MARKER)
+  if not storage.isfile(path):
+    return None
+  try:
+    marker = runtime.read_json(path)
+  except ValueError:
+    return None
+  return marker if isinstance(marker, dict) else None
 
 
 def check_output(workdir: str, out_dir: str, fmt: str) -> None:
   """Refuses an --output that export's replacement of the whole folder would destroy: the workdir, a folder
-  inside it or above it, or an existing folder that holds anything but a previous export of this format."""
+  inside it or above it, a file, or an existing folder that is neither empty nor an earlier export of this
+  format (its MARKER file, which every export writes). What the folder holds decides nothing else: no file
+  name is taken as a sign that export wrote it."""
   out, work = storage.abspath(out_dir), storage.abspath(workdir)
   below, above = storage.inside(out, work), storage.inside(work, out)
   if below or above:
@@ -42,11 +51,19 @@ def check_output(workdir: str, out_dir: str, fmt: str) -> None:
   if storage.exists(out) and not storage.isdir(out):
     raise UserError(f'--output={out_dir} is a file; export writes a folder: pass a new directory')
   if storage.isdir(out):
-    other = sorted(n for n in storage.listdir(out) if not _is_export_file(n, fmt))
-    if other:
-      more = f' (and {len(other) - 1} more)' if len(other) > 1 else ''
-      raise UserError(f'--output={out_dir} holds {other[0]!r}{more}, which is not part of a {fmt} export: export '
-                      'replaces the whole folder; pass a new or empty directory, or a previous export to replace')
+    names = sorted(storage.listdir(out))
+    marker = _marker(out) if names else None
+    if names and (marker is None or marker.get('format') != fmt):
+      more = f' (and {len(names) - 1} more)' if len(names) > 1 else ''
+      what = (f'is an earlier {marker.get("format")} export, not a {fmt} one' if marker is not None else
+              f'has no {MARKER}, so export did not write it')
+      raise UserError(f'--output={out_dir} holds {names[0]!r}{more} and {what}; export replaces the whole '
+                      f'folder, so it writes only into a new or empty folder or an earlier {fmt} export: pass '
+                      'another --output')
+
+
+def _mark(folder: str, fmt: str, name: str) -> None:
+  runtime.write_json(os.path.join(folder, MARKER), {'format': fmt, 'model': name, 'written_by': 'e2urec_jax export'})
 
 
 def export_model(ctx, name: str, out_dir: str) -> str:
@@ -63,8 +80,12 @@ def export_model(ctx, name: str, out_dir: str) -> str:
     _, params = artifacts.load_full(path)
   else:
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
-  artifacts.save_full(ctx.model, jax.device_get(params), out_dir)
-  _copy_tokenizer(ctx, out_dir)
+  from e2urec_jax.models import save_pretrained
+  with runtime.atomic_dir(out_dir) as tmp:  # the weights, the tokenizer and the marker land together
+    save_pretrained(ctx.model, jax.device_get(params), tmp)
+    _copy_tokenizer(ctx, tmp)
+    _mark(tmp, 'merged', name)
+    stamps.write(tmp)
   return out_dir
 
 
@@ -90,6 +111,7 @@ def export_peft_model(ctx, name: str, out_dir: str) -> str:
                base_model_name_or_path=os.path.join(final, BASE_SUBDIR))
     save_pretrained(ctx.model, jax.device_get(base), os.path.join(tmp, BASE_SUBDIR))
     _copy_tokenizer(ctx, os.path.join(tmp, BASE_SUBDIR))
+    _mark(tmp, 'peft', name)
   return final
 
 

@@ -42,18 +42,23 @@ def _raw(config, workdir: str, scratch: str):
 
 def pair_prompts(config, pairs: pd.DataFrame, scratch: str, workdir: str = '') -> pd.DataFrame:
   """Prompt pieces (profile, history titles/ratings, target title, subject) of each pair, from the raw data."""
+  from e2urec_jax.data import idfiles
   raw = _raw(config, workdir, scratch)
   users = raw.users.set_index('key')
   items = raw.items.set_index('key')
   for col, table, what in (('user_id', users, 'user'), ('item_id', items, 'item')):
+    # Ids are the source's strings (its `key` column), compared exactly: '03' is not user '3'.
     known = set(table.index.astype(str))
     unknown = [i for i, v in enumerate(pairs[col]) if v not in known]
     if unknown:
       where = f'line {pairs["line"].iloc[unknown[0]]}: ' if 'line' in pairs else ''
       where = f'{pairs.attrs["path"]} {where}' if pairs.attrs.get('path') else where
       more = f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''
-      raise UserError(f'{where}{col} {pairs[col].iloc[unknown[0]]!r}{more} not in the {raw.name} data; '
-                      f'use the {what} ids of the raw files')
+      given = str(pairs[col].iloc[unknown[0]])
+      guess = idfiles.near(given, known)
+      hint = (f'; did you mean {idfiles.cut(guess)}? (ids are compared exactly, as the source spells them)'
+              if guess is not None else f'; use the {what} ids of the raw files')
+      raise UserError(f'{where}{col} {idfiles.cut(given)}{more} not in the {raw.name} data{hint}')
   users.index, items.index = users.index.astype(str), items.index.astype(str)
   order = np.lexsort((raw.ratings['item'].to_numpy(), raw.ratings['timestamp'].to_numpy()))
   by_user = raw.ratings.iloc[order].groupby('user')
