@@ -61,19 +61,15 @@ def backbone_config(config):
 
 def fingerprint(config) -> str:
   """sha256 of what the backbone's training reads (its config's data, model and recipe fields)."""
-  from e2urec_jax.train import fingerprint as fp
+  from e2urec_jax import stamps
   from e2urec_jax.data import readers
+  from e2urec_jax.train import fingerprint as fp
   sub = backbone_config(config)
   fields = fp.fields(sub, fp.RECIPE)
   for key in ('progress', 'jax_cache_dir'):
     fields.pop(key, None)
-  sources = {name: _file_sha(path) for name, path in sorted(readers.source_files(sub).items())}
+  sources = {name: stamps.file_sha256(path) for name, path in sorted(readers.source_files(sub).items())}
   return hashlib.sha256(json.dumps({'fields': fields, 'sources': sources}, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha(path: str) -> str:
-  from e2urec_jax import stamps
-  return stamps.file_sha256(path)
 
 
 def folder(config) -> str:
@@ -95,15 +91,12 @@ def ensure(config) -> dict | None:
     raise UserError(f'config.model.name_or_path={given!r} and config.pretrain.enabled=True: the run would start '
                     f'from its own backbone ({hf}); clear model.name_or_path, or set pretrain.enabled=False to '
                     'start from that model')
-  record = _read_record(root)
+  record = recorded(config)
   if record is None:
     os.makedirs(root, exist_ok=True)
-    with workdir_lock.hold(root, 'pretrain'):  # two runs starting together: the second waits, then reuses
-      record = _read_record(root)
-      if record is None:
-        record = _pretrain(config, root)
-  else:
-    record = {**record, 'reused': True}
+    # Two runs starting together: the second is refused (naming the first), and reuses it once published.
+    with workdir_lock.hold(root, 'pretrain'):
+      record = recorded(config) or _pretrain(config, root)  # published while we looked: reuse it
   config.model.name_or_path = hf
   config.model.tokenizer = ''
   return record
