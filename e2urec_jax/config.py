@@ -217,6 +217,11 @@ def default_config() -> ConfigDict:
   # Scoring time is not counted in a method's time.
   ev.trajectory_every = 0
   ev.trajectory_test_samples = 512  # Test samples (a fixed random subset) behind a trajectory's test AUC.
+  # Ranking (eval/ranking.py): each positive's item among this many items its user never rated, all scored
+  # by P(Yes) on the positive's prompt with the item swapped; HR@k and NDCG@k on test and forget. 0 = off.
+  ev.ranking_negatives = 19  # Sampled negatives per positive (19: 20 candidates), the same for every model.
+  ev.ranking_k = 10  # The cut-off k of HR@k and NDCG@k.
+  ev.ranking_max_positives = 200  # Positives ranked per set (a fixed random subset; 0 = all): bounds the cost.
 
   # ------------------------------------------------------------- devices
   # One mesh over every device of every host (hosts join via jax.distributed: see
@@ -303,6 +308,8 @@ RULES = {
     'sweep.seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
     'eval.batch_size': rules.POSITIVE_INT, 'eval.noise_floor': rules.BOOLEAN,
     'eval.trajectory_every': rules.NON_NEGATIVE_INT, 'eval.trajectory_test_samples': rules.POSITIVE_INT,
+    'eval.ranking_negatives': rules.NON_NEGATIVE_INT, 'eval.ranking_k': rules.POSITIVE_INT,
+    'eval.ranking_max_positives': rules.NON_NEGATIVE_INT,
     'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
     'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,

@@ -5,7 +5,8 @@ Forget set: the same, the distance of each model's answer distribution to the re
 (JSD, symmetric KL, L2; full vocabulary and Yes/No), and the membership-inference suite
 (eval/mia.py) against test samples of users outside the forget set; its reference attack is
 calibrated by the noise floor's second retrain (a model an attacker could train without the
-targets) where the run has one.
+targets) where the run has one. On both: HR@k and NDCG@k of each positive's item among sampled
+unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off).
 """
 import os
 
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.scoring import per_example_loss
-from e2urec_jax.eval import fairness, metrics, mia
+from e2urec_jax.eval import fairness, metrics, mia, ranking
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
 
@@ -50,8 +51,11 @@ def _distances(a_logits, b_logits, yes, no) -> dict:
   return metrics.distances_from_logits(a_logits, b_logits, yes_id=yes, no_id=no)
 
 
-def evaluate_models(ctx, names: list[str], mechanism_for=None) -> dict:
+def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True) -> dict:
   """results.json's dict for the given model names ('retrain' must be trained).
+
+  Each row's test and forget groups get their 'ranking' (eval/ranking.py) unless `rank` is False
+  or config.eval.ranking_negatives is 0.
 
   A row whose method declares a diagnostic (MethodSpec.diagnostic: E2URec's teacher,
   eval/mechanism.py) gets it in its 'mechanism': every such row (`mechanism_for` None), or the
@@ -78,6 +82,9 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None) -> dict:
   results['mia'] = {'attacks': list(mia.ATTACKS), 'reference_model': 'retrain_seed2' if twin is not None else None,
                     'target': 'retrain', 'members': int(len(forget)), 'nonmembers': int(len(nonmember))}
   active, results['fairness'] = fairness.activity_split(train.user_id, test.user_id)
+  candidates = ranking.build(ctx) if rank else None  # the same lists for every model
+  if candidates is not None:
+    results['ranking'] = ranking.info(ctx, candidates)
   for name in names:
     predictor = reference if name == 'retrain' else load_predictor(ctx, name)
     on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
@@ -99,6 +106,9 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None) -> dict:
     row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics,
            'mia': mia.aucs(member_scores, nonmember_scores),
            'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
+    if candidates is not None:
+      ranked = ranking.measure(ctx, candidates, predictor)
+      row['test']['ranking'], row['forget']['ranking'] = ranked['test'], ranked['forget']
     stats = artifacts.read_done(ctx.phase_dir(name)) or {}
     for key in ('time_s', 'unlearn_time_s', 'compile_s', 'trainable_params', 'trainable_fraction',
                 'checkpoint_bytes', 'peak_memory_bytes'):

@@ -177,3 +177,38 @@ def mia_ref_auc(forget_losses, forget_ref_losses, nonmember_losses, nonmember_re
   n = (np.asarray(nonmember_losses, np.float64).reshape(-1)
        - np.asarray(nonmember_ref_losses, np.float64).reshape(-1))
   return mia_auc(f, n)
+
+
+# Ranking: one relevant item among sampled negatives (eval/ranking.py). ---------------------------
+
+def positive_ranks(scores):
+  """1-based rank of each row's positive (column 0) among its candidates, higher score first.
+
+  scores `[P, C]`: column 0 the positive, columns 1.. its negatives; NaN marks a missing
+  negative (a user who rated nearly every item) and takes no place. Ties are broken
+  pessimistically: the positive ranks below every negative scored equal to it, so a model
+  that scores every candidate alike ranks its positive last, never first. A NaN positive
+  ranks last.  # [P] int
+  """
+  s = np.asarray(scores, dtype=np.float64)
+  if s.ndim != 2 or s.shape[1] < 1:
+    raise ValueError(f'expected [positives, candidates] scores, got shape {s.shape}')
+  positive, negatives = s[:, :1], s[:, 1:]
+  present = ~np.isnan(negatives)
+  above = np.where(np.isnan(positive), present, present & (negatives >= positive))
+  return 1 + above.sum(axis=1).astype(np.int64)
+
+
+def hit_rate(ranks, k):
+  """HR@k: the share of positives ranked in the top k (NaN for no positives)."""
+  r = np.asarray(ranks).reshape(-1)
+  return float(np.mean(r <= int(k))) if r.size else float('nan')
+
+
+def ndcg(ranks, k):
+  """NDCG@k with one relevant item per list (IDCG = 1): mean of 1/log2(rank + 1) over positives,
+  0 for a rank beyond k (NaN for no positives)."""
+  r = np.asarray(ranks, dtype=np.float64).reshape(-1)
+  if not r.size:
+    return float('nan')
+  return float(np.mean(np.where(r <= int(k), 1.0 / np.log2(r + 1.0), 0.0)))

@@ -85,7 +85,10 @@ def markdown_report(results, order=()):
          'seeds where a method has several.', '']
   out += _table(methods, MAIN_COLUMNS, extra, order)
   out += ['', '## Details', '']
-  out += _table(methods, DETAIL_COLUMNS, order=order)
+  ranked = _ranking_columns(methods)
+  if ranked:
+    out += [_ranking_text(results, ranked[0][0].split('@')[1]), '']
+  out += _table(methods, DETAIL_COLUMNS + ranked, order=order)
   out += _mia_section(results, order)
   out += _fairness_section(results, order)
   floor = results.get('noise_floor') or {}
@@ -104,6 +107,26 @@ def markdown_report(results, order=()):
     out += ['', f"Environment: jax {env.get('jax', '?')}, platform {env.get('platform', '?')}, "
             f"devices {', '.join(map(str, env.get('devices', [])))}"]
   return '\n'.join(out) + '\n'
+
+
+def _ranking_columns(methods):
+  """HR@k and NDCG@k on test and forget (eval/ranking.py), when some row has them (k: the first's)."""
+  ks = [schema.lookup(e, (g, 'ranking', 'k')) for e in methods.values() if isinstance(e, dict) for g in ('test', 'forget')]
+  ks = [int(k) for k in ks if k is not None]
+  if not ks:
+    return ()
+  return tuple((f'{g} {name}@{ks[0]}', (g, 'ranking', key), _F4)
+               for g in ('test', 'forget') for name, key in (('HR', 'hr'), ('NDCG', 'ndcg')))
+
+
+def _ranking_text(results, k):
+  info = results.get('ranking') or {}
+  negatives, positives = info.get('negatives', '?'), info.get('positives') or {}
+  return (f'HR@{k} / NDCG@{k} (eval/ranking.py): each ranked positive sample\'s item among {negatives} items its '
+          'user never rated, every candidate scored by P(Yes) on the positive\'s prompt with the item swapped '
+          f"(the same draws for every model; {positives.get('test', '?')} test and {positives.get('forget', '?')} "
+          'forget positives, a fixed random subset); ties rank the positive below equal-scored negatives. '
+          'HR: share ranked in the top k; NDCG: mean 1/log2(rank + 1) within the top k.')
 
 
 def _has_group(methods, group):

@@ -19,6 +19,7 @@ SYM_KL_NAME = 'symKL (the paper\'s "JSD")'
 JSD_NAME = 'JSD (true)'
 MIA_KEYS = ('loss', 'confidence', 'entropy', 'modified_entropy', 'reference')  # eval/mia.py's ATTACKS
 FAIRNESS_KEYS = ('auc_active', 'auc_inactive', 'gap', 'gap_change')
+RANKING_KEYS = ('k', 'negatives', 'positives', 'hr', 'ndcg')  # test.ranking / forget.ranking (eval/ranking.py)
 OPTIONAL_GROUPS = (('mia', MIA_KEYS), ('fairness', FAIRNESS_KEYS))  # checked where present (older files lack them)
 ENV_KEYS = ('jax', 'devices')
 
@@ -52,6 +53,8 @@ def _check_method(problems, where, entry):
       problems.append(f'{where}.{group}: missing')
     else:
       _check_group(problems, f'{where}.{group}', entry[group], keys)
+      if isinstance(entry[group], dict) and 'ranking' in entry[group]:  # written since eval/ranking.py
+        _check_group(problems, f'{where}.{group}.ranking', entry[group]['ranking'], RANKING_KEYS)
   for group, keys in OPTIONAL_GROUPS:
     if group in entry:
       _check_group(problems, f'{where}.{group}', entry[group], keys)
@@ -97,6 +100,10 @@ def validate_results(results, required_methods=()):
     if not isinstance(info, dict) or not isinstance(info.get('rule'), str) or \
         not is_number(info.get('median_train_samples')):
       problems.append('fairness: expected an object with "rule" (text) and "median_train_samples" (a number)')
+  if 'ranking' in results:
+    info = results['ranking']
+    if not isinstance(info, dict) or not all(is_number(info.get(k)) for k in ('k', 'negatives')):
+      problems.append('ranking: expected an object with "k" and "negatives" (numbers)')
   if not isinstance(results.get('config'), dict):
     problems.append('config: missing or not an object')
   env = results.get('env')
