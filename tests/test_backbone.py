@@ -124,27 +124,52 @@ def test_a_given_model_and_a_backbone_are_refused_together(tmp_path):
     backbone.ensure(c)
 
 
-@pytest.mark.slow
-def test_a_run_from_the_backbone_reports_it_apart_and_evaluate_keeps_it(tmp_path, capsys):
-  from e2urec_jax import commands, runtime
+@pytest.fixture(scope='module')
+def pretrained_run(tmp_path_factory):
+  """configs/pretrained.py:test as it is (seeds 42 and 43), its backbone in a fresh cache; the output kept."""
+  import contextlib
+  import io
   from e2urec_jax.experiment import run_experiment
-  c = _tiny(tmp_path)
-  c.seeds = '42'
-  c.unlearn.methods = c.repeat_methods = 'e2urec,oracle'
-  c.eval.noise_floor = False
-  work = str(tmp_path / 'run')
-  run_experiment(c, work)
-  out = capsys.readouterr().out
+  root = tmp_path_factory.mktemp('pretrained_run')
+  c = load_config('configs/pretrained.py:test')
+  c.jax_cache_dir = CACHE
+  c.progress = False
+  c.pretrain.cache_dir = str(root / 'backbones')
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    run_experiment(c, str(root / 'run'))
+  return c, str(root / 'run'), out.getvalue()
+
+
+@pytest.mark.slow
+def test_a_run_from_the_backbone_reports_it_apart_and_evaluate_keeps_it(pretrained_run):
+  from e2urec_jax import commands, runtime
+  c, work, out = pretrained_run
   lines = out.splitlines()
-  said = [i for i, line in enumerate(lines) if line.startswith('backbone: pretrained ')]
+  said = [i for i, line in enumerate(lines) if line.startswith('backbone: ')]
   opening = [i for i, line in enumerate(lines) if line.startswith('run: ')]
-  assert said and opening and said[0] < opening[0]  # the first screen says it, before the run's own line
+  assert len(said) == 1 and lines[said[0]].startswith('backbone: pretrained ')  # once, for both seeds
+  assert opening and said[0] < opening[0]  # the first screen says it, before the run's own line
   results = runtime.read_json(os.path.join(work, 'results.json'))
   bb = results['backbone']
   assert bb['path'] == c.model.name_or_path and bb['time_s'] > 0 and not bb['reused']
   assert results['config']['model']['name_or_path'] == bb['path']  # every model started from it
   assert '**Pretrained backbone** (pretrained by this run)' in open(os.path.join(work, 'results.md')).read()
-  assert 'oracle' in results['methods']['e2urec']['mechanism']  # the oracle's distance beside the teacher's
   commands.evaluate(config_lib.load_saved(work), work)  # as `evaluate --workdir` does: the saved config
   again = runtime.read_json(os.path.join(work, 'results.json'))
   assert again['backbone']['path'] == bb['path'] and again['backbone']['reused']
+
+
+@pytest.mark.slow
+def test_the_oracle_shows_the_teacher_is_the_limit(pretrained_run):
+  """What held on every seed of this variant (42-45, and 42-43 on 8 host devices): the oracle (E2URec's
+  student towards the retrained model) ends 0.63-0.78x E2URec's symKL to retrain; E2URec's test AUC
+  within 0.004 of the original's. Asserted on the two seeds' means with margin. Not asserted: E2URec
+  closer than the original (in this tiny variant it is not, on any seed)."""
+  from e2urec_jax import runtime
+  _, work, _ = pretrained_run
+  methods = runtime.read_json(os.path.join(work, 'results.json'))['methods']
+  mean = lambda name, group, key: np.mean([row[group][key] for row in methods[name]['seeds']])  # noqa: E731
+  assert mean('oracle', 'forget', 'sym_kl') < 0.9 * mean('e2urec', 'forget', 'sym_kl')
+  assert abs(mean('e2urec', 'test', 'auc') - mean('original', 'test', 'auc')) < 0.02
+  assert 'oracle' in methods['e2urec']['mechanism']  # beside the teacher, in E2URec's mechanism

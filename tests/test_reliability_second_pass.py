@@ -183,10 +183,10 @@ def test_ids_stay_as_spelled_and_empty_tables_are_one_line(tmp_path):
     assert '\n' not in str(e.value)
 
 
-def test_the_readme_names_the_default_columns():
+def test_the_usage_page_names_the_default_columns():
   from e2urec_jax.config import default_config
   c = default_config().data.csv
-  readme = open(os.path.join(REPO, 'README.md')).read()
+  readme = open(os.path.join(REPO, 'docs', 'USAGE.md')).read()
   for col in (c.user_col, c.item_col, c.rating_col, c.time_col):
     assert f'`{col}`' in readme
 
