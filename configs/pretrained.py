@@ -26,30 +26,28 @@ Variants: `:evidence` nine seeds (42-50), what docs/UNLEARNING.md judges the reg
 users, the experiment on the other 70%; data.raw_dir must point at a local copy); `:test`
 shrinks it for the end-to-end tests.
 """
-from e2urec_jax.config import default_config, paper_proportions
+import importlib.util
+import os
+
+from e2urec_jax.config import paper_proportions
 
 E2UREC_STEPS = 56  # the warm-up epoch (|D_f| / 16, ~45 steps) is ~80% of them, the paper's 812 / 1000
 
 
+def _demo():
+  """configs/demo.py's config: the same world, population, prompt and model, changed below."""
+  spec = importlib.util.spec_from_file_location('configs_demo', os.path.join(os.path.dirname(__file__), 'demo.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def get_config(arg: str = ''):
-  c = default_config()
-  c.data.source = 'synthetic'
-  c.data.num_samples = 6000
-  c.data.history_k = 0
-  c.data.max_input_length = 64
-  c.data.bucket_lengths = (56, 64)
-  s = c.data.synthetic
-  s.num_users = 120  # the demo's world and population
-  s.ratings_per_user = 100
-  s.num_styles = 3
-  s.idiosyncrasy = 1.5
-  c.model.tokenizer_vocab_size = 1000
-  c.model.scratch.d_model = 64
-  c.model.scratch.num_layers = 2
-  c.model.scratch.num_heads = 4
-  c.model.scratch.d_kv = 16
-  c.model.scratch.d_ff = 256
+  c = _demo()
+  c.model.tokenizer = ''  # the backbone's own (trained on its population's prompts)
   c.model.dropout = 0.1  # the paper's (T5's) dropout, in pretraining and every phase after it
+  c.eval.trajectory_every = 0
+  c.unlearn.receraser.attention_steps = 200  # the default (RecEraser is not run here)
   p = c.pretrain
   p.enabled = True
   p.num_users = 240  # twice the experiment's population, never in it

@@ -48,6 +48,19 @@ def shrink(c, steps: int = 40, batch: int = 8):
   return c
 
 
+def tiny_run_config(methods: str):
+  """configs/demo.py:test cut to one seed of 600 samples, a 4-step original and no noise floor: a
+  `run` of `methods` in seconds (the tests of one method's plumbing)."""
+  config = load_config('configs/demo.py:test')
+  config.jax_cache_dir, config.progress = CACHE, False
+  config.seeds = ''  # one seed
+  config.eval.noise_floor = False
+  config.data.num_samples = 600
+  config.train.max_steps = 4
+  config.unlearn.methods = methods
+  return config
+
+
 @pytest.fixture(scope='session')
 def demo_run(tmp_path_factory):
   """One shrunken `run` of the demo experiment, shared by the end-to-end tests (all in

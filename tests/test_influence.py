@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import CACHE, load_config
+from conftest import tiny_run_config
 from e2urec_jax.errors import UserError
 
 VOCAB = 16
@@ -132,13 +132,7 @@ def test_cg_update_equals_the_exact_damped_newton_step(tiny):
 
 
 def tiny_config():
-  config = load_config('configs/demo.py:test')
-  config.jax_cache_dir, config.progress = CACHE, False
-  config.seeds = ''  # one seed
-  config.eval.noise_floor = False
-  config.data.num_samples = 600
-  config.train.max_steps = 4
-  config.unlearn.methods = 'influence'
+  config = tiny_run_config('influence')
   s = config.unlearn.influence
   s.retain_samples, s.cg_iters, s.batch_size, s.damping = 48, 4, 16, 0.1
   return config

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import CACHE, load_config
+from conftest import tiny_run_config
 from e2urec_jax.eval import metrics, ranking
 
 
@@ -73,14 +73,8 @@ def test_config_fields_and_rules():
 
 
 def tiny_config():
-  config = load_config('configs/demo.py:test')
-  config.jax_cache_dir, config.progress = CACHE, False
-  config.seeds = ''  # one seed
-  config.eval.noise_floor = False
+  config = tiny_run_config('e2urec,neggrad')
   config.eval.trajectory_every = 0
-  config.data.num_samples = 600
-  config.train.max_steps = 4
-  config.unlearn.methods = 'e2urec,neggrad'
   for name in ('e2urec', 'neggrad'):
     config.unlearn[name].steps = 3
   config.augment.steps = 2
