@@ -146,9 +146,10 @@ def test_a_run_from_the_backbone_reports_it_apart_and_evaluate_keeps_it(pretrain
   from e2urec_jax import commands, runtime
   c, work, out = pretrained_run
   lines = out.splitlines()
-  said = [i for i, line in enumerate(lines) if line.startswith('backbone: ')]
+  said = [i for i, line in enumerate(lines) if line.startswith(('backbone: pretrained ', 'backbone: reused '))]
   opening = [i for i, line in enumerate(lines) if line.startswith('run: ')]
   assert len(said) == 1 and lines[said[0]].startswith('backbone: pretrained ')  # once, for both seeds
+  assert sum(line.startswith('backbone: pretraining ') for line in lines) == 1  # and trained once
   assert opening and said[0] < opening[0]  # the first screen says it, before the run's own line
   results = runtime.read_json(os.path.join(work, 'results.json'))
   bb = results['backbone']

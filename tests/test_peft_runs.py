@@ -103,7 +103,7 @@ def test_export_peft_loads_in_peft_with_our_logits(trained, tmp_path):
   commands.unlearn(config, workdir)  # the augmented model, then 3 E2URec steps
   out = str(tmp_path / 'exported')
   commands.export(config, workdir, output=out, model='e2urec', fmt='peft')
-  assert sorted(os.listdir(out)) == ['adapter_config.json', 'adapter_model.safetensors', 'base']
+  assert sorted(os.listdir(out)) == ['.e2urec_export.json', 'adapter_config.json', 'adapter_model.safetensors', 'base']  # + our export marker
 
   ctx = _context(config, workdir)
   adapters, meta = artifacts.load_adapters(ctx.model_dir('e2urec'))
