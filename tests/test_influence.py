@@ -107,6 +107,7 @@ def test_cg_solves_a_damped_system_and_stops_at_negative_curvature():
   assert influence.auto_checks(20) == {1, 2, 4, 8, 16, 20}
 
 
+@pytest.mark.slow  # 14 s: the fast tier stays under 90 s on a cold cache
 def test_cg_update_equals_the_exact_damped_newton_step(tiny):
   """On 48 parameters (the B of LoRA r=2 on three 'q' kernels) H is formed exactly (jax.hessian over
   the retained batches, padding rows included) and (scale/n)(H + λI)⁻¹ Σ_F ∇ℓ solved directly."""

@@ -82,6 +82,7 @@ def tiny_config():
   return config
 
 
+@pytest.mark.slow  # 14 s: the fast tier stays under 90 s on a cold cache
 def test_tiny_run_ranks_every_model_on_the_same_candidates(tmp_path):
   from e2urec_jax import runtime
   from e2urec_jax.eval import report
