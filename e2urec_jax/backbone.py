@@ -72,9 +72,10 @@ def fingerprint(config) -> str:
   return hashlib.sha256(json.dumps({'fields': fields, 'sources': sources}, sort_keys=True).encode()).hexdigest()
 
 
-def folder(config) -> str:
-  """<pretrain.cache_dir>/<first 16 hex digits of the fingerprint>."""
-  return os.path.join(os.path.abspath(os.path.expanduser(config.pretrain.cache_dir)), fingerprint(config)[:16])
+def folder(config, digest: str | None = None) -> str:
+  """<pretrain.cache_dir>/<first 16 hex digits of the fingerprint> (`digest`: fingerprint(config), computed)."""
+  digest = digest or fingerprint(config)
+  return os.path.join(os.path.abspath(os.path.expanduser(config.pretrain.cache_dir)), digest[:16])
 
 
 def ensure(config) -> dict | None:
@@ -84,19 +85,20 @@ def ensure(config) -> dict | None:
   if not config.pretrain.enabled:
     return None
   check_pretrain(config)
-  root = folder(config)
+  digest = fingerprint(config)  # hashes the source files: once per call
+  root = folder(config, digest)
   hf = os.path.join(root, 'hf')
   given = config.model.name_or_path
   if given and os.path.abspath(os.path.expanduser(given)) != hf:
     raise UserError(f'config.model.name_or_path={given!r} and config.pretrain.enabled=True: the run would start '
                     f'from its own backbone ({hf}); clear model.name_or_path, or set pretrain.enabled=False to '
                     'start from that model')
-  record = recorded(config)
+  record = _reused(root)
   if record is None:
     os.makedirs(root, exist_ok=True)
     # Two runs starting together: the second is refused (naming the first), and reuses it once published.
     with workdir_lock.hold(root, 'pretrain'):
-      record = recorded(config) or _pretrain(config, root)  # published while we looked: reuse it
+      record = _reused(root) or _pretrain(config, root, digest)  # published while we looked: reuse it
   config.model.name_or_path = hf
   config.model.tokenizer = ''
   return record
@@ -104,7 +106,11 @@ def ensure(config) -> dict | None:
 
 def recorded(config) -> dict | None:
   """The cached backbone's record for `config` (reused: True), or None; trains nothing."""
-  record = _read_record(folder(config))
+  return _reused(folder(config))
+
+
+def _reused(root: str) -> dict | None:
+  record = _read_record(root)
   return None if record is None else {**record, 'reused': True}
 
 
@@ -118,7 +124,7 @@ def _read_record(root: str) -> dict | None:
     return None
 
 
-def _pretrain(config, root: str) -> dict:
+def _pretrain(config, root: str, digest: str) -> dict:
   """Trains the backbone in <root>/run (resumable like any run) and publishes <root>/hf, then the record."""
   from e2urec_jax import resume
   from e2urec_jax.eval.export import export_model
@@ -136,7 +142,7 @@ def _pretrain(config, root: str) -> dict:
   if storage.isdir(hf):
     storage.rmtree(hf)  # an export cut short before the record was written
   export_model(context.open_run(sub, paths.run_paths(run_dir), read_only=True), paths.ORIGINAL, hf)
-  record = {'path': hf, 'fingerprint': fingerprint(config), 'time_s': round(time.perf_counter() - start, 2),
+  record = {'path': hf, 'fingerprint': digest, 'time_s': round(time.perf_counter() - start, 2),
             'train_time_s': stats.get('time_s'), 'steps': stats.get('steps'), 'best_valid': stats.get('best_valid'),
             'samples': {s: len(ctx.data.splits[s].label) for s in ('train', 'valid', 'test')},
             'population': _population(sub), 'created_utc': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),

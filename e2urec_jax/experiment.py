@@ -78,7 +78,8 @@ def evaluate_seeds(config, workdir) -> dict:
     ctx = first if i == 0 else seed_context(first, seed)
     trained[seed] = (ctx, available_models(ctx))
     verify_models(ctx, trained[seed][1])  # every seed's, before any scoring
-  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False) for seed, (ctx, names) in trained.items()}
+  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False)
+              for seed, (ctx, names) in trained.items()}
   if not per_seed:
     raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
   return seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
