@@ -257,16 +257,26 @@ def audit(config, workdir: str, *, users: str | None = None, interactions: str |
 
 
 def table(config, workdir: str) -> None:
-  """The headline table and the criteria of a finished run (eval/headline.py), from its results.json:
-  what the README's first table is printed by, over a run recorded under docs/results/."""
+  """The headline table, the criteria and E2URec's paired comparisons of a finished run
+  (eval/headline.py), from its results.json: what the README's first table is printed by, over a run
+  recorded under docs/results/. `workdir` may list several runs (A,B): their seeds are pooled."""
   from e2urec_jax.eval import headline
-  path = os.path.join(workdir, 'results.json')
-  if not storage.exists(path):
-    raise UserError(f'no {path}: `table` reads a finished run\'s results.json; run `run` first, or check --workdir')
-  try:
-    results = runtime.read_json(path)
-  except ValueError as e:
-    raise UserError(f'{path} is not valid JSON ({e}); use an intact copy of the run\'s results.json')
+  runs = {}
+  for one in [w for w in workdir.split(',') if w]:
+    path = os.path.join(one, 'results.json')
+    if not storage.exists(path):
+      raise UserError(f'no {path}: `table` reads a finished run\'s results.json; run `run` first, or check --workdir')
+    try:
+      runs[one] = runtime.read_json(path)
+    except ValueError as e:
+      raise UserError(f'{path} is not valid JSON ({e}); use an intact copy of the run\'s results.json')
+  results = next(iter(runs.values())) if len(runs) == 1 else headline.pool(runs)
+  if len(runs) > 1:
+    print(f'{len(results["seeds"])} seeds pooled from {len(runs)} runs: {", ".join(runs)}')
   print(headline.table(results))
   print()
   print(headline.criteria_lines(results))
+  comparisons = headline.comparison_lines(results)
+  if comparisons:
+    print()
+    print(comparisons)

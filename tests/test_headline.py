@@ -3,7 +3,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+from e2urec_jax.errors import UserError
 from e2urec_jax.eval import headline
 
 
@@ -60,3 +63,45 @@ def test_table_command_prints_it_and_refuses_a_workdir_without_results(tmp_path)
   out = subprocess.run([sys.executable, '-m', 'e2urec_jax', 'table', f'--workdir={empty}'], capture_output=True,
                        text=True, cwd=REPO, timeout=120)
   assert out.returncode == 1 and out.stderr.count('\n') == 1 and 'results.json' in out.stderr
+
+
+def _shifted(results: dict, offset: int) -> dict:
+  """The same run's rows under seeds + offset (a second run of other seeds)."""
+  r = json.loads(json.dumps(results))
+  for entry in list(r['methods'].values()) + [r['noise_floor']]:
+    for row in entry['seeds']:
+      row['seed'] += offset
+  return r
+
+
+def test_pooling_two_runs_gives_every_seed_once_and_the_pooled_statistics():
+  a, b = _results(), _shifted(_results(), 10)
+  b['methods']['e2urec']['seeds'][0]['forget']['sym_kl'] = 0.40  # seed 11: E2URec further than Bad-T (0.25)
+  pooled = headline.pool({'A': a, 'B': b})
+  assert pooled['seeds'] == [1, 2, 11, 12]
+  e2urec = [c.strip() for c in headline.table(pooled).splitlines()[4].split('|')[1:-1]]
+  assert e2urec[:3] == ['E2URec', '4', '0.2250 ± 0.1258']  # 0.10, 0.20, 0.40, 0.20: sample std
+  badt = pooled['summary']['comparisons']['badt']['sym_kl']
+  assert badt['n'] == 4 and badt['wins'] == 3 and abs(badt['mean_diff'] - (-0.075)) < 1e-9
+  assert '- E2URec - badt: -0.0750' in headline.comparison_lines(pooled)
+  assert abs(pooled['noise_floor']['sym_kl'] - 0.05) < 1e-9 and len(pooled['noise_floor']['seeds']) == 4
+
+
+def test_pooling_one_recorded_run_reproduces_its_table_and_refuses_a_seed_twice():
+  recorded = json.load(open(f'{REPO}/docs/results/pretrained-synthetic/results.json'))
+  pooled = headline.pool({'run': recorded})
+  assert headline.table(pooled) == headline.table(recorded)
+  assert headline.criteria_lines(pooled) == headline.criteria_lines(recorded)
+  with pytest.raises(UserError, match='seed 1 is in both A and B'):
+    headline.pool({'A': _results(), 'B': _results()})
+
+
+def test_table_command_pools_runs_given_as_a_list(tmp_path):
+  for name, r in (('a', _results()), ('b', _shifted(_results(), 10))):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'results.json').write_text(json.dumps(r))
+  out = subprocess.run([sys.executable, '-m', 'e2urec_jax', 'table', f'--workdir={tmp_path / "a"},{tmp_path / "b"}'],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.splitlines()[0].startswith('4 seeds pooled from 2 runs')
+  assert '| E2URec | 4 | 0.1500 ± 0.0577 |' in out.stdout

@@ -2,6 +2,8 @@
 
 `python -m e2urec_jax table --workdir=DIR` prints both from DIR/results.json, so the README's
 table is a command's output over a recorded file (docs/results/), not numbers copied by hand.
+`--workdir=A,B` pools the seeds of several runs of the same experiment (`pool`): the table, the
+criteria and E2URec's paired comparisons are then over every seed of A and B.
 
 The criteria (every one over the seeds of the run, paired where two methods are compared):
 - memorised: the original's mean symKL to retrain at least 3x the noise floor's (else there is
@@ -15,7 +17,8 @@ import math
 
 import numpy as np
 
-from e2urec_jax.eval.seed_report import per_seed_values
+from e2urec_jax.errors import UserError
+from e2urec_jax.eval.seed_report import combine, per_seed_values
 
 ROWS = (('original', 'original'), ('retrain', 'retrain (the reference)'), ('e2urec', 'E2URec'),
         ('oracle', 'oracle (E2URec\'s student, retrain as its forget target)'), ('badt', 'Bad-T'),
@@ -95,3 +98,46 @@ def criteria(results: dict) -> list[tuple[str, bool | None, str]]:
 def criteria_lines(results: dict) -> str:
   marks = {True: 'met', False: 'NOT met', None: 'not measured'}
   return '\n'.join(f'- {name}: {marks[met]} ({numbers})' for name, met, numbers in criteria(results))
+
+
+def comparison_lines(results: dict) -> str:
+  """E2URec's paired comparisons of the forget symKL to retrain, one line per other method."""
+  lines = []
+  for name, c in (results.get('summary', {}).get('comparisons') or {}).items():
+    c = c.get('sym_kl') or {}
+    if c.get('n'):
+      lines.append(f'- E2URec - {name}: {c["mean_diff"]:+.4f} [{c["ci_low"]:+.4f}, {c["ci_high"]:+.4f}] '
+                   f'(E2URec closer on {c["wins"]} of {c["n"]} seeds)')
+  return '\n'.join(lines)
+
+
+def _seed_rows(entry: dict):
+  """(seed, row) of each seed a method's entry holds (a one-seed entry is its own row)."""
+  for row in entry.get('seeds') or [entry]:
+    yield row.get('seed'), {k: v for k, v in row.items() if k not in ('seed', 'seeds')}
+
+
+def pool(runs: dict) -> dict:
+  """One results dict over every seed of several runs ({label: results}), as if one run had trained
+  them all: each seed's rows are regrouped and combined, and the summary recomputed. A seed found
+  in two runs is refused (its rows would be counted twice), as is a run whose rows lack seeds."""
+  per_seed, origin = {}, {}
+  for label, results in runs.items():
+    floors = {row.get('seed'): row for row in (results.get('noise_floor') or {}).get('seeds', [])}
+    seeds = set()
+    for name, entry in (results.get('methods') or {}).items():
+      for seed, row in _seed_rows(entry):
+        if seed is None:
+          raise UserError(f'{label}: method {name} has a row without its seed; pool runs written by `run`')
+        seeds.add(seed)
+        per_seed.setdefault(seed, {'methods': {}, 'config': results.get('config'), 'env': results.get('env')})
+        per_seed[seed]['methods'][name] = row
+    for seed in seeds:
+      if seed in origin:
+        raise UserError(f'seed {seed} is in both {origin[seed]} and {label}: pool runs of different seeds')
+      origin[seed] = label
+      if seed in floors:
+        per_seed[seed]['noise_floor'] = {k: v for k, v in floors[seed].items() if k != 'seed'}
+  if not per_seed:
+    raise UserError(f'no method rows in {", ".join(runs)}: nothing to pool')
+  return combine({seed: per_seed[seed] for seed in sorted(per_seed)})
