@@ -79,8 +79,9 @@ def criteria(results: dict) -> list[tuple[str, bool | None, str]]:
                   f'{c["mean_diff"]:+.4g} [{c["ci_low"]:+.4g}, {c["ci_high"]:+.4g}], {c["wins"]} of {c["n"]} seeds'))
   t = summary.get('test_auc_vs_original')
   if t:
+    interval = f' [{t["ci_low"]:+.4f}, {t["ci_high"]:+.4f}]' if t['ci_low'] is not None else ' (one seed: no interval)'
     out.append(('test AUC within 0.01 of the original', t['mean_diff'] >= -TEST_AUC_DROP,
-                f'{t["mean_diff"]:+.4f} [{t["ci_low"]:+.4f}, {t["ci_high"]:+.4f}]'))
+                f'{t["mean_diff"]:+.4f}{interval}'))
   gap = (summary.get('gap_closed', {}).get('e2urec') or {}).get('sym_kl')
   if gap is not None:
     oracle = (summary.get('gap_closed', {}).get('oracle') or {}).get('sym_kl')
