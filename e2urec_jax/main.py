@@ -155,7 +155,8 @@ def _say_on_interrupt(command: str) -> None:
   text = interrupts.MESSAGES.get(command, interrupts.MESSAGE)
   if command == 'evaluate':  # once its report is decided (eval/report_files.py) the new one is what stays
     from e2urec_jax.eval import report_files
-    interrupts.set_message(lambda: interrupts.EVALUATE_PUBLISHED if report_files.decided() else text)
+    before = report_files.decided()
+    interrupts.set_message(lambda: interrupts.EVALUATE_PUBLISHED if report_files.decided() > before else text)
   else:
     interrupts.set_message(text)
 

@@ -142,12 +142,20 @@ def _forget_metrics(ctx, on_forget, on_test, ref_forget, ref_nonmember, twins, f
 
 
 def empty_forget_note(workdir: str) -> str:
-  """What the report says of a forget set with no sample left: the forget requests that deleted its
-  users (their audits' versions; which request deleted whom needs the key, `audit`)."""
+  """What the report says of a forget set with no sample left: the forget requests that can have deleted
+  its users (those that unlearnt train samples: their audits name a model; whom each forgot needs the key)."""
   forget_dir = os.path.join(workdir, 'forget')
-  names = storage.listdir(forget_dir) if storage.isdir(forget_dir) else []
-  versions = sorted(int(n[len('audit_v'):-len('.json')]) for n in names
-                    if n.startswith('audit_v') and n.endswith('.json') and n[len('audit_v'):-len('.json')].isdigit())
+  versions = []
+  for name in sorted(storage.listdir(forget_dir)) if storage.isdir(forget_dir) else []:
+    number = name[len('audit_v'):-len('.json')]
+    if name.startswith('audit_v') and name.endswith('.json') and number.isdigit():
+      try:
+        trained = runtime.read_json(os.path.join(forget_dir, name)).get('model') is not None
+      except (ValueError, AttributeError):  # a damaged audit is `audit`'s to report, not the report's
+        continue
+      if trained:
+        versions.append(int(number))
+  versions.sort()
   if not versions:
     return 'the forget set is empty: it holds no train sample; forget metrics are not computed'
   contiguous = versions == list(range(versions[0], versions[-1] + 1))

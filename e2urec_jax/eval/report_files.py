@@ -22,9 +22,9 @@ STAGED_PREFIX = '.tmp_report_'  # a staging prefix (runtime.STAGING_PREFIXES): l
 _DECIDED = []  # the workdirs whose new report this process decided (wrote the journal of)
 
 
-def decided() -> bool:
-  """This process decided a new report (its journal was written): an interrupt from here on leaves the new one."""
-  return bool(_DECIDED)
+def decided() -> int:
+  """How many new reports this process decided (wrote the journal of): once one is, an interrupt leaves it."""
+  return len(_DECIDED)
 
 
 def staged_path(workdir: str, name: str) -> str:
