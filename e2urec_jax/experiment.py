@@ -128,8 +128,8 @@ def evaluate_model(config, workdir, model: str) -> dict:
     report.write_report(first.workdir, results, order=spec.report_order())
     kept = [n for n in results['methods'] if n not in replaced]
     if why is None:
-      print(f'evaluate: merged the rows of {", ".join(replaced)} into {path}; kept '
-            + (', '.join(kept) if kept else 'no other row') + ' as they were')
+      print(f'evaluate: merged the rows of {", ".join(replaced)} into {path}'
+            + (f'; kept {", ".join(kept)} as they were' if kept else ''))
     else:
       print(f'evaluate: {why}: wrote a report of {", ".join(replaced)} alone')
   return results

@@ -34,7 +34,7 @@ def split_seeds(results: dict) -> dict:
   for name, row in results['methods'].items():
     entries = row.get('seeds') if multi and row.get('seeds') and 'seed' in row['seeds'][0] else [row]
     for entry in entries:
-      seed = int(entry['seed']) if multi else seeds[0]
+      seed = int(entry.get('seed', seeds[0])) if multi else seeds[0]
       per.setdefault(seed, {'methods': {}, 'trajectories': {}})
       per[seed]['methods'][name] = {k: v for k, v in entry.items() if not (multi and k == 'seed')}
   floor = results.get('noise_floor')
