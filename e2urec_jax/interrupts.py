@@ -41,8 +41,9 @@ MESSAGES = {
     'export': 'interrupted: --output is replaced whole or not at all; rerun the same command',
     'forget': 'interrupted: the request resumes where it stopped; rerun the same command to finish it',
     'audit': 'interrupted: audit changes nothing; rerun it',
-    'table': 'interrupted: table changes nothing; rerun it',
-    'bench': 'interrupted: no timings were written for what had not finished; rerun bench',
+    'table': 'interrupted: nothing is left half-done (a report it was finishing is finished by the next command); rerun '
+             'table',
+    'bench': 'interrupted: bench.json is written whole at the end, so the previous one (if any) is kept; rerun bench',
 }
 EVALUATE_PUBLISHED = ('interrupted after the new report was decided: results.json and results.md are the new report, '
                       'whole')
