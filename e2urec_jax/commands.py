@@ -116,7 +116,8 @@ def sequence(config, workdir: str, *, callbacks=()) -> None:
 
 
 def evaluate(config, workdir: str, *, model: str | None = None) -> None:
-  """Scores `model` (default: every finished model of the workdir) against the retrained one.
+  """Scores every finished model of the workdir against the retrained one and writes the report; with
+  `model`, that model's rows alone, merged into the existing report (experiment.evaluate_model).
   The models must have been trained with this config (their fingerprints): results.json says so."""
   from e2urec_jax import resume
   from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
@@ -127,13 +128,16 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
   from e2urec_jax.config import experiment_seeds
   with workdir_lock.hold(storage.abspath(workdir), 'evaluate'):
-    if model is None and len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
+    if model is not None:  # its rows merged into the report, every other row kept
+      from e2urec_jax.experiment import evaluate_model
+      evaluate_model(config, workdir, model)
+    elif len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
       from e2urec_jax.experiment import evaluate_seeds
       evaluate_seeds(config, workdir)
     else:
       from e2urec_jax.experiment import backbone_entry
       ctx = _open(config, workdir)
-      names = [model] if model else available_models(ctx)
+      names = available_models(ctx)
       resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
       verify_models(ctx, names)
       write_results(ctx, names, order=spec.report_order(), extra=backbone_entry(config))
@@ -263,6 +267,7 @@ def table(config, workdir: str) -> None:
   from e2urec_jax.eval import headline
   runs = {}
   for one in [w for w in workdir.split(',') if w]:
+    _finish_report(one)
     path = os.path.join(one, 'results.json')
     if not storage.exists(path):
       raise UserError(f'no {path}: `table` reads a finished run\'s results.json; run `run` first, or check --workdir')
@@ -280,3 +285,17 @@ def table(config, workdir: str) -> None:
   if comparisons:
     print()
     print(comparisons)
+
+
+def _finish_report(workdir: str) -> None:
+  """A report an interrupted command had decided to publish is put in place before it is read
+  (eval/report_files.py); that takes the workdir's lock, as it writes."""
+  from e2urec_jax.eval import report_files
+  if not report_files.pending(workdir):
+    return
+  try:
+    with workdir_lock.hold(storage.abspath(workdir), 'table'):  # the holder rolls the report forward
+      pass
+  except PermissionError as e:
+    raise UserError(f'{workdir} holds a report an interrupted command left half-published ({report_files.JOURNAL}) '
+                    f'and this user cannot finish it ({e.strerror}); run `evaluate` on the workdir as its owner')

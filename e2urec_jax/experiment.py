@@ -85,6 +85,56 @@ def evaluate_seeds(config, workdir) -> dict:
   return seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
 
 
+def evaluate_model(config, workdir, model: str) -> dict:
+  """`evaluate --model=model`: that model's rows scored again on every seed that trained it and merged into
+  the existing report (eval/report_merge.py), every other row kept; with no readable report, a report of
+  what was scored. Prints a line saying which."""
+  from e2urec_jax import runtime
+  from e2urec_jax.eval import report, report_merge
+  from e2urec_jax.eval.evaluate import available_models, verify_models
+  seeds = config_lib.experiment_seeds(config)
+  config.seed = seeds[0]
+  first = context.open_run(config, paths.run_paths(workdir), read_only=True)
+  if not storage.isdir(first.model_dir(model)):
+    raise UserError(f'--model={model}: no such model in {workdir}/models; one of {", ".join(available_models(first))}')
+  scored = {}
+  for i, seed in enumerate(seeds):
+    layout = first.paths if i == 0 else paths.seed_paths(first.workdir, seed)
+    if not storage.isdir(layout.model_dir(llmrec.RETRAIN)) or not storage.isdir(layout.model_dir(model)):
+      continue  # a seed that did not train it (config.repeat_methods): its rows stay
+    ctx = first if i == 0 else seed_context(first, seed)
+    names = report_merge.rows_scored_with(model, available_models(ctx))
+    if i == 0:
+      resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
+    verify_models(ctx, names)
+    scored[seed] = (ctx, names)
+  per_seed = {seed: write_results(ctx, names, order=spec.report_order(), write=False)
+              for seed, (ctx, names) in scored.items()}
+  replaced = report.ordered_methods(list(dict.fromkeys(n for _, names in scored.values() for n in names)),
+                                   spec.report_order())
+  path = os.path.join(first.workdir, 'results.json')
+  old, why = None, f'no earlier report in {workdir}'
+  if storage.exists(path):
+    try:
+      old = runtime.read_json(path)
+      why = None if report_merge.readable(old) else f'{path} is not a report of this tool'
+    except ValueError as e:
+      why = f'{path} is not valid JSON ({e})'
+    old = old if why is None else None
+  merged = report_merge.merge(report_merge.split_seeds(old) if old else {}, per_seed, replaced,
+                              order=spec.report_order())
+  results = report_merge.assemble(merged, extra=backbone_entry(config))
+  if distributed.is_primary():
+    report.write_report(first.workdir, results, order=spec.report_order())
+    kept = [n for n in results['methods'] if n not in replaced]
+    if why is None:
+      print(f'evaluate: merged the rows of {", ".join(replaced)} into {path}'
+            + (f'; kept {", ".join(kept)} as they were' if kept else ''))
+    else:
+      print(f'evaluate: {why}: wrote a report of {", ".join(replaced)} alone')
+  return results
+
+
 def opening_line(config, workdir: str, names, seeds=()) -> str:
   """`run`'s first line: what it trains, on what data and devices, where its results go."""
   import jax

@@ -44,12 +44,10 @@ from e2urec_jax import forget_audit as audit_lib
 from e2urec_jax import forget_scrub as scrub
 from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
-from e2urec_jax.forget_audit import FORGET_DIR
+from e2urec_jax.forget_audit import FORGET_DIR, PENDING_FILE
 from e2urec_jax.forget_request import Request, read_request
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.paths import Paths, run_paths
-
-PENDING_FILE = 'pending.json'
 
 
 # ------------------------------------------------------------------ where the request's records are
@@ -226,6 +224,10 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
   forget_dir = runtime.ensure_writable_dir(os.path.join(workdir, FORGET_DIR))
   with _lock(forget_dir):
     audits = audit_lib.read_audits(forget_dir)
+    gaps = audit_lib.unaudited(workdir, audits, unfinished_ok=True)
+    if gaps:  # a new version would be numbered, and built, over a request whose audit is lost
+      raise UserError(f'forget serves no request over an incomplete audit trail: {gaps[0]}'
+                      + (f' (and {len(gaps) - 1} more: run `audit`)' if len(gaps) > 1 else ''))
     audit_lib.check_key(audits, key, key_file)
     request_hash = audit_lib.keyed(key, request.kind, *request.users, *[f'{u},{i}' for u, i in request.pairs])
     pending_path = os.path.join(forget_dir, PENDING_FILE)

@@ -15,6 +15,7 @@ from e2urec_jax.errors import UserError
 from e2urec_jax.forget_request import Request, read_request
 
 FORGET_DIR = 'forget'
+PENDING_FILE = 'pending.json'  # forget.py's record of the request being served (keyed hashes only)
 LEGACY_SALT = 'salt.key'  # where requests before keyed hashes kept their salt (inside the workdir)
 SCHEME = 'hmac-sha256'
 HASH_NOTE = ('HMAC-SHA256(key, id) (pairs: user NUL item) under the operator\'s key file (--forget_key), '
@@ -120,14 +121,55 @@ def mac(audit: dict, key: bytes) -> str:
 
 
 def read_audits(forget_dir: str) -> dict:
-  """{version: audit} of the audits in `forget_dir` (forget/audit_v<N>.json)."""
+  """{version: audit} of the audits in `forget_dir` (forget/audit_v<N>.json); a file that is not a whole
+  audit (truncated, corrupt, edited into something else) is a one-line UserError naming it."""
   out = {}
   if not storage.isdir(forget_dir):
     return out
   for name in storage.listdir(forget_dir):
-    if name.startswith('audit_v') and name.endswith('.json'):
-      out[int(name[len('audit_v'):-len('.json')])] = runtime.read_json(os.path.join(forget_dir, name))
+    number = name[len('audit_v'):-len('.json')]
+    if not (name.startswith('audit_v') and name.endswith('.json') and number.isdigit()):
+      continue
+    path = os.path.join(forget_dir, name)
+    try:
+      audit = runtime.read_json(path)
+    except ValueError as e:  # json's JSONDecodeError, a UnicodeDecodeError
+      raise UserError(f'{path} is corrupt or truncated ({e}); {RESTORE}') from None
+    if not (isinstance(audit, dict) and audit.get('version') == int(number) and 'request' in audit):
+      raise UserError(f'{path} is not the audit of request v{int(number)} (no "version": {int(number)} and '
+                      f'"request" in it); {RESTORE}')
+    out[int(number)] = audit
   return out
+
+
+RESTORE = 'restore it from a backup of the workdir (an audit holds its MAC under the key: it cannot be written again)'
+
+
+def unaudited(workdir: str, audits: dict, *, unfinished_ok: bool = False) -> list[str]:
+  """One line per request version with no audit: a version below the latest audit whose file is gone,
+  and a published model (models/forget_v<N>) with no audit_v<N>; an unfinished request (pending.json's
+  version) is named as such, or left out with `unfinished_ok` (forget itself, which finishes it)."""
+  forget_dir = os.path.join(workdir, FORGET_DIR)
+  models_dir = os.path.join(workdir, 'models')
+  models = {int(n[len('forget_v'):]) for n in (storage.listdir(models_dir) if storage.isdir(models_dir) else [])
+            if n.startswith('forget_v') and n[len('forget_v'):].isdigit()}
+  pending_path = os.path.join(forget_dir, PENDING_FILE)
+  pending = runtime.read_json(pending_path).get('version') if storage.exists(pending_path) else None
+  lines = []
+  for v in range(1, max([*audits, *models, pending or 0], default=0) + 1):
+    if v in audits:
+      continue
+    if v == pending:
+      if not unfinished_ok:
+        lines.append(f'audit v{v}: not written yet: request v{v} is unfinished ({FORGET_DIR}/{PENDING_FILE}); rerun '
+                     'the same forget command to finish it')
+      continue
+    later = max((u for u in audits if u > v), default=None)
+    what = [f'{FORGET_DIR}/audit_v{v}.json is missing' + (f' while audit v{later} exists' if later else '')]
+    if v in models:
+      what.append(f'models/forget_v{v} has no audit')
+    lines.append(f'audit v{v}: MISSING: {", and ".join(what)}; {RESTORE.replace("restore it", "restore the audit")}')
+  return lines
 
 
 def forgotten_by(audits: dict, key: bytes, user: str, item: str | None = None) -> int | None:
@@ -209,9 +251,16 @@ def now_utc() -> str:
 def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) -> None:
   """For `predict`: a UserError naming the first pair whose user (or interaction) a forget request
   forgot, unless `allow`. The audits hold keyed hashes only, so the check needs the key."""
+  if allow:
+    return
   forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
   audits = read_audits(forget_dir)
-  if not audits or allow:
+  gaps = unaudited(storage.abspath(workdir), audits)
+  if gaps:  # whom a request without its audit forgot is unknown: any pair could be one of theirs
+    raise UserError(f'predict cannot tell which users were forgotten: {gaps[0]}'
+                    + (f' (and {len(gaps) - 1} more: run `audit`)' if len(gaps) > 1 else '')
+                    + '; or pass --allow_forgotten to score anyway')
+  if not audits:
     return
   if not key_file:
     raise UserError(f'{workdir} served {len(audits)} forget request(s); predict refuses their users and checks each '
@@ -232,29 +281,32 @@ def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) 
 
 def verify_audits(workdir: str, *, key_file: str | None, users: str | None = None,
                   interactions: str | None = None) -> list[str]:
-  """The `audit` command: each audit's MAC under the key, and which request forgot the given ids."""
+  """The `audit` command: each audit's MAC under the key, every version without an audit (`unaudited`),
+  and which request forgot the given ids."""
   forget_dir = os.path.join(storage.abspath(workdir), FORGET_DIR)
   audits = read_audits(forget_dir)
-  if not audits:
+  gaps = unaudited(storage.abspath(workdir), audits)
+  if not audits and not gaps:
     raise UserError(f'{workdir} has no forget audits ({forget_dir}/audit_v*.json)')
   key = read_key(key_file, storage.abspath(workdir), create=False, command='audit')
   runtime.refuse_staging(storage.abspath(workdir), 'audit')
-  lines, bad = [], 0
+  by_version, bad = {int(g.split(':')[0][len('audit v'):]): g for g in gaps}, len(gaps)
   for v, audit in sorted(audits.items()):
     if 'mac' not in audit:
-      lines.append(f'audit v{v}: written before keyed hashes (no MAC to check)')
+      by_version[v] = f'audit v{v}: written before keyed hashes (no MAC to check)'
       continue
     want = audit.get('subjects', {}).get('key_id')
     if want and want != key_id(key):
-      lines.append(f'audit v{v}: written with another key (key id {want}, this key {key_id(key)})')
+      by_version[v] = f'audit v{v}: written with another key (key id {want}, this key {key_id(key)})'
       bad += 1
     elif hmac.compare_digest(audit['mac'], mac(audit, key)):
       users_, pairs_ = _subject_hashes(audit)
-      lines.append(f'audit v{v}: MAC ok; {audit["request"]} request of {len(users_)} user(s)'
-                   f'{f", {len(pairs_)} interaction(s)" if pairs_ else ""}, {audit["time_utc"]}')
+      by_version[v] = (f'audit v{v}: MAC ok; {audit["request"]} request of {len(users_)} user(s)'
+                       f'{f", {len(pairs_)} interaction(s)" if pairs_ else ""}, {audit["time_utc"]}')
     else:
-      lines.append(f'audit v{v}: MAC MISMATCH: the audit was changed after it was written')
+      by_version[v] = f'audit v{v}: MAC MISMATCH: the audit was changed after it was written'
       bad += 1
+  lines = [by_version[v] for v in sorted(by_version)]
   if users is not None or interactions is not None:
     from e2urec_jax import forget_scrub
     from e2urec_jax.data import idfiles

@@ -1,8 +1,9 @@
 """Ctrl-C and SIGTERM stop a command within seconds, at any moment, leaving a resumable workdir.
 
 `install()` is the first thing `python -m e2urec_jax` does. SIGINT and SIGTERM then raise
-KeyboardInterrupt in the main thread, and `main` prints MESSAGE and exits 130 (143 for
-SIGTERM). Two things could keep a command running after the signal:
+KeyboardInterrupt in the main thread, and `main` prints the command's message (MESSAGE for the
+commands that train, MESSAGES for the others: what is true of the workdir after the interrupt)
+and exits 130 (143 for SIGTERM). Two things could keep a command running after the signal:
 
 - Python swallows an exception raised inside a garbage-collector callback: a Ctrl-C that lands
   in JAX's (`Exception ignored in: <function _xla_gc_callback>`) is printed and dropped;
@@ -30,12 +31,39 @@ import sys
 import threading
 import time
 
-MESSAGE = 'interrupted: the last checkpoint is kept; rerun the same command to resume'
+MESSAGE = 'interrupted: the last checkpoint is kept; rerun the same command to resume'  # the training commands
+# What is true after an interrupt of the commands that do not train (set_message: main, once the command is known).
+MESSAGES = {
+    'prepare': 'interrupted: data/ is replaced whole or not at all; rerun the same command to prepare it',
+    'evaluate': 'interrupted: the previous report (results.json, results.md) is kept as it was; rerun evaluate to '
+                'score again',
+    'predict': 'interrupted: --output is written whole or not at all, and nothing else; rerun the same command',
+    'export': 'interrupted: --output is replaced whole or not at all; rerun the same command',
+    'forget': 'interrupted: the request resumes where it stopped; rerun the same command to finish it',
+    'audit': 'interrupted: audit changes nothing; rerun it',
+    'table': 'interrupted: nothing is left half-done (a report it was finishing is finished by the next command); rerun '
+             'table',
+    'bench': 'interrupted: bench.json is written whole at the end, so the previous one (if any) is kept; rerun bench',
+}
+EVALUATE_PUBLISHED = ('interrupted after the new report was decided: results.json and results.md are the new report, '
+                      'whole')
 GRACE_S = 4.0  # after the signal, the process ends by itself if it has not yet
 RETRY_S = 0.1  # how often the watchdog looks for a swallowed interrupt to raise again
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state = {'signum': None, 'handled': False, 'installed': False, 'raised': False, 'again': False, 'told': False}
+_state = {'signum': None, 'handled': False, 'installed': False, 'raised': False, 'again': False, 'told': False,
+          'message': MESSAGE}
+
+
+def set_message(message) -> None:
+  """What an interrupt prints from now on: a line, or a function returning it when the interrupt comes
+  (a command whose outcome changes as it runs: evaluate, once its new report is decided)."""
+  _state['message'] = message
+
+
+def message() -> str:
+  m = _state['message']
+  return m() if callable(m) else m
 
 
 def exit_code() -> int:
@@ -49,14 +77,14 @@ def handled() -> None:
 
 
 def tell() -> None:
-  """MESSAGE on stderr, once."""
+  """The command's message (MESSAGE unless set_message changed it) on stderr, once."""
   if not _state.get('told'):
     _state['told'] = True
-    print(MESSAGE, file=sys.stderr, flush=True)
+    print(message(), file=sys.stderr, flush=True)
 
 
 def exit_now() -> None:
-  """MESSAGE once, and the exit code now (os._exit, after flushing stdout and stderr). Not through
+  """The message once, and the exit code now (os._exit, after flushing stdout and stderr). Not through
   the interpreter's shutdown: a second KeyboardInterrupt there (a library re-raising the first from
   its cleanup) made Python end itself by the signal (rc -2 after the message, ~1 in 10 tries).
   Safe for the same reason as the deadline: every file is renamed into place when complete."""

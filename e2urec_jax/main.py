@@ -116,6 +116,7 @@ def main(argv, callbacks=()):
     print(f'error: unexpected arguments {argv[2:]}; options go as --flag=value', file=sys.stderr)
     sys.exit(2)
   fn_name, _, takes = COMMANDS[command]
+  _say_on_interrupt(command)
   stray = [f'--{f}' for f in COMMAND_FLAGS if f not in takes and flags.FLAGS[f].present]
   if stray:
     print(f'error: {", ".join(stray)} is not an option of {command}', file=sys.stderr)
@@ -146,6 +147,18 @@ def main(argv, callbacks=()):
     sys.exit(1)
   except KeyboardInterrupt:
     _interrupted()
+
+
+def _say_on_interrupt(command: str) -> None:
+  """What an interrupt of `command` prints: what is true of the workdir then (interrupts.MESSAGES)."""
+  from e2urec_jax import interrupts
+  text = interrupts.MESSAGES.get(command, interrupts.MESSAGE)
+  if command == 'evaluate':  # once its report is decided (eval/report_files.py) the new one is what stays
+    from e2urec_jax.eval import report_files
+    before = report_files.decided()
+    interrupts.set_message(lambda: interrupts.EVALUATE_PUBLISHED if report_files.decided() > before else text)
+  else:
+    interrupts.set_message(text)
 
 
 def _interrupted():

@@ -14,8 +14,9 @@ presumed dead: the refusal names it, and the operator deletes the file once it i
 A multi-host run has one writer: process 0 takes the lock; the other processes of the same
 run write nothing a command's outputs depend on, and never take it.
 
-The holder first removes what a killed writer left half-written (staging files and folders:
-runtime.clean_staging), which may hold copies of records a forget request removed.
+The holder first finishes a report a killed writer had decided to publish (eval/report_files.py) and
+removes what it left half-written (staging files and folders: runtime.clean_staging), which may hold
+copies of records a forget request removed.
 
 A workdir on an object store (gs://...: storage.py) has no file locks and no atomic create:
 there the lock is not taken, and one writer per workdir is the operator's rule.
@@ -101,8 +102,15 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
 
 
 def _clean(workdir: str) -> None:
-  """What a killed writer left half-written (runtime.clean_staging): removed by the next holder."""
+  """What a killed writer left half-written: a report it had decided to publish is put in place
+  (eval/report_files.py: before the staging files are removed, as its files are staged ones), and the
+  rest (runtime.clean_staging) is removed by the next holder."""
   from e2urec_jax import runtime
+  from e2urec_jax.eval import report_files
+  finished = report_files.recover(workdir)
+  if finished:
+    print(f'finished publishing the report an interrupted command had decided on: {", ".join(finished)}',
+          flush=True)
   done = runtime.clean_staging(workdir)
   if done:
     more = f' (and {len(done) - 1} more)' if len(done) > 1 else ''

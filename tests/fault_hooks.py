@@ -7,6 +7,7 @@
 
   kill_in='e2urec_jax.forget_scrub:_filter_tokens'   SIGKILL when that function is called
   kill_in='e2urec_jax.runtime:publish@/data'         ... only when one of its arguments ends with '/data'
+  kill_signal='TERM'                                 kill_in sends SIGTERM instead (what `kill` or a scheduler sends)
 
 A spec is [phase:]step; without a phase the hook fires in every phase. kill_in (E2UREC_TEST_KILL_IN)
 patches the module's function (install_kill_in) instead: the stages of a command that are not
@@ -19,11 +20,10 @@ import math
 import os
 import signal
 
-import orbax.checkpoint as ocp
-
 from e2urec_jax.train.callbacks import Callback
 
 KILL_IN_ENV = 'E2UREC_TEST_KILL_IN'
+KILL_SIGNAL_ENV = 'E2UREC_TEST_KILL_SIGNAL'  # the signal kill_in sends (a name: TERM, INT; default KILL)
 ENV = {'kill_at': 'E2UREC_TEST_KILL_AT_STEP', 'kill_in_save': 'E2UREC_TEST_KILL_IN_SAVE',
        'nan_lr_at': 'E2UREC_TEST_NAN_LR_AT_STEP', 'disk_full_at': 'E2UREC_TEST_DISK_FULL_AT'}
 
@@ -35,9 +35,9 @@ def _fires(spec: str | None, phase: str, step: int) -> bool:
   return int(want_step) == int(step) and (not want_phase or want_phase == phase)
 
 
-def kill_self() -> None:
-  """What kill -9 does to this process."""
-  os.kill(os.getpid(), signal.SIGKILL)
+def kill_self(signum: int = signal.SIGKILL) -> None:
+  """What kill -9 (or kill -`signum`) does to this process."""
+  os.kill(os.getpid(), signum)
 
 
 class Faults(Callback):
@@ -59,6 +59,7 @@ class Faults(Callback):
   def checkpoint_path_class(self, phase):
     if not (self.kill_in_save or self.disk_full_at):
       return None
+    import orbax.checkpoint as ocp  # here: a kill_in test of a light module starts without it (seconds)
     faults = self
 
     class FaultyCommit(ocp.path.atomicity.AtomicRenameTemporaryPath):
@@ -74,11 +75,13 @@ class Faults(Callback):
     return FaultyCommit
 
 
-def install_kill_in(spec: str | None) -> None:
-  """Patches `module:function[@suffix]` to SIGKILL this process when called (with an argument ending
-  with `suffix`, if given): the module's own calls go through its attribute, so they see the patch."""
+def install_kill_in(spec: str | None, signal_name: str | None = None) -> None:
+  """Patches `module:function[@suffix]` to SIGKILL this process (or send it SIG`signal_name`) when called
+  (with an argument ending with `suffix`, if given): the module's own calls go through its attribute, so
+  they see the patch."""
   if not spec:
     return
+  signum = getattr(signal, 'SIG' + signal_name) if signal_name else signal.SIGKILL
   import functools
   import importlib
   target, _, suffix = spec.partition('@')
@@ -89,6 +92,6 @@ def install_kill_in(spec: str | None) -> None:
   @functools.wraps(original)
   def killing(*args, **kwargs):
     if not suffix or any(str(a).endswith(suffix) for a in (*args, *kwargs.values())):
-      kill_self()
+      kill_self(signum)
     return original(*args, **kwargs)
   setattr(module, name, killing)

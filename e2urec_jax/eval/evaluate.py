@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.scoring import per_example_loss
 from e2urec_jax.eval import fairness, metrics, mia, ranking
+from e2urec_jax.eval.report_schema import FORGET_KEYS
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
 
@@ -67,12 +68,16 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   nonmember = np.flatnonzero(~np.isin(test.user_id, forget_users))
   all_test = np.arange(len(test.label))
   yes, no = data.yes_id, data.no_id
+  empty = len(forget) == 0  # every forget user deleted by forget requests: the test metrics alone
   reference = load_predictor(ctx, 'retrain')
-  ref_forget = score(ctx, reference, 'train', forget, keep_logits=True, desc='retrain/forget')
-  ref_nonmember = score(ctx, reference, 'test', nonmember, desc='retrain/nonmember')
-  results = {'methods': {}, 'noise_floor': None}
+  ref_forget = None if empty else score(ctx, reference, 'train', forget, keep_logits=True, desc='retrain/forget')
+  ref_nonmember = None if empty else score(ctx, reference, 'test', nonmember, desc='retrain/nonmember')
+  results = {'methods': {}, 'noise_floor': None,
+             'forget_set': {'samples': int(len(forget)), 'users': int(len(forget_users))}}
+  if empty:
+    results['forget_set']['note'] = empty_forget_note(ctx.workdir)
   twin = twin_nonmember = None
-  if storage.isdir(ctx.model_dir('retrain_seed2')):
+  if storage.isdir(ctx.model_dir('retrain_seed2')) and not empty:
     twin_model = load_predictor(ctx, 'retrain_seed2')
     twin = score(ctx, twin_model, 'train', forget, keep_logits=True, desc='noise floor')
     twin_nonmember = score(ctx, twin_model, 'test', nonmember, desc='noise floor/nonmember')
@@ -88,37 +93,76 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   for name in names:
     predictor = reference if name == 'retrain' else load_predictor(ctx, name)
     on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
-    on_forget = ref_forget if name == 'retrain' else score(ctx, predictor, 'train', forget, keep_logits=True,
-                                                             desc=f'{name}/forget')
-    forget_first[name] = on_forget['first_logits']
-    nonmember_loss = on_test['loss'][nonmember]
-    dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], yes, no)
-    forget_metrics = _quality(train.label[forget], on_forget['p_yes'])
-    forget_metrics.update({k: dist[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')})
-    forget_metrics['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
-    forget_metrics['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
-                                                        ref_nonmember['loss'])
-    member_scores = dict(on_forget['mia'])
-    nonmember_scores = {k: v[nonmember] for k, v in on_test['mia'].items()}
-    if twin is not None:  # calibrated by a model trained without the targets (the attacker's reference)
-      member_scores['reference'] = mia.scores('reference', loss=on_forget['loss'], ref_loss=twin['loss'])
-      nonmember_scores['reference'] = mia.scores('reference', loss=nonmember_loss, ref_loss=twin_nonmember['loss'])
-    row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics,
-           'mia': mia.aucs(member_scores, nonmember_scores),
+    row = {'test': _quality(test.label, on_test['p_yes']),
+           'forget': dict.fromkeys(FORGET_KEYS), 'mia': dict.fromkeys(mia.ATTACKS),
            'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
+    if not empty:
+      on_forget = ref_forget if name == 'retrain' else score(ctx, predictor, 'train', forget, keep_logits=True,
+                                                               desc=f'{name}/forget')
+      forget_first[name] = on_forget['first_logits']
+      row['forget'], row['mia'] = _forget_metrics(ctx, on_forget, on_test, ref_forget, ref_nonmember,
+                                                  (twin, twin_nonmember), forget, nonmember)
     if candidates is not None:
       ranked = ranking.measure(ctx, candidates, predictor)
-      row['test']['ranking'], row['forget']['ranking'] = ranked['test'], ranked['forget']
+      row['test']['ranking'] = ranked['test']
+      if 'forget' in ranked:
+        row['forget']['ranking'] = ranked['forget']
     stats = artifacts.read_done(ctx.phase_dir(name)) or {}
     for key in ('time_s', 'unlearn_time_s', 'compile_s', 'trainable_params', 'trainable_fraction',
                 'checkpoint_bytes', 'peak_memory_bytes'):
       row[key] = stats.get(key)
     row['phase'] = {k: v for k, v in stats.items() if k not in row}
     results['methods'][name] = row
-  _add_diagnostics(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
-                   _measured(names, mechanism_for))
+  if not empty:  # the diagnostics read the forget set
+    _add_diagnostics(ctx, results['methods'], forget_first, ref_forget['first_logits'], forget,
+                     _measured(names, mechanism_for))
   fairness.with_gap_change(results['methods'])
   return results
+
+
+
+def _forget_metrics(ctx, on_forget, on_test, ref_forget, ref_nonmember, twins, forget, nonmember):
+  """(row['forget'], row['mia']) of one model: its quality on the forget set, its distances to the
+  retrained model there, and the membership-inference attacks against the test non-members."""
+  train, data = ctx.data.splits['train'], ctx.data
+  twin, twin_nonmember = twins
+  nonmember_loss = on_test['loss'][nonmember]
+  dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], data.yes_id, data.no_id)
+  out = _quality(train.label[forget], on_forget['p_yes'])
+  out.update({k: dist[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')})
+  out['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
+  out['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
+                                           ref_nonmember['loss'])
+  member_scores = dict(on_forget['mia'])
+  nonmember_scores = {k: v[nonmember] for k, v in on_test['mia'].items()}
+  if twin is not None:  # calibrated by a model trained without the targets (the attacker's reference)
+    member_scores['reference'] = mia.scores('reference', loss=on_forget['loss'], ref_loss=twin['loss'])
+    nonmember_scores['reference'] = mia.scores('reference', loss=nonmember_loss, ref_loss=twin_nonmember['loss'])
+  return out, mia.aucs(member_scores, nonmember_scores)
+
+
+def empty_forget_note(workdir: str) -> str:
+  """What the report says of a forget set with no sample left: the forget requests that can have deleted
+  its users (those that unlearnt train samples: their audits name a model; whom each forgot needs the key)."""
+  forget_dir = os.path.join(workdir, 'forget')
+  versions = []
+  for name in sorted(storage.listdir(forget_dir)) if storage.isdir(forget_dir) else []:
+    number = name[len('audit_v'):-len('.json')]
+    if name.startswith('audit_v') and name.endswith('.json') and number.isdigit():
+      try:
+        trained = runtime.read_json(os.path.join(forget_dir, name)).get('model') is not None
+      except (ValueError, AttributeError):  # a damaged audit is `audit`'s to report, not the report's
+        continue
+      if trained:
+        versions.append(int(number))
+  versions.sort()
+  if not versions:
+    return 'the forget set is empty: it holds no train sample; forget metrics are not computed'
+  contiguous = versions == list(range(versions[0], versions[-1] + 1))
+  span = f'v{versions[0]}..v{versions[-1]}' if contiguous and len(versions) > 1 else \
+      ', '.join(f'v{v}' for v in versions)
+  return (f'the forget set is empty: every forget user was deleted by forget requests {span}; forget metrics are '
+          'not computed')
 
 
 class ForgetProbe:

@@ -82,8 +82,9 @@ def criteria(results: dict) -> list[tuple[str, bool | None, str]]:
                   f'{c["mean_diff"]:+.4g} [{c["ci_low"]:+.4g}, {c["ci_high"]:+.4g}], {c["wins"]} of {c["n"]} seeds'))
   t = summary.get('test_auc_vs_original')
   if t:
+    interval = f' [{t["ci_low"]:+.4f}, {t["ci_high"]:+.4f}]' if t['ci_low'] is not None else ' (one seed: no interval)'
     out.append(('test AUC within 0.01 of the original', t['mean_diff'] >= -TEST_AUC_DROP,
-                f'{t["mean_diff"]:+.4f} [{t["ci_low"]:+.4f}, {t["ci_high"]:+.4f}]'))
+                f'{t["mean_diff"]:+.4f}{interval}'))
   gap = (summary.get('gap_closed', {}).get('e2urec') or {}).get('sym_kl')
   if gap is not None:
     oracle = (summary.get('gap_closed', {}).get('oracle') or {}).get('sym_kl')
@@ -105,7 +106,7 @@ def comparison_lines(results: dict) -> str:
   lines = []
   for name, c in (results.get('summary', {}).get('comparisons') or {}).items():
     c = c.get('sym_kl') or {}
-    if c.get('n'):
+    if c.get('n') and all(isinstance(c.get(k), (int, float)) for k in ('mean_diff', 'ci_low', 'ci_high')):
       lines.append(f'- E2URec - {name}: {c["mean_diff"]:+.4f} [{c["ci_low"]:+.4f}, {c["ci_high"]:+.4f}] '
                    f'(E2URec closer on {c["wins"]} of {c["n"]} seeds)')
   return '\n'.join(lines)

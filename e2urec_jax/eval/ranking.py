@@ -232,10 +232,13 @@ def _candidates(ctx, src: _Sources, split: str, split_file: str, rows, negatives
 
 
 def set_rows(ctx) -> dict:
-  """{set: (split, parquet, rows)}: the test split's rows and the forget set's (train rows)."""
+  """{set: (split, parquet, rows)}: the test split's rows and the forget set's (train rows), if it has any."""
   train, test = ctx.data.splits['train'], ctx.data.splits['test']
-  return {'test': ('test', 'test', np.arange(len(test.label))),
-          'forget': ('train', 'train', np.flatnonzero(train.is_forget))}
+  out = {'test': ('test', 'test', np.arange(len(test.label)))}
+  forget = np.flatnonzero(train.is_forget)
+  if len(forget):  # none left when forget requests deleted every forget user: nothing to rank there
+    out['forget'] = ('train', 'train', forget)
+  return out
 
 
 def build(ctx) -> dict | None:

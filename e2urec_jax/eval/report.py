@@ -7,8 +7,10 @@ eval/report_plots.py (the figures); this module writes them.
 """
 import os
 
+import json
+
 from e2urec_jax import runtime, storage
-from e2urec_jax.eval import report_plots
+from e2urec_jax.eval import report_files, report_plots
 from e2urec_jax.eval.report_markdown import markdown_report
 # What callers read of the schema, from here as before.
 from e2urec_jax.eval.report_schema import (FORGET_KEYS, MIA_KEYS, aggregate_seeds, env_info,  # noqa: F401
@@ -21,23 +23,22 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_report(workdir, results, order=()):
-  """Writes results.json, results.md, distance_vs_time.png, test_auc.png; returns their paths.
+  """Writes results.json, results.md, distance_vs_time.png, test_auc.png (and trajectories.png);
+  returns their paths.
 
-  Every file is written to a temporary name and renamed, so a crash never leaves a
-  half-written report. Missing methods are skipped; nothing is required beyond a
-  `methods` dict, so a partial run can still be reported (check `validate_results`).
+  They are published together (eval/report_files.py): a crash leaves the previous report or this
+  one, whole, never a mix. Missing methods are skipped; nothing is required beyond a `methods`
+  dict, so a partial run can still be reported (check `validate_results`).
   """
   storage.makedirs(workdir)
   clean = plain(results)
-  paths = {name: os.path.join(workdir, name) for name in
-           ('results.json', 'results.md', 'distance_vs_time.png', 'test_auc.png')}
-  runtime.write_json(paths['results.json'], clean)
-  write_text(paths['results.md'], markdown_report(clean, order))
+  files = {'results.json': json.dumps(clean, indent=2, default=runtime.json_default).encode(),
+           'results.md': markdown_report(clean, order).encode()}
   plots = [('distance_vs_time.png', report_plots.plot_distance_vs_time), ('test_auc.png', report_plots.plot_test_auc)]
   if clean.get('trajectories'):
     from e2urec_jax.eval import seed_report
-    paths['trajectories.png'] = os.path.join(workdir, 'trajectories.png')
     plots.append(('trajectories.png', seed_report.plot_trajectories))
   for name, plot in plots:
-    report_plots.write_png(paths[name], plot(clean, order))
-  return paths
+    files[name] = report_plots.png_bytes(plot(clean, order))
+  report_files.publish(workdir, files)
+  return {name: os.path.join(workdir, name) for name in files}

@@ -83,6 +83,9 @@ def markdown_report(results, order=()):
          'validation, checkpoints and E2URec\'s augmented model included, the trajectory scoring done while it '
          'trained left out (time_s). Mean ± std over '
          'seeds where a method has several.', '']
+  note = (results.get('forget_set') or {}).get('note')
+  if note:  # forget requests deleted every forget user: the forget columns are empty, and this says why
+    out += [f'**Forget set**: {note}.', '']
   out += _table(methods, MAIN_COLUMNS, extra, order)
   out += ['', '## Details', '']
   ranked = _ranking_columns(methods)
@@ -124,7 +127,7 @@ def _ranking_text(results, k):
   negatives, positives = info.get('negatives', '?'), info.get('positives') or {}
   return (f'HR@{k} / NDCG@{k} (eval/ranking.py): each ranked positive sample\'s item among {negatives} items its '
           'user never rated, every candidate scored by P(Yes) on the positive\'s prompt with the item swapped '
-          f"(the same draws for every model; {positives.get('test', '?')} test and {positives.get('forget', '?')} "
+          f"(the same draws for every model; {positives.get('test', '?')} test and {positives.get('forget', 0)} "
           'forget positives, a fixed random subset); ties rank the positive below equal-scored negatives. '
           'HR: share ranked in the top k; NDCG: mean 1/log2(rank + 1) within the top k.')
 

@@ -18,9 +18,13 @@ def new_figure():
 
 def write_png(path: str, fig) -> None:
   """`fig` as a PNG at `path`, written whole (storage.write_bytes: temp file + rename, or one object write)."""
+  storage.write_bytes(path, png_bytes(fig))
+
+
+def png_bytes(fig) -> bytes:
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png')
-  storage.write_bytes(path, buffer.getvalue())
+  return buffer.getvalue()
 
 
 def plot_distance_vs_time(results, order=()):

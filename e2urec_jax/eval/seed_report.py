@@ -44,7 +44,7 @@ def combine(per_seed: dict) -> dict:
   first = per_seed[seeds[0]]
   results = {'seeds': [int(s) for s in seeds], 'methods': methods, 'noise_floor': floor,
              'trajectories': trajectories, 'config': first['config'], 'env': first['env']}
-  for key in ('mia', 'fairness', 'ranking'):  # how they were measured: the first seed's (counts differ per seed)
+  for key in ('mia', 'fairness', 'ranking', 'forget_set'):  # the first seed's (counts differ per seed)
     if key in first:
       results[key] = first[key]
   results['summary'] = summary(results)
