@@ -417,20 +417,41 @@ def load_saved(workdir: str):
   path = storage.join(workdir, 'config.json')
   if not storage.exists(path):
     return None
+  from e2urec_jax.errors import UserError
+  fix = 'restore it from a copy, or pass --config=FILE (the config the run was made with)'
+  try:
+    values = runtime.read_json(path)
+  except ValueError as e:  # truncated or not JSON (UnicodeDecodeError included)
+    raise UserError(f'{path} is not valid JSON ({str(e).splitlines()[0][:120]}); {fix}') from None
+  except OSError as e:
+    raise UserError(f'{path} cannot be read ({e.strerror or e}); {fix}') from None
   config = default_config()
-  _update(config, runtime.read_json(path), path)
+  _update(config, values, path, fix=fix)
   return config
 
 
-def _update(config, values: dict, source: str, prefix: str = '') -> None:
+def _update(config, values: dict, source: str, prefix: str = '', fix: str = 'fix it') -> None:
   from e2urec_jax.errors import UserError
+  if not isinstance(values, dict):
+    where = f'config key {prefix[:-1]!r}' if prefix else 'the file'
+    raise UserError(f'{source}: {where} holds {type(values).__name__} {_short(values)} where a section '
+                    f'({{"key": value, ...}}) belongs; {fix}')
   for key, value in values.items():
     if key not in config:
       raise UserError(f'{source}: unknown config key {prefix + key!r}; remove it or fix its name')
     if isinstance(config[key], ConfigDict):
-      _update(config[key], value, source, prefix + key + '.')
-    else:
+      _update(config[key], value, source, prefix + key + '.', fix)
+      continue
+    try:
       config[key] = tuple(value) if isinstance(config[key], tuple) else value
+    except (TypeError, ValueError):
+      raise UserError(f'{source}: config key {prefix + key!r} holds {type(value).__name__} {_short(value)} where '
+                      f'{type(config[key]).__name__} belongs (default {config[key]!r}); {fix}') from None
+
+
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:60] + f'... ({len(text)} characters)'
 
 
 def paper_proportions(c: ConfigDict, e2urec_steps: int) -> ConfigDict:
