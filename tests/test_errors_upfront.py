@@ -234,7 +234,8 @@ def test_config_files_that_cannot_be_read_are_one_line(tmp_path):
                            "--config.train.epochs=abc overrides a field of a config file, but no --config=FILE",
                            'pass one before it'),
            'override first': (['train', '--config.train.epochs=2', '--config=configs/demo.py'], 2,
-                              '--config.train.epochs=2 comes before --config=configs/demo.py', 'put --config=FILE first')}
+                              '--config.train.epochs=2 comes before --config=configs/demo.py',
+                              'put --config=FILE first')}
   for name, (text, words) in BAD_SAVED.items():
     work = tmp_path / name.replace(' ', '_')
     work.mkdir()
