@@ -38,7 +38,8 @@ def default_config() -> ConfigDict:
   # the others live under <workdir>/seeds/<seed>/. '' = config.seed alone.
   c.seeds = ''
   c.repeat_methods = 'e2urec,neggrad,badt'  # Methods run on every seed; the others on the first seed only.
-  c.jax_cache_dir = '~/.cache/e2urec_jax/xla'  # Persistent XLA compilation cache; '' turns it off.
+  c.jax_cache_dir = '~/.cache/e2urec_jax/xla'  # Persistent XLA compilation cache; '' turns it off (one that
+  # cannot be written: a warning line, and the command runs without it).
   c.progress = True  # tqdm progress bars on long work.
 
   # ---------------------------------------------------------------- data
@@ -140,7 +141,8 @@ def default_config() -> ConfigDict:
   tr.mode = 'full'  # 'full' fine-tuning (paper, T5) or 'lora' (decoder LLMs; merged into the original).
   tr.learning_rate = 5e-4  # AdamW rate (the paper's T5 fine-tuning rate).
   tr.weight_decay = 0.0  # AdamW weight decay.
-  tr.batch_size = 16  # Samples per step (a multiple of the data-parallel devices).
+  tr.batch_size = 16  # Samples per step (a multiple of the data-parallel devices; at most the train split:
+  # a larger batch size, in every phase, is cut to it with a line, sampling.fit_batch_sizes).
   tr.epochs = 5  # Passes over the split at most.
   tr.max_steps = 0  # > 0 caps the steps (for small configs).
   tr.eval_every = 0  # Steps between valid-loss checks; 0 = once an epoch; more than the phase's steps =
@@ -210,7 +212,7 @@ def default_config() -> ConfigDict:
 
   # ------------------------------------------------------------ evaluation
   c.eval = ev = ConfigDict()
-  ev.batch_size = 64  # Samples per evaluation batch.
+  ev.batch_size = 64  # Samples per evaluation batch (at most the largest split, as train.batch_size).
   ev.noise_floor = True  # Train a second retrain (seed + 1) to measure the retrain-vs-retrain distance.
   # Score every unlearning method every N steps (0 = never): distance to retrain on the forget set,
   # forget AUC, MIA AUC and test AUC on a fixed subsample, in results.json and trajectories.png.
@@ -417,20 +419,41 @@ def load_saved(workdir: str):
   path = storage.join(workdir, 'config.json')
   if not storage.exists(path):
     return None
+  from e2urec_jax.errors import UserError
+  fix = 'restore it from a copy, or pass --config=FILE (the config the run was made with)'
+  try:
+    values = runtime.read_json(path)
+  except ValueError as e:  # truncated or not JSON (UnicodeDecodeError included)
+    raise UserError(f'{path} is not valid JSON ({str(e).splitlines()[0][:120]}); {fix}') from None
+  except OSError as e:
+    raise UserError(f'{path} cannot be read ({e.strerror or e}); {fix}') from None
   config = default_config()
-  _update(config, runtime.read_json(path), path)
+  _update(config, values, path, fix=fix)
   return config
 
 
-def _update(config, values: dict, source: str, prefix: str = '') -> None:
+def _update(config, values: dict, source: str, prefix: str = '', fix: str = 'fix it') -> None:
   from e2urec_jax.errors import UserError
+  if not isinstance(values, dict):
+    where = f'config key {prefix[:-1]!r}' if prefix else 'the file'
+    raise UserError(f'{source}: {where} holds {type(values).__name__} {_short(values)} where a section '
+                    f'({{"key": value, ...}}) belongs; {fix}')
   for key, value in values.items():
     if key not in config:
       raise UserError(f'{source}: unknown config key {prefix + key!r}; remove it or fix its name')
     if isinstance(config[key], ConfigDict):
-      _update(config[key], value, source, prefix + key + '.')
-    else:
+      _update(config[key], value, source, prefix + key + '.', fix)
+      continue
+    try:
       config[key] = tuple(value) if isinstance(config[key], tuple) else value
+    except (TypeError, ValueError):
+      raise UserError(f'{source}: config key {prefix + key!r} holds {type(value).__name__} {_short(value)} where '
+                      f'{type(config[key]).__name__} belongs (default {config[key]!r}); {fix}') from None
+
+
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:60] + f'... ({len(text)} characters)'
 
 
 def paper_proportions(c: ConfigDict, e2urec_steps: int) -> ConfigDict:

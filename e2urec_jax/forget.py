@@ -219,9 +219,13 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
   if artifacts.read_done(os.path.join(workdir, 'phases', 'original')) is None or \
       not os.path.isdir(os.path.join(workdir, 'models', 'original')):
     raise UserError(f'no trained model in {workdir}/models/original; run `train` (or `run`) on this workdir first')
-  audit_lib.check_legacy_salt(os.path.join(workdir, FORGET_DIR))
-  key, save_key = audit_lib.open_key(key_file, workdir, create=True, command='forget')
-  forget_dir = runtime.ensure_writable_dir(os.path.join(workdir, FORGET_DIR))
+  forget_dir = os.path.join(workdir, FORGET_DIR)
+  audit_lib.check_legacy_salt(forget_dir)
+  # A new key only for a workdir that served (or began) no request yet: a missing key file on one that
+  # did is named as missing, not as "another key" (a fresh random one would be).
+  served = bool(audit_lib.read_audits(forget_dir)) or os.path.exists(os.path.join(forget_dir, PENDING_FILE))
+  key, save_key = audit_lib.open_key(key_file, workdir, create=not served, command='forget')
+  runtime.ensure_writable_dir(forget_dir)
   with _lock(forget_dir):
     audits = audit_lib.read_audits(forget_dir)
     gaps = audit_lib.unaudited(workdir, audits, unfinished_ok=True)

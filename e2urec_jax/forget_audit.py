@@ -65,14 +65,20 @@ def open_key(key_file: str | None, workdir: str, *, create: bool, command: str):
   if storage.inside(key_file, workdir):
     raise UserError(f'--forget_key={key_file} is inside the workdir {workdir}: whoever has the workdir would have '
                     'the key and could recover the forgotten ids; keep the key file elsewhere')
+  if os.path.isdir(key_file):
+    raise UserError(f'--forget_key={key_file} is a folder; pass the key file itself (e.g. '
+                    f'--forget_key={os.path.join(key_file, "forget.key")}, created on the first forget request)')
   if not os.path.exists(key_file):
     if not create:
       raise UserError(f'--forget_key={key_file}: no such file; pass the key file the forget requests of this '
                       'workdir were served with')
     key = secrets.token_hex(32).encode()  # the file holds it as text, read back as these bytes
     return key, lambda: _write_key(key_file, key)
-  with open(key_file, 'rb') as f:
-    key = f.read().strip()
+  try:
+    with open(key_file, 'rb') as f:
+      key = f.read().strip()
+  except OSError as e:
+    raise UserError(f'--forget_key={key_file}: cannot read it ({e.strerror or e}); pass a key file you can read')
   if len(key) < 16:
     raise UserError(f'--forget_key={key_file}: {len(key)} bytes; a key needs at least 16 (a new file gets 32 '
                     'random bytes)')
@@ -274,7 +280,8 @@ def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) 
     v = forgotten_by(audits, key, str(user), str(item))
     if v is not None:
       where = f'line {line}: ' if line is not None else ''
-      what = f'user {user!r}' if audits[v].get('request') == 'users' else f'interaction ({user!r}, {item!r})'
+      from e2urec_jax.data.idfiles import cut
+      what = f'user {cut(user)}' if audits[v].get('request') == 'users' else f'interaction ({cut(user)}, {cut(item)})'
       raise UserError(f'{where}{what} was forgotten by forget request v{v}; the served model does not score '
                       'forgotten users (pass --allow_forgotten to score anyway)')
 

@@ -141,7 +141,9 @@ def raw_records(workdir: str) -> tuple[set, set]:
 def raw_id(key: str) -> int:
   """The integer id of a raw copy's id (the generator writes them as plain decimal numbers)."""
   if not (key.isascii() and key.isdigit() and len(key) <= 18):
-    raise UserError(f'the raw copy holds the id {key[:60]!r}, which is not a plain number; prepare the data again')
+    from e2urec_jax.data import idfiles
+    raise UserError(f'the raw copy holds the id {idfiles.cut(key)}, which is not a plain number; prepare the data '
+                    'again')
   return int(key)
 
 

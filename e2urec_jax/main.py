@@ -66,15 +66,67 @@ def _usage() -> str:
 
 def _parse(argv):
   argv = [_underscored(a) for a in argv]  # --allow-forgotten is --allow_forgotten
+  _check_config_file(argv)
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:  # unknown flag or config key, wrong type: one line, exit 2
     msg = str(e).strip().splitlines()
-    print(f'error: {msg[-1] if msg else e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(_override_without_config(argv) or (msg[-1] if msg else str(e)))
   except (KeyError, AttributeError, ValueError, TypeError) as e:
-    print(f'error: bad config override: {e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(f'bad config override: {e}')
+  except SyntaxError as e:  # in the --config file
+    _fail(f'--config={_config_arg(argv)}: line {e.lineno}: {e.msg}; fix the config file')
+  try:
+    _CONFIG.value  # a config file that failed to load (an IOError inside it) raises on first use
+    if _CONFIG.value is not None:
+      _CONFIG.value.keys()
+  except OSError as e:
+    _fail(f'--config={_config_arg(argv)}: cannot load it ({str(e).splitlines()[0]}); pass a config file such '
+          'as configs/demo.py')
+  return rest
+
+
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_arg(argv) -> str | None:
+  """The value of --config (`--config=FILE[:arg]` or `--config FILE[:arg]`), or None."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a[len('--config='):]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(argv) -> None:
+  """--config names a file that exists (config_flags would defer the error to two tracebacks)."""
+  given = _config_arg(argv)
+  if given is None:
+    return
+  path = given.split(':', 1)[0]
+  if not os.path.isfile(path):
+    what = 'is a folder' if os.path.isdir(path) else 'no such file'
+    _fail(f'--config={given}: {what} ({os.path.abspath(path)}); pass a config file such as configs/demo.py '
+          '(relative to the current folder)')
+
+
+def _override_without_config(argv) -> str | None:
+  """The refusal of --config.KEY=VALUE given without (or before) --config=FILE, which it overrides."""
+  overrides = [a for a in argv if a.startswith('--config.')]
+  if not overrides:
+    return None
+  first = overrides[0]
+  config = _config_arg(argv)
+  if config is None:
+    return (f'{first} overrides a field of a config file, but no --config=FILE is given; pass one before it '
+            '(e.g. --config=configs/demo.py). Without --config a command reads the workdir\'s config.json, '
+            'which takes no --config.* overrides')
+  if argv.index(first) < next(i for i, a in enumerate(argv) if a == '--config' or a.startswith('--config=')):
+    return f'{first} comes before --config={config}: put --config=FILE first, then the --config.* overrides'
+  return None
 
 
 def _underscored(arg: str) -> str:

@@ -316,6 +316,7 @@ def prepare_run(config, workdir: str, command: str, restart=()):
   paths = paths_lib.run_paths(workdir)
   runtime.ensure_writable_dir(paths.workdir)
   data = ensure_data(config, paths.workdir, restart)
+  context.fit_batch_sizes(config, data)  # before the fingerprints: they record the sizes the phases use
   phases = plan(config, command)
   check_phases(config, paths, phases, data.digest, restart)
   if distributed.is_primary():

@@ -36,12 +36,30 @@ def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   distributed.setup(model_axis=model_axis)  # before anything starts a JAX backend
   import jax
-  cache = os.path.expanduser(jax_cache_dir or '')
+  cache = usable_cache_dir(jax_cache_dir)
   if cache:
-    os.makedirs(cache, exist_ok=True)
     jax.config.update('jax_compilation_cache_dir', cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def usable_cache_dir(jax_cache_dir: str) -> str:
+  """`jax_cache_dir` ('~' expanded), created if needed and probed with a write; '' (no cache) with a
+  warning line when it cannot be written. The cache only saves compile time: no command, predict
+  included, is refused for it, and the line says how to have it again."""
+  import sys
+  cache = os.path.expanduser(jax_cache_dir or '')
+  if not cache:
+    return ''
+  try:
+    os.makedirs(cache, exist_ok=True)
+    tempfile.NamedTemporaryFile(dir=cache, prefix='.probe', delete=True).close()
+  except OSError as e:
+    print(f'warning: the compilation cache folder {cache} cannot be written ({e.strerror or e}); running without '
+          'it (every step compiles again): pass --config.jax_cache_dir=DIR on a writable disk, or '
+          "--config.jax_cache_dir='' to turn the cache off", file=sys.stderr, flush=True)
+    return ''
+  return cache
 
 
 def interactive() -> bool:
@@ -69,8 +87,13 @@ def ensure_writable_dir(path: str) -> str:
     probe = tempfile.NamedTemporaryFile(dir=path, prefix='.probe', delete=True)
     probe.close()
   except OSError as e:
-    raise UserError(f'workdir {path!r} is not writable ({e.strerror}); pass a --workdir you can write to')
+    raise not_writable(path, e)
   return path
+
+
+def not_writable(path: str, e: OSError) -> UserError:
+  """The one line of a workdir that cannot be written (read-only, no permission): every command's."""
+  return UserError(f'workdir {path!r} is not writable ({e.strerror or e}); pass a --workdir you can write to')
 
 
 # errno values that mean "the disk cannot take this write": they become one-line UserErrors.
@@ -219,13 +242,19 @@ def _remote_atomic_dir(final: str):
   storage.adopt_copy(final, tmp)  # the process reads what it built from here, not from the bucket
 
 
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def disk_full_error(e: BaseException) -> OSError | None:
-  """The OSError of a full or read-only disk behind `e` (libraries such as safetensors only quote it)."""
-  if isinstance(e, OSError):
-    return e if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None
+  """The OSError of a full or read-only disk behind `e`: itself, or one a library only quotes
+  (safetensors; shutil.copytree's shutil.Error, an OSError without an errno that lists the
+  errors of the files it could not copy)."""
+  if isinstance(e, OSError) and e.errno is not None:
+    return e if e.errno in _FULL_OR_READ_ONLY else None
   text = str(e)
-  if 'No space left on device' in text:
-    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  for code in _FULL_OR_READ_ONLY:
+    if os.strerror(code) in text:
+      return OSError(code, os.strerror(code))
   return None
 
 

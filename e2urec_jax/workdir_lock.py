@@ -77,7 +77,7 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
     yield
     return
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  fd, created = _open(workdir, path)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -91,14 +91,44 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
       yield
     return
   try:
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps(_holder(command)).encode())
+    _write_holder(workdir, path, fd, command, created)
     _clean(workdir)
     yield
   finally:
     with contextlib.suppress(OSError):
       os.ftruncate(fd, 0)
     os.close(fd)  # releases the lock
+
+
+def _open(workdir: str, path: str) -> tuple[int, bool]:
+  """(fd, created) of the lock file; a read-only or forbidden workdir is the one line every command
+  gives for it (runtime.not_writable), never an OSError from here."""
+  from e2urec_jax import runtime
+  try:
+    try:
+      return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+    except FileExistsError:
+      return os.open(path, os.O_RDWR), False
+  except OSError as e:
+    if e.errno in runtime.DISK_ERRNOS:
+      raise runtime.not_writable(workdir, e) from None
+    raise
+
+
+def _write_holder(workdir: str, path: str, fd: int, command: str, created: bool) -> None:
+  """Names the holder in the lock file. A full disk is a one-line UserError, and a lock file this
+  command created is removed again: a command refused at its start leaves the workdir as it was."""
+  from e2urec_jax import runtime
+  try:
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(_holder(command)).encode())
+  except OSError as e:
+    if e.errno not in runtime.DISK_ERRNOS:
+      raise
+    if created:
+      with contextlib.suppress(OSError):
+        os.remove(path)  # still under our flock: no other command holds this file
+    raise runtime.disk_error(e, f'writing the lock file {path}') from None
 
 
 def _clean(workdir: str) -> None:

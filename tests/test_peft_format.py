@@ -227,6 +227,16 @@ def _truncate(folder):
   open(path, 'wb').write(data[:len(data) // 2])
 
 
+def _random_bytes(folder):
+  """Random bytes whose first 8 read as a header length over 2**63: int too large for a read."""
+  open(os.path.join(folder, WEIGHTS_FILE), 'wb').write(np.random.RandomState(0).bytes(4096))
+
+
+def _nan(tensors):
+  for key in tensors:
+    tensors[key] = np.full_like(tensors[key], np.nan)
+
+
 REFUSALS = {  # name: (edit of the folder, run settings, words the message must hold)
     'no config': (lambda f: os.remove(os.path.join(f, CONFIG_FILE)), {}, ['no adapter_config.json']),
     'not lora': (_edit_config(peft_type='IA3'), {}, ["peft_type is 'IA3'", 'only LORA']),
@@ -235,6 +245,9 @@ REFUSALS = {  # name: (edit of the folder, run settings, words the message must 
     'bias': (_edit_config(bias='all'), {}, ["bias='all'"]),
     'only .bin': (_only_bin, {}, ['no adapter_model.safetensors', 'safe_serialization=True']),
     'truncated': (_truncate, {}, ['not a readable safetensors file']),
+    'random bytes': (_random_bytes, {}, [WEIGHTS_FILE + ' is not a readable safetensors file', 'header length']),
+    'non-finite': (_edit_tensors(_nan), {}, [WEIGHTS_FILE + ": 'base_model.model.", 'non-finite weight(s) (NaN or inf)',
+                                              'diverged']),
     'rank': (lambda f: None, {'r': 8}, ['rank r=4', 'configured with r=8', '--config.lora.r=4']),
     'targets': (lambda f: None, {'targets': ('q', 'k', 'v', 'o')},
                 ['adapters target q,v', 'targets=q,k,v,o', '--config.lora.targets=q,v']),

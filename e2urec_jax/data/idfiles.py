@@ -25,7 +25,7 @@ USER, ITEM = 'user_id', 'item_id'
 def _lines(path: str, what: str) -> list[tuple[int, str]]:
   """(line number, text) of every line of `path`; UTF-8 (a BOM is dropped), else the first bad line named."""
   if not path or not os.path.isfile(path):
-    raise UserError(f'{what}={path!r}: no such file')
+    raise UserError(f'{what}={cut(path)}: no such file')
   with open(path, 'rb') as f:
     raw = f.read()
   if not raw.strip():
@@ -61,7 +61,7 @@ def read_pairs(path: str, what: str) -> list[tuple[str, str, int]]:
       columns, width = (0, 1), 2  # a header with other names for the two columns
     else:
       missing = [c for c in (USER, ITEM) if c not in names]
-      raise UserError(f'{path} line {n0}: the header {first[:60]!r} names no {" and no ".join(missing)} column; '
+      raise UserError(f'{path} line {n0}: the header {cut(first)} names no {" and no ".join(missing)} column; '
                       f'name the columns {USER},{ITEM}')
     lines = lines[1:]
     if not lines:
@@ -73,10 +73,10 @@ def read_pairs(path: str, what: str) -> list[tuple[str, str, int]]:
     fields = _fields(text)
     if len(fields) != width:
       raise UserError(f'{path} line {n}: expected {USER},{ITEM}{",..." if width > 2 else ""} ({width} fields), '
-                      f'found {len(fields)}: {text[:60]!r}; fix or remove that line')
+                      f'found {len(fields)}: {cut(text)}; fix or remove that line')
     user, item = fields[columns[0]], fields[columns[1]]
     if not user or not item:
-      raise UserError(f'{path} line {n}: empty {USER if not user else ITEM} in {text[:60]!r}; every line needs both')
+      raise UserError(f'{path} line {n}: empty {USER if not user else ITEM} in {cut(text)}; every line needs both')
     out.append((user, item, n))
   return out
 
@@ -87,7 +87,7 @@ def read_user_ids(spec: str, what: str = '--users') -> list[tuple[str, str]]:
   if os.path.isfile(spec):
     lines, source = _lines(spec, f'{what} file'), f'{what} file {spec}'
   elif os.sep in spec or spec.endswith(('.txt', '.csv')):
-    raise UserError(f'{what}={spec!r}: no such file; pass a file of user ids (one a line) or ids ({what}=196,305)')
+    raise UserError(f'{what}={cut(spec)}: no such file; pass a file of user ids (one a line) or ids ({what}=196,305)')
   else:
     lines, source = [(0, spec)], what
   out = []
@@ -100,7 +100,7 @@ def read_user_ids(spec: str, what: str = '--users') -> list[tuple[str, str]]:
         continue
       if any(c.isspace() for c in token):
         where = f'{spec} line {n}' if n else what
-        raise UserError(f'{where}: {token[:40]!r} is not one user id (ids hold no spaces); put one id a line or '
+        raise UserError(f'{where}: {cut(token)} is not one user id (ids hold no spaces); put one id a line or '
                         'separate ids by commas')
       out.append((token, f'{source} line {n}' if n else source))
   if not out:

@@ -79,9 +79,38 @@ def _array(path, offset, info):
 
 
 def _read_header(path):
+  """(header, data offset) of a safetensors file: an 8-byte length, a JSON header of that length
+  naming each tensor's dtype, shape and byte range. Anything else (random bytes, a truncated
+  file) is one UserError naming the file, never an OverflowError from a huge length."""
+  def bad(why):
+    return UserError(f'{path} is not a readable safetensors file ({why}); write it again (save_file / save_pretrained)')
+  total = os.path.getsize(path)
   with open(path, 'rb') as f:
-    (size,) = struct.unpack('<Q', f.read(8))
-    return json.loads(f.read(size)), 8 + size
+    head = f.read(8)
+    if len(head) < 8:
+      raise bad(f'{total} bytes, shorter than its 8-byte header length')
+    (size,) = struct.unpack('<Q', head)
+    if size > total - 8:
+      raise bad(f'its header length {size} is more than the {total - 8} bytes after it')
+    try:
+      header = json.loads(f.read(size))
+    except ValueError:
+      raise bad('its header is not JSON') from None
+  data = total - 8 - size
+  if not isinstance(header, dict):
+    raise bad('its header is not a JSON object')
+  for name, info in header.items():
+    if name == '__metadata__':
+      continue
+    try:
+      begin, end = (int(x) for x in info['data_offsets'])
+      count = int(np.prod([int(d) for d in info['shape']], dtype=np.int64))
+    except (KeyError, TypeError, ValueError):
+      raise bad(f'tensor {name[:60]!r} has no valid shape and data_offsets') from None
+    dtype = _DTYPES.get(info.get('dtype'))  # a dtype we never read (fp8, ...) is only range-checked
+    if not 0 <= begin <= end <= data or (dtype is not None and end - begin != count * np.dtype(dtype).itemsize):
+      raise bad(f'tensor {name[:60]!r} lies outside the file or disagrees with its shape')
+  return header, 8 + size
 
 
 def params_from_store(family: str, store: TensorStore, abstract, dtype, num_layers: dict):

@@ -152,7 +152,12 @@ def load_peft_adapters(path: str, model, params, *, r: int, alpha: float, target
     if tuple(value.shape) != want:
       raise UserError(f'{weights_path}: {key!r} has shape {tuple(value.shape)} but this model needs {want}; '
                       'the adapters were trained on a base of another size')
-    found[dense, layer, 'lora_' + match.group(2).lower()] = np.asarray(value, np.float32).T
+    value = np.asarray(value, np.float32)
+    if not np.isfinite(value).all():  # else the first step's loss is NaN and the loop blames the learning rate
+      bad = int((~np.isfinite(value)).sum())
+      raise UserError(f'{weights_path}: {key!r} holds {bad} non-finite weight(s) (NaN or inf) of {value.size}; '
+                      'these adapters were saved from a run that diverged: pass another adapter folder')
+    found[dense, layer, 'lora_' + match.group(2).lower()] = value.T
   adapted = sorted({k[0] for k in found})
   if isinstance(targets, str):  # 'q,v' as config.lora.targets spells it ('' = the family default)
     targets = lora.parse_targets(targets, family)

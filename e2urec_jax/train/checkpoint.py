@@ -16,10 +16,15 @@ process downloads the uploaded steps before it resumes. A preempted VM resumes f
 uploaded step.
 """
 import contextlib
+import datetime
 import errno
 import glob
+import logging
 import os
 import shutil
+import tempfile
+import threading
+import traceback
 
 import jax
 import orbax.checkpoint as ocp
@@ -56,18 +61,23 @@ class ResumeCheckpoints:
     """Saves step `step`; on failure the earlier checkpoints are intact and a UserError says why."""
     meta = dict(meta, step=int(step), base_sha256=self.base_sha256)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    held = HeldMessages()
     try:
-      self._manager.save(step, args=args, force=True)
-      self._manager.wait_until_finished()
+      with held:  # a failing save logs a traceback per array from orbax's threads: kept off the screen
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # orbax may wrap the OSError of a worker thread
       cause = _os_error(e)
       if cause is None:
+        held.replay()
         raise
       self._remove_partial(step)
       last = self.latest_step()
       kept = f'the previous checkpoint, step {last}, is intact' if last is not None else 'no earlier checkpoint'
+      details = held.save(os.path.join(os.path.dirname(self.directory), ERRORS_LOG), f'checkpoint save at step {step}')
       raise UserError(f'checkpoint save at step {step} failed in {self.directory}: {cause.strerror or cause}; '
-                      f'{_fix(cause)} and rerun the same command ({kept})') from e
+                      f'{_fix(cause)} and rerun the same command ({kept}){details}') from e
+    held.replay()
     if self.remote:  # a failed upload is a UserError (storage.py); the next save uploads what is missing
       self._upload()
 
@@ -123,6 +133,68 @@ class ResumeCheckpoints:
 
   def close(self):
     self._manager.close()
+
+
+ERRORS_LOG = 'checkpoint_errors.log'  # beside a phase's ckpt/: what orbax logged while a save failed
+
+
+class HeldMessages:
+  """Holds what libraries log (logging records, uncaught exceptions of their threads) while active,
+  off the screen: `replay()` shows them as they would have been shown (a save that worked, or an
+  error that is not ours to explain), `save(path)` writes them to a file for a one-line error to
+  name (a save that failed: orbax logs a traceback per array, hundreds of lines)."""
+
+  def __init__(self):
+    self.records, self.thread_errors = [], []
+
+  def __enter__(self):
+    held = self
+
+    class Hold(logging.Handler):
+      def emit(self, record):
+        held.records.append(record)
+    self._handlers, logging.root.handlers = logging.root.handlers, [Hold()]
+    self._excepthook, threading.excepthook = threading.excepthook, self.thread_errors.append
+    return self
+
+  def __exit__(self, *exc):
+    logging.root.handlers, threading.excepthook = self._handlers, self._excepthook
+    return False
+
+  def replay(self) -> None:
+    for record in self.records:
+      logging.getLogger(record.name).handle(record)
+    for args in self.thread_errors:
+      threading.excepthook(args)
+    self.records, self.thread_errors = [], []
+
+  def lines(self) -> list[str]:
+    fmt = logging.Formatter('%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s')
+    out = [fmt.format(r) for r in self.records]
+    for args in self.thread_errors:
+      thread = getattr(args.thread, 'name', '?')
+      out.append(f'uncaught in thread {thread}:\n' + ''.join(
+          traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)).rstrip())
+    return out
+
+  def save(self, path: str, what: str) -> str:
+    """Appends the held messages to `path` (else to a file in the system's temp folder, as the full
+    disk may refuse it); returns '; <n> messages of orbax in <file>' for the error line ('' if none)."""
+    lines = self.lines()
+    self.records, self.thread_errors = [], []
+    if not lines:
+      return ''
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+    text = f'--- {stamp} {what}: {len(lines)} message(s) of orbax\n' + '\n'.join(lines) + '\n'
+    fallback = os.path.join(tempfile.gettempdir(), f'e2urec_{ERRORS_LOG[:-4]}_{os.getpid()}.log')
+    for target in (path, fallback):
+      try:
+        with open(target, 'a') as f:
+          f.write(text)
+        return f'; orbax\'s {len(lines)} message(s) are in {target}'
+      except OSError:
+        continue
+    return f'; orbax\'s {len(lines)} message(s) could not be written anywhere (disk full)'
 
 
 def _os_error(e: BaseException) -> OSError | None:

@@ -76,6 +76,18 @@ def prepared_data(config, paths: Paths, *, read_only: bool = False):
   return load_tokenized(workdir)
 
 
+def fit_batch_sizes(config, data, data_shards: int | None = None) -> None:
+  """sampling.fit_batch_sizes on `data`'s splits (data_shards: default every device over
+  config.mesh.model_axis), its lines printed by process 0."""
+  from e2urec_jax.train import sampling
+  if data_shards is None:
+    data_shards = max(1, jax.device_count() // max(1, int(config.mesh.model_axis)))
+  sizes = {name: len(split.label) for name, split in data.splits.items()}
+  for line in sampling.fit_batch_sizes(config, sizes, data_shards):
+    if distributed.is_primary():
+      print(line, flush=True)
+
+
 def _check_data_settings(config, workdir: str, manifest: str, config_key) -> None:
   from e2urec_jax.train import fingerprint
   try:
@@ -272,6 +284,7 @@ def open_run(config, paths: Paths, *, data=None, mesh=None, read_only: bool = Fa
   (default: every device, config.mesh.model_axis of them per model group). read_only: the
   data and the pretrained start must exist already (evaluate, predict, export create nothing)."""
   data = prepared_data(config, paths, read_only=read_only) if data is None else data
-  pretrained = ensure_pretrained(config, paths, data, read_only=read_only)
   mesh = mesh_lib.make_mesh(model_axis=config.mesh.model_axis) if mesh is None else mesh
+  fit_batch_sizes(config, data, mesh_lib.num_data_shards(mesh))
+  pretrained = ensure_pretrained(config, paths, data, read_only=read_only)
   return RunContext(config=config, paths=paths, data=data, bundle=model_bundle(config, pretrained, data), mesh=mesh)

@@ -30,3 +30,30 @@ def eval_chunks(num_items: int, batch_size: int, multiple: int):
   for start in range(0, num_items, batch_size):
     stop = min(start + batch_size, num_items)
     yield np.arange(start, stop), (-(stop - start) % multiple)
+
+
+def fit_batch_sizes(config, split_sizes: dict, data_shards: int = 1) -> list[str]:
+  """Lowers every batch size of `config` that is larger than the data it is drawn from (a typo such as
+  1000000000 would build that many rows on the host, until the kernel kills the process) to that
+  size, rounded down to a multiple of the data-parallel devices, and returns a line for each.
+
+  Training batches (train, augment, each unlearning method's) are drawn from the train split or
+  its subsets: at most the train split's size (a subset smaller than a batch is still cycled,
+  as above). The evaluation batch: at most the largest split. Runs before the phases'
+  fingerprints are checked, so the recorded settings are the ones the phases use."""
+  train = int(split_sizes['train'])
+  largest = max(int(n) for n in split_sizes.values())
+  fields = [('train', config.train), ('augment', config.augment)]
+  fields += [(f'unlearn.{name}', section) for name, section in config.unlearn.items()
+             if hasattr(section, 'keys') and 'batch_size' in section]
+  fields = [(where, section, train, f'the {train} samples of the train split') for where, section in fields]
+  fields.append(('eval', config.eval, largest, f'the {largest} samples of the largest split'))
+  lines = []
+  for where, section, limit, what in fields:
+    size = int(section.batch_size)
+    if size <= limit:
+      continue
+    fitted = max(data_shards, limit - limit % data_shards)
+    section.batch_size = fitted
+    lines.append(f'config.{where}.batch_size={size} is more than {what}: using {fitted}')
+  return lines
