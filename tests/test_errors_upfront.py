@@ -182,7 +182,7 @@ def test_a_missing_key_on_a_workdir_with_audits_is_named_missing(tmp_path):
   from e2urec_jax import commands
   work = _fake_run(tmp_path)
   (tmp_path / 'w' / 'forget').mkdir()
-  (tmp_path / 'w' / 'forget' / 'audit_v1.json').write_text(json.dumps({'subjects': {'key_id': '0123456789abcdef'}}))
+  (tmp_path / 'w' / 'forget' / 'audit_v1.json').write_text(json.dumps({'version': 1, 'request': {}, 'subjects': {'key_id': '0123456789abcdef'}}))
   gone = tmp_path / 'nonexistent' / 'k'
   with pytest.raises(UserError) as e:
     commands.forget(_config(), work, users='1', forget_key=str(gone))
