@@ -6,8 +6,8 @@ NegGrad and Bad-T on each; GA and NPO on the first only. Variant `:evidence` run
 42-50, with no time limit, and adds SISA and RecEraser on its first seed: what
 docs/UNLEARNING.md's claims are judged on (every model the main job trains, it trains the same);
 `:test` shrinks it for the end-to-end tests. SISA and RecEraser retrain every shard that holds a
-forgotten user, about one retraining each (whole cost 1.07 and 1.27 of retraining's on seed 42,
-from the nine-seed `:evidence` run's table; docs/RESULTS.md): with them the main job took 10.5
+forgotten user, about one retraining each (whole cost 1.19 and 1.11 of retraining's on seed 42,
+the `:evidence` run at c6ec2b5, docs/results/demo-evidence, busy cores): with them the main job took 10.5
 minutes on 2 quiet cores, without them it fits in ten.
 
 What the demo has to show is the paper's story, so the original model must memorise the

@@ -27,10 +27,13 @@ def _pages() -> list:
 def test_each_recorded_table_is_what_the_table_command_prints_for_its_run():
   assert BLOCK.findall(_readme()), 'the README has no recorded table'
   blocks = [b for page in _pages() for b in BLOCK.findall(open(page, encoding='utf-8').read())]
-  for folder, text in blocks:
-    with open(os.path.join(REPO, folder, 'results.json'), encoding='utf-8') as f:
-      results = json.load(f)
-    assert text.strip() == headline.table(results), f'README table of {folder} differs from `table --workdir={folder}`'
+  for folders, text in blocks:
+    runs = {}
+    for folder in folders.split(','):  # several runs: `table --workdir=A,B` pools their seeds
+      with open(os.path.join(REPO, folder, 'results.json'), encoding='utf-8') as f:
+        runs[folder] = json.load(f)
+    results = headline.pool(runs) if len(runs) > 1 else runs[folders]
+    assert text.strip() == headline.table(results), f'table of {folders} differs from `table --workdir={folders}`'
 
 
 def test_no_internal_references_in_the_docs():
