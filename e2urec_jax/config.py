@@ -16,7 +16,9 @@ that `validate` checks before any work; a method's own fields are declared in it
 import ml_collections
 
 from e2urec_jax import methods  # noqa: F401 (registers the built-in methods)
-from e2urec_jax import names, rules
+from e2urec_jax import names, rules, runtime, storage
+from e2urec_jax.backbone_rules import check_pretrain
+from e2urec_jax.errors import UserError
 from e2urec_jax.methods import spec as method_spec
 
 ConfigDict = ml_collections.ConfigDict
@@ -354,7 +356,6 @@ def validate(config) -> None:
   """UserError naming the first field whose value cannot work, with the values it accepts.
 
   Checks every field that has a rule (field_rules) and the fields that depend on each other."""
-  from e2urec_jax.errors import UserError
   known = field_rules()
   for path, value in _leaves(config):
     rule = known.get(path)
@@ -380,7 +381,6 @@ def validate(config) -> None:
                     f"config.data.protocol='default' (here source {config.data.source!r}, protocol "
                     f"{config.data.protocol!r}); set it back to False")
   if config.pretrain.enabled:
-    from e2urec_jax.backbone_rules import check_pretrain
     check_pretrain(config)
   problem = None if config.model.name_or_path else names.scratch_problem(config.model.scratch)
   if problem:  # the family's own check of its scratch settings (a Llama's heads), the one models/ runs
@@ -393,8 +393,6 @@ def experiment_seeds(config) -> list:
   return listed or [int(config.seed)]
 def _check_init_phases(config) -> None:
   """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
-  from e2urec_jax import storage
-  from e2urec_jax.errors import UserError
   lo = config.lora
   if not lo.init_from:
     return
@@ -413,7 +411,6 @@ def _check_init_phases(config) -> None:
 
 def load_saved(workdir: str):
   """The config a run was prepared with (<workdir>/config.json, over today's defaults), or None."""
-  from e2urec_jax import runtime, storage
   path = storage.join(workdir, 'config.json')
   if not storage.exists(path):
     return None
@@ -423,7 +420,6 @@ def load_saved(workdir: str):
 
 
 def _update(config, values: dict, source: str, prefix: str = '') -> None:
-  from e2urec_jax.errors import UserError
   for key, value in values.items():
     if key not in config:
       raise UserError(f'{source}: unknown config key {prefix + key!r}; remove it or fix its name')

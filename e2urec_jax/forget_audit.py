@@ -10,9 +10,11 @@ import json
 import os
 import secrets
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import forget_scrub, runtime, storage
+from e2urec_jax.data import idfiles
 from e2urec_jax.errors import UserError
 from e2urec_jax.forget_request import Request, read_request
+from e2urec_jax.methods import spec
 
 FORGET_DIR = 'forget'
 LEGACY_SALT = 'salt.key'  # where requests before keyed hashes kept their salt (inside the workdir)
@@ -148,7 +150,6 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
   (leading zeros, a sign, other Unicode digits, spaces: idfiles.loose) from an id of the data
   (`known`: collections of ids) or from one an audit forgot (an item: in a pair with `user`);
   None when it resembles none. Ids are never matched loosely: this only names the likely one."""
-  from e2urec_jax.data import idfiles
   guess = next((g for k in known if (g := idfiles.near(id_, k)) is not None), None)
   note = ''
   if guess is None:  # a forgotten id is in no data any more: its audit still knows it
@@ -168,7 +169,6 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
 def deleted_helpers() -> set:
   """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
   among the models trained with them (those a helper only reads, the retrained model, are)."""
-  from e2urec_jax.methods import spec
   return {h.name for h in spec.helpers() if h.trained_on_forget}
 
 
@@ -256,8 +256,6 @@ def verify_audits(workdir: str, *, key_file: str | None, users: str | None = Non
       lines.append(f'audit v{v}: MAC MISMATCH: the audit was changed after it was written')
       bad += 1
   if users is not None or interactions is not None:
-    from e2urec_jax import forget_scrub
-    from e2urec_jax.data import idfiles
     request = read_request(users, interactions)
     items = [(u, None) for u in request.users] if request.kind == 'users' else request.pairs
     known = forget_scrub.read_keys(storage.abspath(workdir))  # (user ids, item ids) of the data now

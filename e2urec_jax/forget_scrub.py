@@ -13,8 +13,10 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime, stamps
+from e2urec_jax import runtime, stamps, storage
+from e2urec_jax.data.encode import length_stats
 from e2urec_jax.errors import UserError
+from e2urec_jax.stamps import file_sha256
 
 SPLITS = ('train', 'valid', 'test')
 SKIPPED = ('hf_cache',)  # caches `prepare` needs no more: deleted, not copied
@@ -50,7 +52,6 @@ def known_ids(frames: dict) -> tuple[dict, dict]:
 def read_keys(workdir: str) -> tuple[set, set] | None:
   """(user ids, item ids) the workdir's data holds (samples and raw copy, as the source spells them),
   read without changing anything (`audit`); None when there is no local prepared data to read."""
-  from e2urec_jax import storage
   data = os.path.join(workdir, 'data')
   if storage.is_remote(workdir) or not all(os.path.exists(os.path.join(data, f'{s}.parquet')) for s in SPLITS):
     return None
@@ -212,8 +213,6 @@ def _scrub_raw(raw_dir: str, users, pairs) -> dict:
 
 def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   """Counts and lists recomputed from the kept rows; the forgotten users leave every id list."""
-  from e2urec_jax.data.encode import length_stats
-  from e2urec_jax.stamps import file_sha256
   m = runtime.read_json(path)
   train = frames['train']
   forget = train['is_forget'].to_numpy().astype(bool)

@@ -28,6 +28,7 @@ import json
 import os
 import socket
 
+from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.errors import UserError
 
 LOCK_FILE = '.lock'
@@ -69,9 +70,7 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
   """Holds the workdir's lock for the block; a UserError (one line, naming the holder) if another
   process holds it. `primary`: whether this process writes (default: process 0 of the run)."""
   if primary is None:
-    from e2urec_jax import distributed
     primary = distributed.is_primary()
-  from e2urec_jax import storage
   if not primary or storage.is_remote(workdir):
     yield
     return
@@ -102,7 +101,6 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
 
 def _clean(workdir: str) -> None:
   """What a killed writer left half-written (runtime.clean_staging): removed by the next holder."""
-  from e2urec_jax import runtime
   done = runtime.clean_staging(workdir)
   if done:
     more = f' (and {len(done) - 1} more)' if len(done) > 1 else ''

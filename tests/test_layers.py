@@ -11,11 +11,11 @@ import os
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'e2urec_jax')
-BASE = 0  # errors, rules, seeds, storage, runtime, distributed, losses, stamps, scoring, names: imported from anywhere
+BASE = 0  # errors, rules, seeds, local_files, storage, runtime, distributed, losses, stamps, scoring, names: anywhere
 LAYERS = {'data': 1, 'models': 2, 'train': 3, 'methods': 4, 'eval': 4}
 FACE = 5  # config, commands, experiment, forget, forget_scrub, bench, main: nothing imports them
-BASE_MODULES = ('errors', 'rules', 'seeds', 'storage', 'runtime', 'distributed', 'losses', 'stamps', 'scoring',
-                'names')
+BASE_MODULES = ('errors', 'rules', 'seeds', 'local_files', 'storage', 'runtime', 'distributed', 'losses', 'stamps',
+                'scoring', 'names')
 
 
 def _layer(module: str) -> tuple[int, str]:
@@ -78,6 +78,28 @@ def test_the_walk_sees_the_layers():
   assert set(LAYERS) <= groups and set(BASE_MODULES) <= groups
   found = {imported for path, module in _modules() for _, imported in _imports(path, module)}
   assert 'e2urec_jax.train.inference' in found and 'e2urec_jax.methods.spec' in found
+
+
+# Why an import may sit inside a function rather than at the top of its module (its trailing comment):
+DEFERRED_REASONS = ('# heavy:', '# no JAX in config', '# private JAX API')
+
+
+def test_every_deferred_import_says_why():
+  """Imports sit at the top of their module; one inside a function (or a try) stays there for a reason its
+  trailing comment names: a heavy library a command may not need (`# heavy: matplotlib`), a module that
+  loads JAX read by the config, which loads none (`# no JAX in config`), or a private JAX API tried first."""
+  problems = []
+  for path, _ in _modules():
+    source = open(path).read()
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source, path)):
+      if isinstance(node, (ast.Import, ast.ImportFrom)) and node.col_offset > 0:
+        text = lines[node.end_lineno - 1]
+        comment = text[text.index('#'):] if '#' in text else ''
+        if not comment.startswith(DEFERRED_REASONS):
+          problems.append(f'{os.path.relpath(path, REPO)}:{node.lineno} {lines[node.lineno - 1].strip()}')
+  assert not problems, ('imports inside a function: move them to the top of the module, or say why they stay '
+                        f'({", ".join(DEFERRED_REASONS)} ...):\n' + '\n'.join(problems))
 
 
 def test_only_main_reads_flags():

@@ -8,7 +8,8 @@ import pytest
 
 from data_testing import tiny_config, write_ml100k
 from e2urec_jax.data import movielens, protocol
-from e2urec_jax.data.tokens import SplitArrays, TokenizedData, reseeded
+from e2urec_jax.data.protocol import reseeded
+from e2urec_jax.data.tokens import SplitArrays, TokenizedData
 from e2urec_jax.eval import report, seed_report
 
 

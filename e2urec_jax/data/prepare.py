@@ -15,18 +15,16 @@ import numpy as np
 import pandas as pd
 
 from e2urec_jax import runtime, stamps, storage
-from e2urec_jax.data import encode, protocol, readers
-from e2urec_jax.data import tokenizer as tokenizer_lib
+from e2urec_jax.data import encode, protocol, readers, tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
-from e2urec_jax.data.prompts import NO, YES, Template, template_for
-from e2urec_jax.data.tokens import SplitArrays, save_split
+from e2urec_jax.data.prompts import NO, Template, YES, template_for
+from e2urec_jax.data.tokens import SplitArrays, digest, save_split
 
 FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are then prepared again.
 STAMP_EXCLUDE = ('hf_cache',)  # a cache `prepare` needs no more: not part of the data's stamp
 
 
 def tokens_digest(data_dir: str, manifest: dict) -> str:
-  from e2urec_jax.data.tokens import digest
   return digest(data_dir, manifest)
 
 

@@ -39,6 +39,7 @@ import random
 import numpy as np
 import pandas as pd
 
+from e2urec_jax.data import tokens
 from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
@@ -254,3 +255,12 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
       train['user'].to_numpy(), d, seed)
   return Splits(out, forget_users)
 
+
+def reseeded(data: tokens.TokenizedData, data_config, seed: int) -> tokens.TokenizedData:
+  """The same token arrays with the train split's forget set and shards drawn for `seed`
+  (seeded_assignment): one seed of a run over several (config.seeds)."""
+  train = data.splits['train']
+  forget_users, is_forget, sisa, receraser = seeded_assignment(train.user_id, data_config, seed)
+  splits = dict(data.splits, train=dataclasses.replace(train, is_forget=is_forget, sisa_shard=sisa,
+                                                       receraser_shard=receraser))
+  return dataclasses.replace(data, splits=splits, forget_users=np.asarray(forget_users))

@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import names, runtime, stamps
+from e2urec_jax import local_files, names, stamps
 from e2urec_jax.errors import UserError
 
 
@@ -232,7 +232,7 @@ def download(url: str, dest: str, *, sha256: str | None, size: int | None, offli
     if sha256 is not None and got != sha256:
       raise UserError(f'{url}: sha256 {got} does not match the pinned {sha256}; the file changed upstream '
                       f'or the download is corrupt; {offline_hint}')
-    runtime.publish(tmp, dest)
+    local_files.publish(tmp, dest)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)

@@ -7,8 +7,8 @@ eval/report_plots.py (the figures); this module writes them.
 """
 import os
 
-from e2urec_jax import runtime, storage
-from e2urec_jax.eval import report_plots
+from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.eval import report_plots, seed_report
 from e2urec_jax.eval.report_markdown import markdown_report
 # What callers read of the schema, from here as before.
 from e2urec_jax.eval.report_schema import (FORGET_KEYS, MIA_KEYS, aggregate_seeds, env_info,  # noqa: F401
@@ -35,9 +35,17 @@ def write_report(workdir, results, order=()):
   write_text(paths['results.md'], markdown_report(clean, order))
   plots = [('distance_vs_time.png', report_plots.plot_distance_vs_time), ('test_auc.png', report_plots.plot_test_auc)]
   if clean.get('trajectories'):
-    from e2urec_jax.eval import seed_report
     paths['trajectories.png'] = os.path.join(workdir, 'trajectories.png')
     plots.append(('trajectories.png', seed_report.plot_trajectories))
   for name, plot in plots:
     report_plots.write_png(paths[name], plot(clean, order))
   return paths
+
+
+def write_seeds(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
+  """Combines the seeds' results (eval/seed_report.py) and writes the report to the run's workdir
+  (process 0); `extra`: entries added to results.json as they are (the pretrained backbone's)."""
+  results = {**seed_report.combine(per_seed), **(extra or {})}
+  if distributed.is_primary():
+    write_report(first_ctx.workdir, results, order=order)
+  return results

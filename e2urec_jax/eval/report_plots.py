@@ -12,7 +12,7 @@ from e2urec_jax.eval import report_schema as schema
 
 def new_figure():
   """The report's figure size and resolution."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   return Figure(figsize=(7, 4.5), dpi=110, layout='constrained')
 
 
@@ -59,7 +59,7 @@ def plot_distance_vs_time(results, order=()):
   if schema.is_number(floor):
     ax.axhline(float(floor), color='green', ls='--', lw=1, label='noise floor (retrain vs retrain)')
   if xs or ax.lines:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # heavy: matplotlib
     ax.set_xscale('log')  # plain numbers at 1, 2, 5 x 10^k: readable over a narrow range too
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:g}'))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f'{x:g}' if f'{x:.0e}'[0] in '25' else ''))

@@ -4,7 +4,9 @@ the seeds' mean row (`aggregate_seeds`), the environment, and how a row's values
 (`ordered_methods`, `lookup`, `cell_values`), which the markdown, the plots and the seed report share.
 """
 import math
+import platform
 
+import jax
 import numpy as np
 
 TEST_KEYS = ('auc', 'logloss', 'acc')
@@ -116,8 +118,6 @@ def validate_results(results, required_methods=()):
 
 def env_info():
   """Where the numbers came from: JAX version, devices, platform."""
-  import platform
-  import jax
   return {
       'jax': jax.__version__,
       'devices': [str(d) for d in jax.devices()],

@@ -12,9 +12,7 @@ import math
 
 import numpy as np
 
-from e2urec_jax import distributed
-from e2urec_jax.eval import report, stats
-from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.eval import report_schema as schema, stats
 
 E2UREC = 'e2urec'
 ORIGINAL, RETRAIN = 'original', 'retrain'
@@ -230,7 +228,7 @@ PALETTE = ('tab:blue', 'tab:orange', 'tab:purple', 'tab:brown', 'tab:pink', 'tab
 def plot_trajectories(results: dict, order=()):
   """Distance to retrain (symKL) and forget AUC against step, one line per method (mean over
   seeds, each seed faint), the noise floor as a band and retrain's forget AUC as a line."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   fig = Figure(figsize=(11, 4.5), dpi=110, layout='constrained')
   ax_d, ax_a = fig.subplots(1, 2)
   methods = results.get('methods') or {}
@@ -267,13 +265,3 @@ def plot_trajectories(results: dict, order=()):
     if ax.lines:
       ax.legend(fontsize=7, loc='best')
   return fig
-
-
-def write(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
-  """Combines the seeds' results and writes the report to the run's workdir (process 0);
-  `extra`: entries added to results.json as they are (the pretrained backbone's)."""
-  results = {**combine(per_seed), **(extra or {})}
-  if distributed.is_primary():
-    report.write_report(first_ctx.workdir, results, order=order)
-  return results
-

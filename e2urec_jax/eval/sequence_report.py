@@ -81,7 +81,7 @@ def drift_note(out: dict) -> str:
 
 def plot(out: dict):
   """One panel per quantity of PLOTTED against the request index, a line per method."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   fig = Figure(figsize=(10, 7), dpi=110, layout='constrained')
   axes = fig.subplots(2, 2).reshape(-1)
   names = list(dict.fromkeys(n for s in out['steps'] for n in s['methods']))

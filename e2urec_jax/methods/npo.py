@@ -5,9 +5,9 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 
 def npo_loss_fn(model):
-  import jax
-  from e2urec_jax import losses
-  from e2urec_jax.models import answer_logits
+  import jax  # no JAX in config
+  from e2urec_jax import losses  # no JAX in config
+  from e2urec_jax.models import answer_logits  # no JAX in config
 
   def loss_fn(params, frozen, batch, rng, hp):
     logits, ce_r, _ = full_param.retain_forget_ce(model, params, batch, rng)

@@ -11,7 +11,7 @@ E2URec's teacher (mechanism['oracle']). It is not in config.unlearn.methods' def
 """
 import time
 
-from e2urec_jax.methods import e2urec, llmrec
+from e2urec_jax.methods import common, e2urec, llmrec
 from e2urec_jax.methods.spec import Helper, MethodSpec, register
 
 NAME = 'oracle'
@@ -40,7 +40,6 @@ def _static(ctx, section) -> dict:
 
 
 def _batches(ctx, section, seed_of):
-  from e2urec_jax.methods import common
   return common.paired_batches(ctx, section.batch_size, seed_of, forget_rows=True)
 
 

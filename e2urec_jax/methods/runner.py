@@ -8,7 +8,7 @@ import dataclasses
 from e2urec_jax import rules, seeds
 from e2urec_jax.errors import UserError
 from e2urec_jax.methods import auto_stop, common, llmrec, spec as spec_lib
-from e2urec_jax.train import runner
+from e2urec_jax.train import fingerprint, runner
 from e2urec_jax.train.paths import ORIGINAL
 
 FROZEN_WORK = 'frozen_inputs'  # the prior under which building the frozen inputs is counted
@@ -37,7 +37,6 @@ def section_of(config, method: str, overrides=()):
 def method_fields(config, method: str, section, seed) -> dict:
   """The fingerprint fields of a phase of `method` (train/fingerprint.py): the one place they are
   computed, for the phase itself and for `resume`'s checks before a run."""
-  from e2urec_jax.train import fingerprint
   spec = spec_lib.get(method)
   # A `same_as` method trains with that method's section: its fields are recorded under that name.
   return fingerprint.fields(config, fingerprint.METHOD, method=spec.section_name, section=section, reads=spec.reads,
@@ -51,7 +50,6 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   name = name or method
   seed = ctx.config.seed if seed is None else int(seed)
   section = section_of(ctx.config, method, overrides)
-  from e2urec_jax.train import fingerprint
   stats = runner.done(ctx, name, fingerprint.record(method_fields(ctx.config, method, section, seed),
                                                     {'data': ctx.data.digest}))
   if stats is not None:

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+COLLECTION = 'lora'  # the linen variable collection that holds the LoRA adapters (models/lora.py)
+
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
@@ -184,7 +186,6 @@ def scan_layers(block_cls, num_layers: int, remat: bool, remat_policy: str = 'no
   loop-carried copies, and compiles it quickly); on accelerators the rolled loop keeps deep
   models' compile short. With `remat` each layer is recomputed in the backward pass, keeping
   what `remat_policy` names (the recomputed dropout masks are the same: they hash the seed)."""
-  from e2urec_jax.models.lora import COLLECTION
   if remat:
     if remat_policy not in REMAT_POLICIES:
       raise ValueError(f'remat_policy {remat_policy!r}: one of {", ".join(REMAT_POLICIES)}')

@@ -31,7 +31,9 @@ import hashlib
 import json
 import os
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.data.prepare import FIELDS_ADDED_LATER, FORMAT_VERSION
+from e2urec_jax.errors import UserError
 
 FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
@@ -69,7 +71,6 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   config.seed (a seed row, or a multi-seed run's per-seed phases); stepped: the method trains
   by steps from the original (retrain-free stopping applies to it); adapters: the method trains
   LoRA adapters (it reads lora.*)."""
-  from e2urec_jax.data.prepare import FORMAT_VERSION
   out = {'seed': int(config.seed), 'data_format': FORMAT_VERSION, **_flat('data.', config.data)}
   for field, before in ADDED_LATER.items():
     if out.get(field) == before:
@@ -160,7 +161,6 @@ def describe(old: dict, new: dict, keys: list[str], limit: int = 4) -> str:
 def _unrecorded_value(key: str):
   """The value a record without `key` stands for: the default of a field added later (left out of
   records at that value: ADDED_LATER, the prepared data's FIELDS_ADDED_LATER), else '<absent>'."""
-  from e2urec_jax.data.prepare import FIELDS_ADDED_LATER
   defaults = {**{f'data.{k}': v for k, v in FIELDS_ADDED_LATER.items()}, **ADDED_LATER}
   return defaults.get(key, '<absent>')
 
@@ -209,8 +209,6 @@ def refusal(workdir: str, changed: dict, legacy: list, old_new: tuple | None = N
 def claim(workdir: str, name: str, phase_dir: str, model_dir: str | None, rec: dict) -> None:
   """Before phase `name` reuses or resumes anything: refuses (one line) when its folder holds work of
   other settings (or of unrecorded ones); records `rec` when the phase starts afresh."""
-  from e2urec_jax import distributed
-  from e2urec_jax.errors import UserError
   stored = read(phase_dir)
   state, keys = check(stored, phase_has_results(phase_dir, model_dir), rec)
   if state == CHANGED:
