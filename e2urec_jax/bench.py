@@ -130,7 +130,7 @@ def bench_ours(config) -> list[dict]:
   if 'e2urec_step' in what:
     augmented = jax.tree.map(jnp.copy, adapters)  # its own buffers: the student's are donated each step
     frozen = mesh_lib.put_replicated(frozen_teachers(params, augmented, zero), mesh)
-    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh)._jitted
+    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh).jitted
     state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
     batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]
 
@@ -139,7 +139,7 @@ def bench_ours(config) -> list[dict]:
     ms, comp = _time_stateful(step, args, state, b.steps, b.warmup, trace_dir=b.profile)
     record('e2urec_step', ms, comp, 2 * b.batch, 3 * 2 * b.batch * per_example + 3 * b.batch * per_example)
   if 'train_step' in what:
-    step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh)._jitted
+    step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh).jitted
     full = jax.tree.map(lambda x: x.astype(jnp.float32), params)
     state = [mesh_lib.put_replicated(jax.tree.map(jnp.copy, full), mesh),
              mesh_lib.put_replicated(steps.init_opt_state(full), mesh)]

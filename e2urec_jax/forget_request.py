@@ -18,16 +18,6 @@ class Request:
   where: dict = dataclasses.field(default_factory=dict)  # id or (user, item) -> where it was given ('F line 3')
 
 
-def parse_users(spec: str) -> list:
-  """The user ids of --users (inline or a file), sorted and unique (data/idfiles.py)."""
-  return sorted({u for u, _ in idfiles.read_user_ids(spec)})
-
-
-def parse_interactions(path: str) -> list:
-  """The (user, item) pairs of --interactions, sorted and unique (data/idfiles.py)."""
-  return sorted({(u, i) for u, i, _ in idfiles.read_pairs(path, '--interactions')})
-
-
 def read_request(users: str | None, interactions: str | None) -> Request:
   if users is not None and interactions is not None:
     raise UserError('pass either --users or --interactions, not both (one request at a time)')

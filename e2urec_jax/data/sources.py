@@ -58,7 +58,6 @@ class RawData:
 # The rating scale of each source (lowest, highest), unless config.data.rating_scale declares one:
 # declared with the source (names.SOURCES).
 SCALES = {name: source.scale for name, source in names.SOURCES.items()}
-DUPLICATES = ('latest', 'error')
 
 
 def rating_range(d) -> tuple[float, float]:

@@ -19,11 +19,6 @@ from e2urec_jax.train import artifacts, registry
 from e2urec_jax.train.inference import load_predictor
 
 
-def _quality(labels, p_yes) -> dict:
-  return {'auc': metrics.auc(labels, p_yes), 'logloss': metrics.logloss(labels, p_yes),
-          'acc': metrics.accuracy(labels, p_yes)}
-
-
 def _distances(a_logits, b_logits, yes, no) -> dict:
   return metrics.distances_from_logits(a_logits, b_logits, yes_id=yes, no_id=no)
 
@@ -70,7 +65,7 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
     forget_first[name] = on_forget['first_logits']
     nonmember_loss = on_test['loss'][nonmember]
     dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], yes, no)
-    forget_metrics = _quality(train.label[forget], on_forget['p_yes'])
+    forget_metrics = metrics.binary_metrics(train.label[forget], on_forget['p_yes'])
     forget_metrics.update({k: dist[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')})
     forget_metrics['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
     forget_metrics['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
@@ -80,7 +75,7 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
     if twin is not None:  # calibrated by a model trained without the targets (the attacker's reference)
       member_scores['reference'] = mia.scores('reference', loss=on_forget['loss'], ref_loss=twin['loss'])
       nonmember_scores['reference'] = mia.scores('reference', loss=nonmember_loss, ref_loss=twin_nonmember['loss'])
-    row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics,
+    row = {'test': metrics.binary_metrics(test.label, on_test['p_yes']), 'forget': forget_metrics,
            'mia': mia.aucs(member_scores, nonmember_scores),
            'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
     if candidates is not None:

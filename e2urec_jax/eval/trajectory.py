@@ -26,7 +26,6 @@ from e2urec_jax.train import heldout as heldout_lib, inference
 from e2urec_jax.train.callbacks import Callback
 
 FILE = 'trajectory.jsonl'
-KEYS = ('sym_kl', 'jsd', 'forget_auc', 'mia_auc', 'test_auc', 'heldout_mia_auc')
 
 
 def _scores(ctx, predictor, split, rows):

@@ -10,6 +10,7 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 HIDDEN = 8
 MAX_ATTENTION_SAMPLES = 2000
+ATTENTION_PHASE = 'attention'  # its own seed phase (seeds.derive): the aggregation weights and their samples
 
 
 def _shard_features(ctx, shard_names, rows) -> np.ndarray:
@@ -62,7 +63,7 @@ def unlearn_receraser(ctx, name, section, seed, callbacks=()) -> dict:
   start = time.perf_counter()
   aggregator = None
   if section.aggregate == 'attention':
-    attention_seed = seeds.derive(seed, 'receraser', 'attention')
+    attention_seed = seeds.derive(seed, 'receraser', ATTENTION_PHASE)
     retain, _ = common.split_indices(ctx.data)
     rows = np.sort(np.random.default_rng(attention_seed).permutation(retain)[:MAX_ATTENTION_SAMPLES])
     features = _shard_features(ctx, shard_names, rows)

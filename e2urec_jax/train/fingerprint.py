@@ -37,7 +37,6 @@ from e2urec_jax.errors import UserError
 
 FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
-FORMAT = 1  # data/prepare.py FORMAT_VERSION is part of the data's fields
 # Fields added after phases recorded fingerprints, with the value that computes what ran before
 # them: left out of a record at that value, so an upgrade retrains nothing.
 ADDED_LATER = {'data.profile_zip': False, 'data.users': 'all', 'data.heldout_fraction': 0.3}
