@@ -17,7 +17,7 @@ import numpy as np
 from e2urec_jax import rules, seeds
 from e2urec_jax.data import make_batch
 from e2urec_jax.methods import common, llmrec
-from e2urec_jax.methods.spec import Helper, MethodSpec, register
+from e2urec_jax.methods.spec import FrozenInputs, Helper, MethodSpec, register
 from e2urec_jax.train import sampling
 from e2urec_jax.train.paths import ORIGINAL
 
@@ -159,9 +159,9 @@ def forget_logits(ctx, teachers: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the spec's pieces
-def _teachers(ctx, section, original) -> dict:
+def _teachers(ctx, section, original) -> FrozenInputs:
   """The frozen inputs, and the forget-set teacher cache where `teacher_cache_plan` says so. Its
-  time is part of E2URec's cost: returned under '_cost' (MethodSpec.frozen)."""
+  time is part of E2URec's cost: its FrozenInputs.build_s (MethodSpec.frozen)."""
   from e2urec_jax.train import artifacts  # no JAX in config
   base = ctx.put(ctx.base_dtype(original))
   zero = ctx.zero_adapters(original)
@@ -175,11 +175,11 @@ def _teachers(ctx, section, original) -> dict:
   cached, why = teacher_cache_plan(ctx, section)
   if not cached:
     print(f'e2urec: the teachers run on the forget set in every step ({why})')
-    return frozen
+    return FrozenInputs(frozen)
   start = time.perf_counter()
   cache = forget_teacher_logits(ctx, frozen, by_adapters, bool(section.use_forget_teacher))
   print(f'e2urec: forget-set teacher logits computed once ({why}, {time.perf_counter() - start:.1f} s)')
-  return {**frozen, 'forget_teachers': ctx.put(cache), '_cost': time.perf_counter() - start}
+  return FrozenInputs({**frozen, 'forget_teachers': ctx.put(cache)}, build_s=time.perf_counter() - start)
 
 
 def _static(ctx, section) -> dict:

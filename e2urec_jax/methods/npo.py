@@ -1,7 +1,7 @@
 """NPO (Zhang et al. 2024): negative preference optimisation against the frozen original, plus retain CE."""
 from e2urec_jax import rules
 from e2urec_jax.methods import full_param
-from e2urec_jax.methods.spec import MethodSpec, register
+from e2urec_jax.methods.spec import FrozenInputs, MethodSpec, register
 
 
 def npo_loss_fn(model):
@@ -22,9 +22,9 @@ def npo_loss_fn(model):
   return loss_fn
 
 
-def reference_model(ctx, section, original) -> dict:
+def reference_model(ctx, section, original) -> FrozenInputs:
   """The frozen original NPO's log-ratios are measured against."""
-  return {'ref': ctx.put(ctx.base_dtype(original))}
+  return FrozenInputs({'ref': ctx.put(ctx.base_dtype(original))})
 
 
 SPEC = register(MethodSpec(

@@ -61,10 +61,12 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   role = spec.section_name  # a `same_as` method: that method's seeds and initial adapters
   seed_of = lambda phase: seeds.derive(seed, role, phase)  # noqa: E731
   original = ctx.load_params(ORIGINAL)
-  frozen = spec.frozen(ctx, section, original) if spec.frozen is not None else {}
-  if '_cost' in frozen:  # work done to build the frozen inputs (E2URec's teacher cache) is part of the cost
-    frozen = dict(frozen)
-    prior = {**prior, FROZEN_WORK: {'time_s': frozen.pop('_cost'), 'compile_s': 0.0}}
+  built = spec.frozen(ctx, section, original) if spec.frozen is not None else spec_lib.FrozenInputs({})
+  if not isinstance(built, spec_lib.FrozenInputs):
+    raise TypeError(f'method {method!r}: MethodSpec.frozen must return spec.FrozenInputs, not {type(built).__name__}')
+  frozen = built.inputs
+  if built.build_s is not None:  # work done to build the frozen inputs (E2URec's teacher cache) is part of the cost
+    prior = {**prior, FROZEN_WORK: {'time_s': built.build_s, 'compile_s': 0.0}}
   if spec.trainable == 'full':
     trainable = original
   else:
@@ -73,7 +75,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
   base_hp = common.hparams(section.learning_rate, un.weight_decay)
   static = spec.static(ctx, section) if spec.static is not None else {}
-  examples = spec.examples_per_step(section) if spec.examples_per_step else 2 * section.batch_size
+  examples = spec.examples_per_step(section)
   plan = runner.PhasePlan(
       name=name, kind=spec.trainable, step=ctx.train_step(spec.loss, max_grad_norm=un.max_grad_norm, **static),
       start=original, trainable=trainable, frozen=frozen, batch_for_step=spec.batches(ctx, section, seed_of),
