@@ -244,8 +244,9 @@ def default_config() -> ConfigDict:
 # One rule per field (e2urec_jax/rules.py); a method's own fields take its spec's rules.
 # `validate` runs in main before any work, so a bad value costs seconds, not a training run.
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
-# Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
-INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
+# The LLMRec recipe's phases (config.train.mode) that can start from lora.init_from when they train adapters;
+# so can the LoRA methods and the helper models that declare a mode_key (MethodSpec.helpers).
+INIT_PHASES = ('original', 'retrain', 'shards')
 MOVIELENS_PROFILES = tuple(s.name for s in names.SOURCES.values() if s.movielens_profiles)  # data.profile_zip's
 RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
@@ -329,7 +330,8 @@ RULES = {
 
 def _method_rules() -> dict:
   method_names = method_spec.names()
-  lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
+  helpers = tuple(h.name for h in method_spec.helpers() if h.mode_key)
+  lora_phases = INIT_PHASES + helpers + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*method_names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
          'unlearn.methods': rules.comma_list(rules.one_of(*method_names), nonempty=True),
@@ -399,8 +401,11 @@ def _check_init_phases(config) -> None:
   if not storage.exists(storage.join(lo.init_from, 'adapter_config.json')):
     raise UserError(f'config.lora.init_from={lo.init_from!r}: no adapter_config.json there; pass a folder '
                     'written by PeftModel.save_pretrained (or `export --format=peft`)')
-  modes = {'original': ('train.mode', config.train.mode), 'retrain': ('train.mode', config.train.mode),
-           'shards': ('train.mode', config.train.mode), 'augmented': ('augment.mode', config.augment.mode)}
+  modes = {phase: ('train.mode', config.train.mode) for phase in INIT_PHASES}
+  for helper in method_spec.helpers():
+    if helper.mode_key:
+      section, field = helper.mode_key.split('.')
+      modes[helper.name] = (helper.mode_key, config[section][field])
   for phase in rules.split_list(lo.init_phases):
     if phase in modes and modes[phase][1] != 'lora':
       key, mode = modes[phase]

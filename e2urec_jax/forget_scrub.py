@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from e2urec_jax import runtime, stamps, storage
+from e2urec_jax.data import protocol
 from e2urec_jax.data.encode import length_stats
 from e2urec_jax.errors import UserError
 from e2urec_jax.stamps import file_sha256
@@ -222,9 +223,8 @@ def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   m['users'] = {k: int(v['user'].nunique()) for k, v in subsets.items()}
   m['label_positive_rate'] = {k: round(float(v['label'].mean()), 4) if len(v) else None for k, v in subsets.items()}
   m['time_range'] = {k: [int(f['timestamp'].min()), int(f['timestamp'].max())] for k, f in frames.items()}
-  num_shards = max(1, len(m.get('shards', {}).get('sisa', [])))
-  m['shards'] = {'sisa': np.bincount(train['sisa_shard'], minlength=num_shards).tolist(),
-                 'receraser': np.bincount(train['receraser_shard'], minlength=num_shards).tolist()}
+  num_shards = max(1, len(next(iter(m.get('shards', {}).values()), [])))
+  m['shards'] = protocol.shard_counts(train, num_shards)
   gone = set(int(u) for u in users)
   keys = dict(zip(m.get('forget_users', []), m.get('forget_user_keys', [])))
   m['forget_users'] = [u for u in m.get('forget_users', []) if u not in gone]

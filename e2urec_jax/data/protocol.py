@@ -155,6 +155,16 @@ def choose_forget_users(train_users, fraction: float, seed: int, selection: str 
   return np.sort(users[perm[np.argsort(key, kind='stable')[:count]]])
 
 
+# The train split's two shard draws, each a column '<name>_shard' of the prepared data: random shards
+# (SISA's) and balanced user-disjoint ones (RecEraser's).
+SHARDINGS = ('sisa', 'receraser')
+
+
+def shard_counts(train, num_shards: int) -> dict:
+  """The manifest's 'shards': train rows per shard of each draw (`train`: the split's frame)."""
+  return {name: np.bincount(train[f'{name}_shard'], minlength=num_shards).tolist() for name in SHARDINGS}
+
+
 def sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
   """[num_rows] shard ids: a seeded permutation dealt round-robin (sizes differ by at most 1)."""
   shard = np.empty(num_rows, np.int32)

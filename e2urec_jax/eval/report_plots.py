@@ -8,6 +8,7 @@ import numpy as np
 
 from e2urec_jax import storage
 from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.train import registry
 
 
 def new_figure():
@@ -44,7 +45,7 @@ def plot_distance_vs_time(results, order=()):
     elif t and d and np.mean(t) > 0:
       x, y = float(np.mean(t)), float(np.mean(d))
       xs.append(x)
-      color = 'tab:red' if name.startswith('e2urec') else 'tab:blue'
+      color = 'tab:red' if registry.is_featured_row(name) else 'tab:blue'
       ax.plot([x], [y], 'o', color=color)
       if loop and 0 < np.mean(loop) < x:
         ax.plot([float(np.mean(loop)), x], [y, y], '-', color=color, lw=0.8, alpha=0.5)
@@ -86,7 +87,7 @@ def plot_test_auc(results, order=()):
       means.append(float(np.mean(values)))
       errs.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
   if names:
-    colors = ['tab:red' if n.startswith('e2urec') else 'tab:gray' if n in ('original', 'retrain')
+    colors = ['tab:red' if registry.is_featured_row(n) else 'tab:gray' if n in ('original', 'retrain')
               else 'tab:blue' for n in names]
     ax.bar(range(len(names)), means, yerr=errs if any(errs) else None, color=colors, capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)

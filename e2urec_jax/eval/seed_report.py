@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from e2urec_jax.eval import report_schema as schema, stats
+from e2urec_jax.train import registry
 
-E2UREC = 'e2urec'
 ORIGINAL, RETRAIN = 'original', 'retrain'
 DISTANCES = ('sym_kl', 'jsd')
 
@@ -79,13 +79,14 @@ def summary(results: dict) -> dict:
   floor = results.get('noise_floor') or {}
   out = {'comparisons': {}, 'gap_closed': {}, 'time_ratio': {}, 'time_ratio_no_compile': {},
          'selection': selection(results)}
-  if E2UREC in methods:
+  featured = registry.featured()  # the method the claims are about (MethodSpec.featured)
+  if featured in methods:
     for name in methods:
-      if name in (E2UREC, RETRAIN) or len(per_seed_values(methods[name], ('forget', 'sym_kl'))) < 2:
+      if name in (featured, RETRAIN) or len(per_seed_values(methods[name], ('forget', 'sym_kl'))) < 2:
         continue
-      out['comparisons'][name] = {d: _paired(methods, E2UREC, name, ('forget', d)) for d in DISTANCES}
+      out['comparisons'][name] = {d: _paired(methods, featured, name, ('forget', d)) for d in DISTANCES}
     if ORIGINAL in methods:
-      out['test_auc_vs_original'] = _paired(methods, E2UREC, ORIGINAL, ('test', 'auc'))
+      out['test_auc_vs_original'] = _paired(methods, featured, ORIGINAL, ('test', 'auc'))
   if RETRAIN in methods:
     retrain_s = _mean(methods[RETRAIN], ('time_s',))
     retrain_compile_s = _mean(methods[RETRAIN], ('compile_s',))
@@ -236,9 +237,9 @@ def plot_trajectories(results: dict, order=()):
   for by_method in (results.get('trajectories') or {}).values():
     for name, points in by_method.items():
       by_name.setdefault(name, []).append(points)
-  palette = iter(PALETTE * 4)  # red is E2URec's, green the noise floor's
+  palette = iter(PALETTE * 4)  # red is the featured method's (MethodSpec.featured), green the noise floor's
   for name in schema.ordered_methods(list(by_name), order):
-    color = 'tab:red' if name == E2UREC else next(palette)
+    color = 'tab:red' if name == registry.featured() else next(palette)
     runs = by_name[name]
     for points in runs:
       for ax, key in ((ax_d, 'sym_kl'), (ax_a, 'forget_auc')):

@@ -213,7 +213,7 @@ def mechanism(probe, name: str):
   if augmented is None:
     return None
   alpha = row['phase'].get('alpha', probe.ctx.config.unlearn.e2urec.alpha)
-  return probe.measures.e2urec_mechanism(
+  return probe.measures.forgetting_teacher_mechanism(
       orig=probe.logits(ORIGINAL), retrain=probe.retrain, aug=augmented, student=probe.logits(name), alpha=alpha,
       labels=probe.labels, users=probe.users, yes_id=probe.yes_id, no_id=probe.no_id)
 
@@ -243,6 +243,7 @@ SPEC = register(MethodSpec(
            'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN,
            'teacher_cache_mb': rules.NON_NEGATIVE},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
-    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism,
+    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism, featured=True,
     # The augmented model: its time is part of E2URec's cost (as 'augment_time_s'); trained on the forget set.
-    helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment'),)))
+    helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment',
+                    mode_key='augment.mode'),)))

@@ -15,9 +15,9 @@ import dataclasses
 from typing import Any, Callable, Protocol
 
 from e2urec_jax import rules
-from e2urec_jax.train.registry import (chainable, default_methods, find, get, helpers, hidden_models,  # noqa: F401
-                                       method_of_row, names, register, report_order, shard_methods, specs,
-                                       unregister)
+from e2urec_jax.train.registry import (chainable, default_methods, featured, find, get, helpers,  # noqa: F401
+                                       hidden_models, is_featured_row, method_of_row, names, register,
+                                       report_order, shard_methods, specs, unregister)
 
 # The signatures of a spec's callables. `ctx` is the run context (train/context.py RunContext),
 # `section` the method's config section with a report row's overrides applied (a sweep's alpha),
@@ -137,6 +137,9 @@ class Helper:
   trained_on_forget: bool = False
   hidden: bool = True  # not a report row (a helper that is a reported model itself, retrain, says False)
   cost: str | None = None  # its time is recorded as '<cost>_time_s' in the method's stats (default: name)
+  # The config field that says whether it trains adapters ('lora') or full weights ('augment.mode'):
+  # config.lora.init_phases may name it, when it trains adapters. None: not a LoRA phase of its own.
+  mode_key: str | None = None
 
   @property
   def cost_key(self) -> str:
@@ -177,6 +180,10 @@ class MethodSpec:
   # adapters and differs only in what its spec changes (the oracle: the forget-set target).
   same_as: str | None = None
   in_default: bool = True  # in config.unlearn.methods' default (a diagnostic-only method says False)
+  # The method the project studies (one at most; E2URec): the report compares every other method with
+  # it over seeds (eval/seed_report.py's summary), draws its rows in red, and the headline criteria
+  # (eval/headline.py) and `sequence`'s drift note read its rows.
+  featured: bool = False
   # A `run` method that applies the retrain-free stop (config.unlearn.auto) itself (influence: to
   # its CG iterations): its fingerprint reads unlearn.auto* as a method trained by steps does.
   auto_stop: bool = False

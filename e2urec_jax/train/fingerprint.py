@@ -86,7 +86,8 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
     # lora.init_from starts only the phases of lora.init_phases: the others do not read it.
     init = {k: lora.pop(k) for k in ('lora.init_from', 'lora.init_phases') if k in lora}
     starts = set(str(config.lora.get('init_phases', '') or '').replace(' ', '').split(','))
-    if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: 'augmented' in starts,
+    # The phases of a kind: the recipe's by name, the augmented kind's (named as the kind), a method's.
+    if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: AUGMENTED in starts,
         METHOD: method in starts}.get(kind):
       lora.update(init)
     out.update(lora)
