@@ -17,7 +17,7 @@ import jax
 from e2urec_jax import backbone, config as config_lib, distributed, resume, rules, storage
 from e2urec_jax.data.protocol import reseeded
 from e2urec_jax.errors import UserError
-from e2urec_jax.eval import report
+from e2urec_jax.eval import report, seed_report
 from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
 from e2urec_jax.methods import llmrec, runner, spec
@@ -82,7 +82,7 @@ def evaluate_seeds(config, workdir) -> dict:
               for seed, (ctx, names) in trained.items()}
   if not per_seed:
     raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
-  return report.write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
+  return write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
 
 
 def opening_line(config, workdir: str, names, seeds=()) -> str:
@@ -96,6 +96,15 @@ def opening_line(config, workdir: str, names, seeds=()) -> str:
           + (f'seeds {", ".join(map(str, seeds))} (the whole experiment per seed); ' if len(seeds) > 1 else '')
           + f'workdir {workdir} '
           '(phases already finished there are kept)')
+
+
+def write_seeds(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
+  """Combines the seeds' results (eval/seed_report.py) and writes the report to the run's workdir
+  (process 0); `extra`: entries added to results.json as they are (the pretrained backbone's)."""
+  results = {**seed_report.combine(per_seed), **(extra or {})}
+  if distributed.is_primary():
+    report.write_report(first_ctx.workdir, results, order=order)
+  return results
 
 
 def backbone_entry(config, record=None) -> dict:
@@ -133,7 +142,7 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
       per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False)
       if distributed.is_primary():
         print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
-    report.write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config, pretrained))
+    write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   if not distributed.is_primary():  # process 0 wrote the report
     return
   print(storage.read_text(os.path.join(first.workdir, 'results.md')))

@@ -7,7 +7,7 @@ eval/report_plots.py (the figures); this module writes them.
 """
 import os
 
-from e2urec_jax import distributed, runtime, storage
+from e2urec_jax import runtime, storage
 from e2urec_jax.eval import report_plots, seed_report
 from e2urec_jax.eval.report_markdown import markdown_report
 # What callers read of the schema, from here as before.
@@ -40,12 +40,3 @@ def write_report(workdir, results, order=()):
   for name, plot in plots:
     report_plots.write_png(paths[name], plot(clean, order))
   return paths
-
-
-def write_seeds(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
-  """Combines the seeds' results (eval/seed_report.py) and writes the report to the run's workdir
-  (process 0); `extra`: entries added to results.json as they are (the pretrained backbone's)."""
-  results = {**seed_report.combine(per_seed), **(extra or {})}
-  if distributed.is_primary():
-    write_report(first_ctx.workdir, results, order=order)
-  return results

@@ -6,7 +6,6 @@ the seeds' mean row (`aggregate_seeds`), the environment, and how a row's values
 import math
 import platform
 
-import jax
 import numpy as np
 
 TEST_KEYS = ('auc', 'logloss', 'acc')
@@ -118,6 +117,7 @@ def validate_results(results, required_methods=()):
 
 def env_info():
   """Where the numbers came from: JAX version, devices, platform."""
+  import jax  # heavy: jax, for a run writing its results (reading or checking a report loads none)
   return {
       'jax': jax.__version__,
       'devices': [str(d) for d in jax.devices()],
