@@ -68,7 +68,7 @@ def build(args):
   loss_fn = e2urec_loss_fn(model, True, True, True)
   if args.part == 'step':
     opt = jax.eval_shape(steps.init_opt_state, adapters)
-    return steps.make_train_step(loss_fn, mesh_lib.make_mesh())._jitted, (adapters, opt, frozen, pair, key, hp), model
+    return steps.make_train_step(loss_fn, mesh_lib.make_mesh()).jitted, (adapters, opt, frozen, pair, key, hp), model
   both = {k: jax.ShapeDtypeStruct((2 * v.shape[0],) + v.shape[1:], v.dtype) for k, v in batch.items()}
   if args.part == 'student':
     from e2urec_jax.losses import answer_cross_entropy

@@ -3,7 +3,7 @@ from e2urec_jax import interrupts
 
 interrupts.install()
 try:
-  from e2urec_jax.main import run_cli
+  from e2urec_jax.main import run_cli  # heavy: after install(), so Ctrl-C while it loads is handled
   run_cli()
 except KeyboardInterrupt:  # while the libraries load, or a second one on the way out of a handled one
   interrupts.exit_now()

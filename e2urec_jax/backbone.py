@@ -18,9 +18,14 @@ import json
 import os
 import time
 
-from e2urec_jax import runtime, storage, workdir_lock
+from e2urec_jax import distributed, resume, runtime, stamps, storage, workdir_lock
 from e2urec_jax.backbone_rules import check_pretrain
+from e2urec_jax.config import default_config
+from e2urec_jax.data import readers
 from e2urec_jax.errors import UserError
+from e2urec_jax.eval.export import export_model
+from e2urec_jax.methods import llmrec
+from e2urec_jax.train import context, fingerprint as fp, paths
 
 RECORD = 'backbone.json'
 # What the backbone never reads: the experiment's unlearning, evaluation and bookkeeping. Left at
@@ -32,7 +37,6 @@ def backbone_config(config):
   """The config that trains the backbone: the experiment's data world, prompt and model, its
   population (data.users='heldout'), a tokenizer trained on that population's prompts, and
   config.pretrain's recipe (full fine-tuning of every weight)."""
-  from e2urec_jax.config import default_config
   p = config.pretrain
   sub = config.copy_and_resolve_references()
   defaults = default_config()
@@ -61,9 +65,6 @@ def backbone_config(config):
 
 def fingerprint(config) -> str:
   """sha256 of what the backbone's training reads (its config's data, model and recipe fields)."""
-  from e2urec_jax import stamps
-  from e2urec_jax.data import readers
-  from e2urec_jax.train import fingerprint as fp
   sub = backbone_config(config)
   fields = fp.fields(sub, fp.RECIPE)
   for key in ('progress', 'jax_cache_dir'):
@@ -126,10 +127,6 @@ def _read_record(root: str) -> dict | None:
 
 def _pretrain(config, root: str, digest: str) -> dict:
   """Trains the backbone in <root>/run (resumable like any run) and publishes <root>/hf, then the record."""
-  from e2urec_jax import resume
-  from e2urec_jax.eval.export import export_model
-  from e2urec_jax.methods import llmrec
-  from e2urec_jax.train import context, paths
   sub = backbone_config(config)
   run_dir = os.path.join(root, 'run')
   p = config.pretrain
@@ -164,7 +161,6 @@ def resolve(config, *, say: bool = False) -> dict | None:
   before = config.model.name_or_path
   record = ensure(config)
   if record is not None and (say or config.model.name_or_path != before):
-    from e2urec_jax import distributed
     if distributed.is_primary():
       print(describe(record), flush=True)
   return record

@@ -7,6 +7,9 @@ samples: forward + backward) + the three teacher forwards of `batch` samples eac
 `models.forward_flops` counting matmul FLOPs (attention included, LM head at the answer positions).
 MFU divides by the bf16 matmul rate measured on the same device (a large matmul), not a datasheet.
 """
+import collections
+import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,13 +18,16 @@ import time
 
 import jax
 import jax.numpy as jnp
+from jax.profiler import ProfileData
 import numpy as np
 
 from e2urec_jax import names, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval.report import env_info
-from e2urec_jax.train import mesh as mesh_lib
-from e2urec_jax.train import steps
+from e2urec_jax.methods.common import ce_loss_fn
+from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
+from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config, model_options
+from e2urec_jax.train import mesh as mesh_lib, steps
 from e2urec_jax.train.context import peak_memory_bytes
 
 ANSWER_LEN = 3
@@ -30,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def hf_config(size: str, vocab: int, dropout: float = 0.1):
   """The transformers config of a `bench` size (names.BENCH_SIZES); `vocab` > 0 replaces its vocabulary."""
-  import transformers
+  import transformers  # heavy: transformers loads torch
   if size not in names.BENCH_SIZES:
     raise UserError(f'config.bench.size={size!r}: use one of {", ".join(names.BENCH_SIZES)}')
   family, fields = names.BENCH_SIZES[size]
@@ -92,9 +98,6 @@ def _time(fn, args_for_step, steps_: int, warmup: int):
 
 
 def bench_ours(config) -> list[dict]:
-  from e2urec_jax.methods.common import ce_loss_fn
-  from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
-  from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config, model_options
   b = config.bench
   dtype = b.dtype if b.dtype != 'auto' else ('float32' if jax.default_backend() == 'cpu' else 'bfloat16')
   cfg = hf_config(b.size, b.vocab, config.model.dropout)
@@ -127,7 +130,7 @@ def bench_ours(config) -> list[dict]:
   if 'e2urec_step' in what:
     augmented = jax.tree.map(jnp.copy, adapters)  # its own buffers: the student's are donated each step
     frozen = mesh_lib.put_replicated(frozen_teachers(params, augmented, zero), mesh)
-    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh)._jitted
+    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh).jitted
     state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
     batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]
 
@@ -136,7 +139,7 @@ def bench_ours(config) -> list[dict]:
     ms, comp = _time_stateful(step, args, state, b.steps, b.warmup, trace_dir=b.profile)
     record('e2urec_step', ms, comp, 2 * b.batch, 3 * 2 * b.batch * per_example + 3 * b.batch * per_example)
   if 'train_step' in what:
-    step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh)._jitted
+    step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh).jitted
     full = jax.tree.map(lambda x: x.astype(jnp.float32), params)
     state = [mesh_lib.put_replicated(jax.tree.map(jnp.copy, full), mesh),
              mesh_lib.put_replicated(steps.init_opt_state(full), mesh)]
@@ -178,9 +181,6 @@ def _time_stateful(step, args, state, steps_: int, warmup: int, trace_dir: str =
 def device_time_summary(trace_dir: str, steps: int, top: int = 30) -> str:
   """Where the traced steps spent device time: per profiler line (GPU streams, 'XLA Ops', ...) the
   total, then the `top` events of the busiest op-level line by total time, per step."""
-  import collections
-  import glob
-  from jax.profiler import ProfileData
   paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True))
   if not paths:
     return f'no trace written under {trace_dir}'
@@ -214,7 +214,6 @@ def bench_reference(config) -> dict | None:
   if not b.reference or not os.path.exists(script):
     return None
   try:
-    import importlib.util
     if importlib.util.find_spec('torch') is None or importlib.util.find_spec('peft') is None:
       return None
   except ValueError:

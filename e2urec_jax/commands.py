@@ -8,14 +8,19 @@ workdir (they refuse one that has no trained run).
 """
 import os
 
-from e2urec_jax import distributed, runtime, storage, workdir_lock
+from e2urec_jax import distributed, local_files, runtime, storage, workdir_lock
+from e2urec_jax.config import experiment_seeds
 from e2urec_jax.errors import UserError
+from e2urec_jax.eval import report_files
+from e2urec_jax.forget_request import read_request
+from e2urec_jax.methods import llmrec, spec
+from e2urec_jax.train.paths import run_paths
 
 
 def _open(config, workdir):
   """The run context of an existing run, read-only: nothing is created, prepared or built."""
-  from e2urec_jax.train import context, paths
-  return context.open_run(config, paths.run_paths(workdir), read_only=True)
+  from e2urec_jax.train import context  # heavy: flax, optax (only the commands that read models)
+  return context.open_run(config, run_paths(workdir), read_only=True)
 
 
 def _existing(workdir: str, command: str) -> str:
@@ -52,14 +57,16 @@ def _refuse_foreign_folder(workdir: str) -> None:
 
 
 def _trained(config, workdir, command, restart):
-  """The run context after the data and fingerprint checks (resume.prepare_run)."""
-  from e2urec_jax import resume
+  """The run context after the data and fingerprint checks (resume.prepare_run), on the pretrained
+  backbone when config.pretrain asks for one (backbone.resolve: pretrained now or found cached)."""
+  from e2urec_jax import backbone, resume  # heavy: flax, optax, orbax, pandas (the training commands)
+  backbone.resolve(config)
   return resume.prepare_run(config, workdir, command, restart)
 
 
 def prepare(config, workdir: str, *, restart: str | None = None) -> None:
   """raw files -> splits, prompts, tokens under <workdir>/data."""
-  from e2urec_jax import backbone, resume
+  from e2urec_jax import backbone, resume  # heavy: flax, optax, orbax, pandas (the training commands)
   with workdir_lock.hold(_writable(workdir), 'prepare'):
     backbone.resolve(config)  # the tokenizer is the backbone's (config.pretrain)
     resume.ensure_data(config, storage.abspath(workdir), resume.parse_restart(restart), say_reused=True)
@@ -69,7 +76,6 @@ def prepare(config, workdir: str, *, restart: str | None = None) -> None:
 
 def train(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The original LLMRec (config.train on the whole train split)."""
-  from e2urec_jax.methods import llmrec
   with workdir_lock.hold(_writable(workdir), 'train'):
     stats = llmrec.ensure_original(_trained(config, workdir, 'train', restart), callbacks)
   print(f'original: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
@@ -77,23 +83,25 @@ def train(config, workdir: str, *, callbacks=(), restart: str | None = None) -> 
 
 def retrain(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The same recipe on the retain split: the reference every method is measured against."""
-  from e2urec_jax.methods import llmrec
   with workdir_lock.hold(_writable(workdir), 'retrain'):
     stats = llmrec.ensure_retrain(_trained(config, workdir, 'retrain', restart), callbacks=callbacks)
   print(f'retrain: {stats["steps"]} steps in {stats["time_s"]:.1f}s (valid loss {stats["best_valid"]:.4f})')
 
 
 def augment(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
-  """E2URec's augmented model: the original fine-tuned on the forget set (config.augment)."""
-  from e2urec_jax.methods import e2urec
+  """The helper models the methods declare of the augmented kind (MethodSpec.helpers; E2URec's
+  augmented model: the original fine-tuned on the forget set, config.augment)."""
+  from e2urec_jax import resume  # heavy: flax, optax, orbax, pandas (the training commands)
   with workdir_lock.hold(_writable(workdir), 'augment'):
-    stats = e2urec.ensure_augmented(_trained(config, workdir, 'augment', restart), callbacks)
-  print(f'augmented: {stats["steps"]} steps in {stats["time_s"]:.1f}s')
+    ctx = _trained(config, workdir, 'augment', restart)
+    for helper in resume.augment_helpers():
+      stats = helper.ensure(ctx, callbacks)
+      print(f'{helper.name}: {stats["steps"]} steps in {stats["time_s"]:.1f}s')
 
 
 def unlearn(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """config.unlearn.method on the run's forget set."""
-  from e2urec_jax.methods import runner
+  from e2urec_jax.methods import runner  # heavy: flax, optax, orbax (the training commands)
   method = config.unlearn.method
   with workdir_lock.hold(_writable(workdir), 'unlearn'):
     stats = runner.run_method(_trained(config, workdir, 'unlearn', restart), method, callbacks=callbacks)
@@ -102,15 +110,15 @@ def unlearn(config, workdir: str, *, callbacks=(), restart: str | None = None) -
 
 def run(config, workdir: str, *, callbacks=(), restart: str | None = None) -> None:
   """The whole experiment (experiment.py), resuming finished phases."""
-  from e2urec_jax import resume
-  from e2urec_jax.experiment import run_experiment
+  from e2urec_jax import resume  # heavy: flax, optax, orbax, pandas (the training commands)
+  from e2urec_jax.experiment import run_experiment  # heavy: as resume
   with workdir_lock.hold(_writable(workdir), 'run'):
     run_experiment(config, workdir, callbacks=callbacks, restart=resume.parse_restart(restart))
 
 
 def sequence(config, workdir: str, *, callbacks=()) -> None:
   """Deletion requests one after another (config.sequence), each method scored against retraining (sequence.py)."""
-  from e2urec_jax.sequence import run_sequence
+  from e2urec_jax.sequence import run_sequence  # heavy: flax, optax, orbax, pandas
   with workdir_lock.hold(_writable(workdir), 'sequence'):
     run_sequence(config, workdir, callbacks=callbacks)
 
@@ -119,40 +127,34 @@ def evaluate(config, workdir: str, *, model: str | None = None) -> None:
   """Scores every finished model of the workdir against the retrained one and writes the report; with
   `model`, that model's rows alone, merged into the existing report (experiment.evaluate_model).
   The models must have been trained with this config (their fingerprints): results.json says so."""
-  from e2urec_jax import resume
-  from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
-  from e2urec_jax.methods import spec
-  from e2urec_jax.train.paths import run_paths
+  from e2urec_jax import experiment, resume  # heavy: flax, optax, orbax, pandas
+  from e2urec_jax.eval.evaluate import available_models, verify_models, write_results  # heavy: as resume
   _existing(workdir, 'evaluate')
   if not storage.isdir(run_paths(workdir).model_dir('retrain')):
     raise UserError(f'no retrained model in {workdir}/models: run `retrain` first (it is the reference)')
-  from e2urec_jax.config import experiment_seeds
   with workdir_lock.hold(storage.abspath(workdir), 'evaluate'):
     if model is not None:  # its rows merged into the report, every other row kept
-      from e2urec_jax.experiment import evaluate_model
-      evaluate_model(config, workdir, model)
+      experiment.evaluate_model(config, workdir, model)
     elif len(experiment_seeds(config)) > 1:  # a run over several seeds: all of them again
-      from e2urec_jax.experiment import evaluate_seeds
-      evaluate_seeds(config, workdir)
+      experiment.evaluate_seeds(config, workdir)
     else:
-      from e2urec_jax.experiment import backbone_entry
       ctx = _open(config, workdir)
       names = available_models(ctx)
       resume.check_models(config, workdir, ['retrain', 'retrain_seed2', *names])
       verify_models(ctx, names)
-      write_results(ctx, names, order=spec.report_order(), extra=backbone_entry(config))
+      write_results(ctx, names, order=spec.report_order(), extra=experiment.backbone_entry(config))
   if distributed.is_primary():
     print(storage.read_text(os.path.join(storage.abspath(workdir), 'results.md')))
 
 
 def predict(config, workdir: str, *, input: str | None, output: str | None = None, model: str | None = None,
             forget_key: str | None = None, allow_forgotten: bool = False) -> None:
-  """P(Yes) of `model` (default e2urec) for the (user_id, item_id) pairs of the CSV `input`. Users
-  (and interactions) forgotten by `forget` requests are refused unless `allow_forgotten`: the check
-  needs the operator's key (`forget_key`), as the workdir keeps only keyed hashes of them."""
-  from e2urec_jax import forget_audit
-  from e2urec_jax.eval.predict import predict as predict_pairs, read_pairs
-  name = model or 'e2urec'
+  """P(Yes) of `model` (default: config.unlearn.method's) for the (user_id, item_id) pairs of the CSV
+  `input`. Users (and interactions) forgotten by `forget` requests are refused unless `allow_forgotten`:
+  the check needs the operator's key (`forget_key`), as the workdir keeps only keyed hashes of them."""
+  from e2urec_jax import forget_audit  # heavy: pandas
+  from e2urec_jax.eval.predict import predict as predict_pairs, read_pairs  # heavy: flax, optax, pandas
+  name = model or config.unlearn.method
   pairs = read_pairs(input)
   _existing(workdir, 'predict')
   if output:
@@ -165,7 +167,7 @@ def predict(config, workdir: str, *, input: str | None, output: str | None = Non
     storage.write_bytes(output, out.to_csv(index=False).encode())
     print(f'wrote {len(out)} predictions of {name} to {output}')
   elif output:
-    runtime.write_file_atomic(output, out.to_csv(index=False).encode())  # a hidden temp name, then renamed
+    local_files.write_file_atomic(output, out.to_csv(index=False).encode())  # a hidden temp name, then renamed
     print(f'wrote {len(out)} predictions of {name} to {output}')
   else:
     print(out.to_csv(index=False), end='')
@@ -206,15 +208,16 @@ def _refuse_foreign_file(output: str, out: str) -> None:
 
 
 def export(config, workdir: str, *, output: str | None, model: str | None = None, fmt: str | None = None) -> None:
-  """`model` (default e2urec) at `output`: one Hugging Face folder, adapters merged in (fmt 'merged',
-  the default), or its adapters as a Hugging Face PEFT folder with their base in `output`/base ('peft')."""
-  from e2urec_jax.eval.export import FORMATS, export_model, export_peft_model
+  """`model` (default: config.unlearn.method's) at `output`: one Hugging Face folder, adapters merged in
+  (fmt 'merged', the default), or its adapters as a Hugging Face PEFT folder with their base in
+  `output`/base ('peft')."""
+  from e2urec_jax.eval.export import FORMATS, export_model, export_peft_model  # heavy: flax, optax
   fmt = fmt or 'merged'
   if fmt not in FORMATS:
     raise UserError(f'--format={fmt!r}: must be one of {", ".join(FORMATS)}')
   if not output:
     raise UserError('export needs --output=DIR (the Hugging Face folder to write)')
-  name = model or 'e2urec'
+  name = model or config.unlearn.method
   _existing(workdir, 'export')
   if fmt == 'peft':
     out = export_peft_model(_open(config, workdir), name, output)
@@ -227,7 +230,7 @@ def export(config, workdir: str, *, output: str | None, model: str | None = None
 
 def bench(config, workdir: str) -> None:
   """Times our steps (and the PyTorch reference); needs configs/bench.py."""
-  from e2urec_jax.bench import run_bench
+  from e2urec_jax.bench import run_bench  # heavy: flax, optax, pandas, scipy
   storage.require_local(workdir, 'bench', 'it writes profiler traces and timings next to the XLA cache')
   run_bench(config, workdir)
 
@@ -236,8 +239,7 @@ def forget(config, workdir: str, *, users: str | None = None, interactions: str 
            forget_key: str | None = None, callbacks=()) -> None:
   """Serves a forget request on a trained run (forget.py); `forget_key` is the operator's key file,
   outside the workdir (the audit holds keyed hashes of the ids under it)."""
-  from e2urec_jax import forget as forget_lib
-  from e2urec_jax.forget_request import read_request
+  from e2urec_jax import forget as forget_lib  # heavy: flax, optax, orbax, pandas
   forget_lib.require_local(workdir)
   if not storage.isdir(workdir):
     _existing(workdir, 'forget')
@@ -254,7 +256,7 @@ def audit(config, workdir: str, *, users: str | None = None, interactions: str |
           forget_key: str | None = None) -> None:
   """Checks the workdir's forget audits with the operator's key: each audit's MAC, and which
   request forgot the given users or interactions (forget_audit.py)."""
-  from e2urec_jax import forget_audit
+  from e2urec_jax import forget_audit  # heavy: pandas
   _existing(workdir, 'audit')
   for line in forget_audit.verify_audits(workdir, key_file=forget_key, users=users, interactions=interactions):
     print(line)
@@ -264,7 +266,7 @@ def table(config, workdir: str) -> None:
   """The headline table, the criteria and E2URec's paired comparisons of a finished run
   (eval/headline.py), from its results.json: what the README's first table is printed by, over a run
   recorded under docs/results/. `workdir` may list several runs (A,B): their seeds are pooled."""
-  from e2urec_jax.eval import headline
+  from e2urec_jax.eval import headline  # heavy: scipy
   runs = {}
   for one in [w for w in workdir.split(',') if w]:
     _finish_report(one)
@@ -290,7 +292,6 @@ def table(config, workdir: str) -> None:
 def _finish_report(workdir: str) -> None:
   """A report an interrupted command had decided to publish is put in place before it is read
   (eval/report_files.py); that takes the workdir's lock, as it writes."""
-  from e2urec_jax.eval import report_files
   if not report_files.pending(workdir):
     return
   try:

@@ -16,7 +16,9 @@ that `validate` checks before any work; a method's own fields are declared in it
 import ml_collections
 
 from e2urec_jax import methods  # noqa: F401 (registers the built-in methods)
-from e2urec_jax import names, rules
+from e2urec_jax import names, rules, runtime, storage
+from e2urec_jax.backbone_rules import check_pretrain
+from e2urec_jax.errors import UserError
 from e2urec_jax.methods import spec as method_spec
 
 ConfigDict = ml_collections.ConfigDict
@@ -244,8 +246,9 @@ def default_config() -> ConfigDict:
 # One rule per field (e2urec_jax/rules.py); a method's own fields take its spec's rules.
 # `validate` runs in main before any work, so a bad value costs seconds, not a training run.
 _DTYPES = rules.one_of('float32', 'bfloat16', 'float16')
-# Phases besides the LoRA methods that can start from lora.init_from (when they train adapters).
-INIT_PHASES = ('original', 'retrain', 'shards', 'augmented')
+# The LLMRec recipe's phases (config.train.mode) that can start from lora.init_from when they train adapters;
+# so can the LoRA methods and the helper models that declare a mode_key (MethodSpec.helpers).
+INIT_PHASES = ('original', 'retrain', 'shards')
 MOVIELENS_PROFILES = tuple(s.name for s in names.SOURCES.values() if s.movielens_profiles)  # data.profile_zip's
 RULES = {
     'seed': rules.NON_NEGATIVE_INT, 'seeds': rules.comma_list(rules.NON_NEGATIVE_INT, parse=int),
@@ -329,7 +332,8 @@ RULES = {
 
 def _method_rules() -> dict:
   method_names = method_spec.names()
-  lora_phases = INIT_PHASES + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
+  helpers = tuple(h.name for h in method_spec.helpers() if h.mode_key)
+  lora_phases = INIT_PHASES + helpers + tuple(s.name for s in method_spec.specs() if s.trainable == 'lora')
   out = {'unlearn.method': rules.one_of(*method_names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
          'unlearn.methods': rules.comma_list(rules.one_of(*method_names), nonempty=True),
@@ -356,7 +360,6 @@ def validate(config) -> None:
   """UserError naming the first field whose value cannot work, with the values it accepts.
 
   Checks every field that has a rule (field_rules) and the fields that depend on each other."""
-  from e2urec_jax.errors import UserError
   known = field_rules()
   for path, value in _leaves(config):
     rule = known.get(path)
@@ -382,7 +385,6 @@ def validate(config) -> None:
                     f"config.data.protocol='default' (here source {config.data.source!r}, protocol "
                     f"{config.data.protocol!r}); set it back to False")
   if config.pretrain.enabled:
-    from e2urec_jax.backbone_rules import check_pretrain
     check_pretrain(config)
   problem = None if config.model.name_or_path else names.scratch_problem(config.model.scratch)
   if problem:  # the family's own check of its scratch settings (a Llama's heads), the one models/ runs
@@ -395,16 +397,17 @@ def experiment_seeds(config) -> list:
   return listed or [int(config.seed)]
 def _check_init_phases(config) -> None:
   """lora.init_from: a folder, and every phase of lora.init_phases one that trains adapters here."""
-  from e2urec_jax import storage
-  from e2urec_jax.errors import UserError
   lo = config.lora
   if not lo.init_from:
     return
   if not storage.exists(storage.join(lo.init_from, 'adapter_config.json')):
     raise UserError(f'config.lora.init_from={lo.init_from!r}: no adapter_config.json there; pass a folder '
                     'written by PeftModel.save_pretrained (or `export --format=peft`)')
-  modes = {'original': ('train.mode', config.train.mode), 'retrain': ('train.mode', config.train.mode),
-           'shards': ('train.mode', config.train.mode), 'augmented': ('augment.mode', config.augment.mode)}
+  modes = {phase: ('train.mode', config.train.mode) for phase in INIT_PHASES}
+  for helper in method_spec.helpers():
+    if helper.mode_key:
+      section, field = helper.mode_key.split('.')
+      modes[helper.name] = (helper.mode_key, config[section][field])
   for phase in rules.split_list(lo.init_phases):
     if phase in modes and modes[phase][1] != 'lora':
       key, mode = modes[phase]
@@ -415,11 +418,9 @@ def _check_init_phases(config) -> None:
 
 def load_saved(workdir: str):
   """The config a run was prepared with (<workdir>/config.json, over today's defaults), or None."""
-  from e2urec_jax import runtime, storage
   path = storage.join(workdir, 'config.json')
   if not storage.exists(path):
     return None
-  from e2urec_jax.errors import UserError
   fix = 'restore it from a copy, or pass --config=FILE (the config the run was made with)'
   try:
     values = runtime.read_json(path)
@@ -433,7 +434,6 @@ def load_saved(workdir: str):
 
 
 def _update(config, values: dict, source: str, prefix: str = '', fix: str = 'fix it') -> None:
-  from e2urec_jax.errors import UserError
   if not isinstance(values, dict):
     where = f'config key {prefix[:-1]!r}' if prefix else 'the file'
     raise UserError(f'{source}: {where} holds {type(values).__name__} {_short(values)} where a section '

@@ -27,10 +27,15 @@ For example two processes on one GPU machine, one GPU each:
 
 It must run before anything touches a JAX backend (`jax.devices()`, the first array).
 """
+import glob
+import importlib.metadata
+import importlib.util
 import logging
 import os
+import urllib.request
 
 import jax
+from jax.experimental import multihost_utils
 
 from e2urec_jax.errors import UserError
 
@@ -58,10 +63,9 @@ def _int_env(*names):
 def _tpu_chips_here() -> bool:
   """Whether this machine has TPU chips (read from the PCI bus: no JAX backend is started)."""
   try:
-    from jax._src import hardware_utils  # what JAX itself uses to find TPUs
+    from jax._src import hardware_utils  # private JAX API, guarded: what JAX itself uses to find TPUs
     return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
   except Exception:
-    import glob
     return bool(glob.glob('/dev/accel*') or glob.glob('/dev/vfio/[0-9]*'))
 
 
@@ -72,7 +76,6 @@ def _tpu_slice_workers() -> int:
     return len(hosts.split(','))
   if os.environ.get('TPU_SKIP_MDS_QUERY') or not _tpu_chips_here():
     return 1
-  import urllib.request
   url = 'http://metadata.google.internal/computeMetadata/v1/instance/attributes/worker-network-endpoints'
   try:  # a Cloud TPU VM lists its slice's workers in the VM metadata
     request = urllib.request.Request(url, headers={'Metadata-Flavor': 'Google'})
@@ -145,8 +148,6 @@ def measured_cpu_build() -> bool:
   """True when JAX will run on CPU only, with the jaxlib line our CPU flags were measured on.
   XLA aborts on a flag it does not know, and accelerator or newer builds may have dropped one,
   so CPU tuning flags are only set where they are known to exist and to help."""
-  import importlib.metadata
-  import importlib.util
   platforms = os.environ.get('JAX_PLATFORMS', '')
   accelerator = any(importlib.util.find_spec(m) is not None
                     for m in ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))
@@ -185,11 +186,10 @@ def barrier(name: str, timeout_s: int = 4 * 3600) -> None:
     return
   _barriers += 1  # every process passes the same barriers in the same order: unique, agreed ids
   try:
-    from jax._src import distributed as jax_distributed
+    from jax._src import distributed as jax_distributed  # private JAX API, guarded
     client = jax_distributed.global_state.client
     client.wait_at_barrier(f'e2urec:{name}:{_barriers}', timeout_in_ms=timeout_s * 1000)
   except (ImportError, AttributeError):
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
 

@@ -12,11 +12,13 @@ is refused before any work unless `restart` asks to train it again (resume.py).
 import os
 import time
 
-from e2urec_jax import config as config_lib
-from e2urec_jax import backbone, distributed, resume, rules, storage
+import jax
+
+from e2urec_jax import backbone, config as config_lib, distributed, resume, rules, runtime, storage
+from e2urec_jax.data.protocol import reseeded
 from e2urec_jax.errors import UserError
-from e2urec_jax.eval import seed_report
-from e2urec_jax.eval.evaluate import write_results
+from e2urec_jax.eval import report, report_merge, seed_report
+from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
 from e2urec_jax.methods import llmrec, runner, spec
 from e2urec_jax.train import context, paths
@@ -26,7 +28,6 @@ from e2urec_jax.train.paths import ORIGINAL
 def seed_setup(first, seed: int):
   """(config, paths, data) of one more seed: the first seed's data with this seed's forget set
   and shards, its own folders under <workdir>/seeds/<seed>/."""
-  from e2urec_jax.data.tokens import reseeded
   config = first.config.copy_and_resolve_references()
   config.seed = int(seed)
   return config, paths.seed_paths(first.workdir, seed), reseeded(first.data, config.data, seed)
@@ -66,7 +67,6 @@ def train_seed(ctx, rows, callbacks=()) -> list[str]:
 
 def evaluate_seeds(config, workdir) -> dict:
   """Re-scores every finished model of every seed of a run over several seeds and rewrites its report."""
-  from e2urec_jax.eval.evaluate import available_models, verify_models
   seeds = config_lib.experiment_seeds(config)
   config.seed = seeds[0]
   first = context.open_run(config, paths.run_paths(workdir))
@@ -82,16 +82,13 @@ def evaluate_seeds(config, workdir) -> dict:
               for seed, (ctx, names) in trained.items()}
   if not per_seed:
     raise UserError(f'no retrained model in {workdir} for any of the seeds {config.seeds}: run `retrain` first')
-  return seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
+  return write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config))
 
 
 def evaluate_model(config, workdir, model: str) -> dict:
   """`evaluate --model=model`: that model's rows scored again on every seed that trained it and merged into
   the existing report (eval/report_merge.py), every other row kept; with no readable report, a report of
   what was scored. Prints a line saying which."""
-  from e2urec_jax import runtime
-  from e2urec_jax.eval import report, report_merge
-  from e2urec_jax.eval.evaluate import available_models, verify_models
   seeds = config_lib.experiment_seeds(config)
   config.seed = seeds[0]
   first = context.open_run(config, paths.run_paths(workdir), read_only=True)
@@ -137,7 +134,6 @@ def evaluate_model(config, workdir, model: str) -> dict:
 
 def opening_line(config, workdir: str, names, seeds=()) -> str:
   """`run`'s first line: what it trains, on what data and devices, where its results go."""
-  import jax
   m = config.model
   model = m.name_or_path or (f'a {m.scratch.family} from scratch ({m.scratch.num_layers} layers, '
                              f'd_model {m.scratch.d_model})')
@@ -147,6 +143,15 @@ def opening_line(config, workdir: str, names, seeds=()) -> str:
           + (f'seeds {", ".join(map(str, seeds))} (the whole experiment per seed); ' if len(seeds) > 1 else '')
           + f'workdir {workdir} '
           '(phases already finished there are kept)')
+
+
+def write_seeds(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
+  """Combines the seeds' results (eval/seed_report.py) and writes the report to the run's workdir
+  (process 0); `extra`: entries added to results.json as they are (the pretrained backbone's)."""
+  results = {**seed_report.combine(per_seed), **(extra or {})}
+  if distributed.is_primary():
+    report.write_report(first_ctx.workdir, results, order=order)
+  return results
 
 
 def backbone_entry(config, record=None) -> dict:
@@ -184,7 +189,7 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
       per_seed[seed] = write_results(ctx, names, order=spec.report_order(), write=False)
       if distributed.is_primary():
         print(f'seed {seed} done ({i + 1} of {len(seeds)}) after {time.perf_counter() - start:.0f}s', flush=True)
-    seed_report.write(first, per_seed, order=spec.report_order(), extra=backbone_entry(config, pretrained))
+    write_seeds(first, per_seed, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   if not distributed.is_primary():  # process 0 wrote the report
     return
   print(storage.read_text(os.path.join(first.workdir, 'results.md')))

@@ -40,13 +40,16 @@ import os
 
 import numpy as np
 
-from e2urec_jax import forget_audit as audit_lib
-from e2urec_jax import forget_scrub as scrub
-from e2urec_jax import runtime, storage
+from e2urec_jax import forget_audit as audit_lib, forget_scrub as scrub, runtime, storage
+from e2urec_jax.data import idfiles
 from e2urec_jax.errors import UserError
+from e2urec_jax.eval import metrics
+from e2urec_jax.eval.model_scores import score
 from e2urec_jax.forget_audit import FORGET_DIR, PENDING_FILE
 from e2urec_jax.forget_request import Request, read_request
-from e2urec_jax.train import artifacts
+from e2urec_jax.methods import runner, spec
+from e2urec_jax.train import artifacts, context
+from e2urec_jax.train.inference import SingleModel, single_from_dir
 from e2urec_jax.train.paths import Paths, run_paths
 
 
@@ -128,7 +131,6 @@ def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> st
 
 
 def cut(id_: str) -> str:
-  from e2urec_jax.data import idfiles
   return idfiles.cut(id_)
 
 
@@ -174,9 +176,6 @@ def base_for(workdir: str, version: int) -> str:
 
 def _audit_metrics(ctx, method: str, forget_rows: np.ndarray, user_ids) -> dict:
   """The new version against the model it started from: on the forget set, and MIA vs unseen users."""
-  from e2urec_jax.eval import metrics
-  from e2urec_jax.eval.evaluate import score
-  from e2urec_jax.train.inference import SingleModel, single_from_dir
   _, base = artifacts.load_full(ctx.paths.start)
   before = SingleModel(ctx, ctx.base_dtype(base), ctx.zero_adapters(base))
   after = single_from_dir(ctx, ctx.model_dir(method))
@@ -208,7 +207,6 @@ def require_local(workdir: str) -> None:
 def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
           key_file: str | None = None, callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
-  from e2urec_jax.methods import spec
   require_local(workdir)
   workdir = os.path.abspath(workdir)
   request = read_request(users, interactions)
@@ -305,7 +303,6 @@ def helper_deletions(method: str, version: int, in_experiment_forget_set: bool) 
   before it), and, when the request's records were in the experiment's forget set, the
   experiment's helpers of every registered method that were trained on that set (E2URec's
   augmented model: it learnt those records "too well")."""
-  from e2urec_jax.methods import spec
   out = [f'phases/forget_v{version}/{h.name}' for h in spec.get(method).helpers]
   if in_experiment_forget_set:
     for helper in spec.helpers():
@@ -320,8 +317,6 @@ def _models(workdir: str) -> list:
 
 def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None:
   """Stage 1: the unlearning run on this request's forget set, and its scores (into `pending`)."""
-  from e2urec_jax.methods import runner
-  from e2urec_jax.train import context
   found, mask = _forget_mask(request, scrub.read_frames(workdir), key, audits, workdir, quiet=True)
   version, method = pending['version'], pending['method']
   base_dir = base_for(workdir, version)
@@ -329,7 +324,6 @@ def _train(config, workdir, request, key, audits, pending, callbacks=()) -> None
   train = dataclasses.replace(data.splits['train'], is_forget=mask)  # this request's forget set
   data = dataclasses.replace(data, splits=dict(data.splits, train=train))
   ctx = context.open_run(config, request_paths(workdir, version, base_dir, method), data=data)
-  from e2urec_jax.methods import spec
   helpers = spec.get(method).helpers
   for helper in helpers:  # a resumed request, other settings
     artifacts.check_adapter_dir(ctx.model_dir(helper.name), ctx.bundle.lora_meta)

@@ -10,9 +10,11 @@ import json
 import os
 import secrets
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import forget_scrub, runtime, storage
+from e2urec_jax.data import idfiles
 from e2urec_jax.errors import UserError
 from e2urec_jax.forget_request import Request, read_request
+from e2urec_jax.methods import spec
 
 FORGET_DIR = 'forget'
 PENDING_FILE = 'pending.json'  # forget.py's record of the request being served (keyed hashes only)
@@ -196,7 +198,6 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
   (leading zeros, a sign, other Unicode digits, spaces: idfiles.loose) from an id of the data
   (`known`: collections of ids) or from one an audit forgot (an item: in a pair with `user`);
   None when it resembles none. Ids are never matched loosely: this only names the likely one."""
-  from e2urec_jax.data import idfiles
   guess = next((g for k in known if (g := idfiles.near(id_, k)) is not None), None)
   note = ''
   if guess is None:  # a forgotten id is in no data any more: its audit still knows it
@@ -216,7 +217,6 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
 def deleted_helpers() -> set:
   """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
   among the models trained with them (those a helper only reads, the retrained model, are)."""
-  from e2urec_jax.methods import spec
   return {h.name for h in spec.helpers() if h.trained_on_forget}
 
 
@@ -280,7 +280,7 @@ def refuse_forgotten(workdir: str, pairs, *, key_file: str | None, allow: bool) 
     v = forgotten_by(audits, key, str(user), str(item))
     if v is not None:
       where = f'line {line}: ' if line is not None else ''
-      from e2urec_jax.data.idfiles import cut
+      cut = idfiles.cut
       what = f'user {cut(user)}' if audits[v].get('request') == 'users' else f'interaction ({cut(user)}, {cut(item)})'
       raise UserError(f'{where}{what} was forgotten by forget request v{v}; the served model does not score '
                       'forgotten users (pass --allow_forgotten to score anyway)')
@@ -315,8 +315,6 @@ def verify_audits(workdir: str, *, key_file: str | None, users: str | None = Non
       bad += 1
   lines = [by_version[v] for v in sorted(by_version)]
   if users is not None or interactions is not None:
-    from e2urec_jax import forget_scrub
-    from e2urec_jax.data import idfiles
     request = read_request(users, interactions)
     items = [(u, None) for u in request.users] if request.kind == 'users' else request.pairs
     known = forget_scrub.read_keys(storage.abspath(workdir))  # (user ids, item ids) of the data now

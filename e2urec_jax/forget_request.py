@@ -6,6 +6,7 @@ against the audits' keyed hashes.
 """
 import dataclasses
 
+from e2urec_jax.data import idfiles
 from e2urec_jax.errors import UserError
 
 
@@ -17,20 +18,7 @@ class Request:
   where: dict = dataclasses.field(default_factory=dict)  # id or (user, item) -> where it was given ('F line 3')
 
 
-def parse_users(spec: str) -> list:
-  """The user ids of --users (inline or a file), sorted and unique (data/idfiles.py)."""
-  from e2urec_jax.data import idfiles
-  return sorted({u for u, _ in idfiles.read_user_ids(spec)})
-
-
-def parse_interactions(path: str) -> list:
-  """The (user, item) pairs of --interactions, sorted and unique (data/idfiles.py)."""
-  from e2urec_jax.data import idfiles
-  return sorted({(u, i) for u, i, _ in idfiles.read_pairs(path, '--interactions')})
-
-
 def read_request(users: str | None, interactions: str | None) -> Request:
-  from e2urec_jax.data import idfiles
   if users is not None and interactions is not None:
     raise UserError('pass either --users or --interactions, not both (one request at a time)')
   if interactions is not None:

@@ -13,8 +13,11 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import runtime, stamps
+from e2urec_jax import runtime, stamps, storage
+from e2urec_jax.data import idfiles, protocol
+from e2urec_jax.data.encode import length_stats
 from e2urec_jax.errors import UserError
+from e2urec_jax.stamps import file_sha256
 
 SPLITS = ('train', 'valid', 'test')
 SKIPPED = ('hf_cache',)  # caches `prepare` needs no more: deleted, not copied
@@ -50,7 +53,6 @@ def known_ids(frames: dict) -> tuple[dict, dict]:
 def read_keys(workdir: str) -> tuple[set, set] | None:
   """(user ids, item ids) the workdir's data holds (samples and raw copy, as the source spells them),
   read without changing anything (`audit`); None when there is no local prepared data to read."""
-  from e2urec_jax import storage
   data = os.path.join(workdir, 'data')
   if storage.is_remote(workdir) or not all(os.path.exists(os.path.join(data, f'{s}.parquet')) for s in SPLITS):
     return None
@@ -141,7 +143,6 @@ def raw_records(workdir: str) -> tuple[set, set]:
 def raw_id(key: str) -> int:
   """The integer id of a raw copy's id (the generator writes them as plain decimal numbers)."""
   if not (key.isascii() and key.isdigit() and len(key) <= 18):
-    from e2urec_jax.data import idfiles
     raise UserError(f'the raw copy holds the id {idfiles.cut(key)}, which is not a plain number; prepare the data '
                     'again')
   return int(key)
@@ -214,8 +215,6 @@ def _scrub_raw(raw_dir: str, users, pairs) -> dict:
 
 def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   """Counts and lists recomputed from the kept rows; the forgotten users leave every id list."""
-  from e2urec_jax.data.encode import length_stats
-  from e2urec_jax.stamps import file_sha256
   m = runtime.read_json(path)
   train = frames['train']
   forget = train['is_forget'].to_numpy().astype(bool)
@@ -225,9 +224,8 @@ def _update_manifest(path: str, frames: dict, users, raw_dir: str) -> None:
   m['users'] = {k: int(v['user'].nunique()) for k, v in subsets.items()}
   m['label_positive_rate'] = {k: round(float(v['label'].mean()), 4) if len(v) else None for k, v in subsets.items()}
   m['time_range'] = {k: [int(f['timestamp'].min()), int(f['timestamp'].max())] for k, f in frames.items()}
-  num_shards = max(1, len(m.get('shards', {}).get('sisa', [])))
-  m['shards'] = {'sisa': np.bincount(train['sisa_shard'], minlength=num_shards).tolist(),
-                 'receraser': np.bincount(train['receraser_shard'], minlength=num_shards).tolist()}
+  num_shards = max(1, len(next(iter(m.get('shards', {}).values()), [])))
+  m['shards'] = protocol.shard_counts(train, num_shards)
   gone = set(int(u) for u in users)
   keys = dict(zip(m.get('forget_users', []), m.get('forget_user_keys', [])))
   m['forget_users'] = [u for u in m.get('forget_users', []) if u not in gone]

@@ -5,12 +5,14 @@ value fails in seconds and leaves the workdir untouched) and calls the command (
 with the flags it takes as keyword arguments. It is the only module that reads `flags.FLAGS`.
 """
 import functools
+import importlib.util
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from e2urec_jax import interrupts
 from e2urec_jax.errors import UserError
 
 # command -> (function in commands.py, one-line help, {flag: keyword argument}).
@@ -146,7 +148,7 @@ def _default_config_path() -> str:
 def _check_seed_flags(config, args) -> None:
   """--config.seed=S on a config that lists several seeds would be silently replaced by the first
   of them (configs/demo.py runs 42, 43, 44): refuse it, naming the flag that does what was meant."""
-  from e2urec_jax import config as config_lib
+  from e2urec_jax import config as config_lib  # heavy: not on --help (it loads every method)
   given = any(a.startswith('--config.seed=') for a in args)
   seeds = config_lib.experiment_seeds(config)
   if given and not any(a.startswith('--config.seeds=') for a in args) and len(seeds) > 1:
@@ -183,14 +185,14 @@ def main(argv, callbacks=()):
   if command in TRAINS:
     kwargs['callbacks'] = tuple(callbacks)
   try:
-    from e2urec_jax import config as config_lib
+    from e2urec_jax import config as config_lib  # heavy: not on --help (it loads every method)
     config = _CONFIG.value
     if config is None:  # later commands (forget, evaluate, ...) default to the run's saved config
       config = _load_workdir_config(workdir)
     config_lib.validate(config)  # before any work: nothing below runs on a config that cannot work
     _check_seed_flags(config, sys.argv[1:])
     config.seed = config_lib.experiment_seeds(config)[0]  # the first of config.seeds is the run's seed
-    from e2urec_jax import commands, runtime
+    from e2urec_jax import commands, runtime  # heavy: JAX and numpy, not on --help
     runtime.setup(jax_cache_dir=config.jax_cache_dir, model_axis=config.mesh.model_axis,
                   preallocate_gpu=command != 'bench')
     getattr(commands, fn_name)(config, workdir, **kwargs)
@@ -203,10 +205,9 @@ def main(argv, callbacks=()):
 
 def _say_on_interrupt(command: str) -> None:
   """What an interrupt of `command` prints: what is true of the workdir then (interrupts.MESSAGES)."""
-  from e2urec_jax import interrupts
   text = interrupts.MESSAGES.get(command, interrupts.MESSAGE)
   if command == 'evaluate':  # once its report is decided (eval/report_files.py) the new one is what stays
-    from e2urec_jax.eval import report_files
+    from e2urec_jax.eval import report_files  # heavy: numpy, for evaluate only (--help stays light)
     before = report_files.decided()
     interrupts.set_message(lambda: interrupts.EVALUATE_PUBLISHED if report_files.decided() > before else text)
   else:
@@ -215,17 +216,15 @@ def _say_on_interrupt(command: str) -> None:
 
 def _interrupted():
   """Ctrl-C or SIGTERM (interrupts.py): the message, and 130 (143 for SIGTERM)."""
-  from e2urec_jax import interrupts
   interrupts.exit_now()
 
 
 def _load_workdir_config(workdir):
   """A run's saved config (written by prepare), else the embedded demo default."""
-  from e2urec_jax import config as config_lib
+  from e2urec_jax import config as config_lib  # heavy: not on --help (it loads every method)
   saved = config_lib.load_saved(workdir)
   if saved is not None:
     return saved
-  import importlib.util
   spec = importlib.util.spec_from_file_location('demo_config', _default_config_path())
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
@@ -240,7 +239,6 @@ QUIET_ENV = {'TRANSFORMERS_NO_ADVISORY_WARNINGS': '1', 'TRANSFORMERS_VERBOSITY':
 
 
 def run_cli(callbacks=()):
-  from e2urec_jax import interrupts
   interrupts.install()  # (again: python -m e2urec_jax installs it before importing this module)
   for key, value in QUIET_ENV.items():  # before anything imports transformers or datasets
     os.environ.setdefault(key, value)

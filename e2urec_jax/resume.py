@@ -17,11 +17,15 @@ A phase whose published model is corrupt is trained again when the command reach
 """
 import dataclasses
 import os
+import shutil
 
 from e2urec_jax import distributed, runtime, stamps, storage
+from e2urec_jax.data import load_tokenized, readers
+from e2urec_jax.data.prepare import config_key, prepare
 from e2urec_jax.errors import UserError
-from e2urec_jax.train import fingerprint as fp
-from e2urec_jax.train.paths import ORIGINAL
+from e2urec_jax.methods import llmrec, runner, spec as spec_lib
+from e2urec_jax.train import context, fingerprint as fp, paths as paths_lib
+from e2urec_jax.train.paths import ORIGINAL, SEEDS_DIR
 
 WORDS = ('changed', 'all')
 
@@ -39,7 +43,6 @@ class Phase:
 # ------------------------------------------------------------------ which phases a command runs
 def plan(config, command: str) -> list[Phase]:
   """The phases `command` runs (and may reuse), upstream first."""
-  from e2urec_jax.methods import llmrec, runner, spec as spec_lib
   out = [] if config.model.name_or_path else [Phase('pretrained', fp.PRETRAINED)]
   start = ('pretrained',) if out else ()
   original = Phase(ORIGINAL, fp.RECIPE, start)
@@ -49,8 +52,8 @@ def plan(config, command: str) -> list[Phase]:
     out.append(original)
   if command == 'retrain':
     out.append(Phase(llmrec.RETRAIN, fp.RECIPE, start))
-  if command == 'augment':  # the helpers of the augmented kind (E2URec's augmented model)
-    out += _helper_phases([h for h in spec_lib.helpers() if h.kind == fp.AUGMENTED], out)
+  if command == 'augment':
+    out += _helper_phases(augment_helpers(), out)
   if command in ('run', 'unlearn'):
     rows = runner.rows(config) if command == 'run' else [runner.Row(config.unlearn.method, config.unlearn.method)]
     out.append(original)
@@ -71,6 +74,12 @@ def plan(config, command: str) -> list[Phase]:
   return out
 
 
+def augment_helpers() -> list:
+  """The helper models the methods declare of the augmented kind (MethodSpec.helpers, fingerprint kind
+  'augmented': trained by config.augment), which the `augment` command trains."""
+  return [h for h in spec_lib.helpers() if h.kind == fp.AUGMENTED]
+
+
 def _helper_phases(helpers, planned: list) -> list[Phase]:
   """The phases of the methods' helper models (MethodSpec.helpers) not planned yet (each once; the
   retrained model a method reads is `run`'s own): their deps are those of the planned phases."""
@@ -86,7 +95,6 @@ def _helper_phases(helpers, planned: list) -> list[Phase]:
 
 def phase_record(config, phase: Phase, digest: str) -> dict:
   """The fingerprint `phase` runs with (the same the phase itself writes: train/runner.done)."""
-  from e2urec_jax.methods import runner
   if phase.kind == fp.METHOD:
     section = runner.section_of(config, phase.method, phase.overrides)
     fields = runner.method_fields(config, phase.method, section, phase.seed)
@@ -129,8 +137,6 @@ def _manifest(workdir: str):
 def data_state(config, workdir: str) -> tuple[str, list, dict | None, dict]:
   """(state, changed keys, stored record, wanted record) of <workdir>/data: its fingerprint is the
   settings `prepare` records in the manifest (data.prepare.config_key) and its source files' sha256."""
-  from e2urec_jax.data import readers
-  from e2urec_jax.data.prepare import config_key
   want = {'fields': _flat_key(config_key(config)), 'inputs': {}}
   manifest = _manifest(workdir)
   if manifest is None or manifest.get('corrupt'):
@@ -166,7 +172,6 @@ def _remove(paths) -> None:
 
 def _wipe_trained(workdir: str) -> None:
   """Everything built on the data: the pretrained start, every phase and model, the report."""
-  from e2urec_jax.train.paths import SEEDS_DIR  # a multi-seed run's other seeds
   _remove([os.path.join(workdir, p) for p in ('pretrained', 'phases', 'models', SEEDS_DIR, 'results.json',
                                               'results.md')])
 
@@ -175,8 +180,6 @@ def ensure_data(config, workdir: str, restart=(), *, say_reused: bool = False):
   """The run's data: prepared if missing, refused if prepared with other settings (unless restarted),
   prepared again if its files are corrupt and it was never scrubbed. Returns TokenizedData.
   say_reused: print one line when the data was already there and nothing was done (`prepare`)."""
-  from e2urec_jax.data import load_tokenized
-  from e2urec_jax.data.prepare import prepare
   state, keys, stored, want = data_state(config, workdir)
   if state == fp.CHANGED:
     if not ({'data', 'all'} & set(restart) or 'changed' in restart):
@@ -217,8 +220,6 @@ def _prepare_again(config, workdir: str, why: str) -> None:
   """Prepares the data again (a --restart): the old data stays in place until the new one is
   complete (a failing preparation, a malformed file say, leaves the workdir as it was); then
   everything trained on the old data goes."""
-  import shutil
-  from e2urec_jax.data.prepare import prepare
   if distributed.is_primary():
     print(f'restart: preparing the data again ({why}); every phase is trained again')
     data_dir, aside = os.path.join(workdir, 'data'), os.path.join(workdir, '.data.replaced')
@@ -308,11 +309,10 @@ def as_restart(restart) -> tuple:
 
 def prepare_run(config, workdir: str, command: str, restart=()):
   """What every training command does before it trains: data, fingerprints, restarts; returns the
-  run context (train/context.py) over the checked workdir."""
-  from e2urec_jax import backbone
-  from e2urec_jax.train import context, paths as paths_lib
+  run context (train/context.py) over the checked workdir. With config.pretrain the caller has
+  pointed model.name_or_path at the backbone first (backbone.resolve: the start every phase
+  loads; the backbone is itself trained through here, so it sits above this module)."""
   restart = as_restart(restart)
-  backbone.resolve(config)  # config.pretrain: the start every phase loads (model.name_or_path)
   paths = paths_lib.run_paths(workdir)
   runtime.ensure_writable_dir(paths.workdir)
   data = ensure_data(config, paths.workdir, restart)
@@ -333,8 +333,6 @@ def check_seed(config, paths, data, restart=()) -> None:
 
 def check_models(config, workdir: str, names: list[str]) -> None:
   """For a command that reads models (evaluate): refuses when one was trained with other settings."""
-  from e2urec_jax.data import load_tokenized
-  from e2urec_jax.train import paths as paths_lib
   paths = paths_lib.run_paths(workdir)
   everything = {p.name: p for p in plan(config, 'run')}
   phases = [everything[n] for n in names if n in everything]

@@ -8,11 +8,13 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import ml_collections
+import numpy as np
 
-from e2urec_jax import storage
+from e2urec_jax import local_files, storage
 from e2urec_jax.errors import UserError
 
 
@@ -23,7 +25,7 @@ def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool
 
   model_axis: config.mesh.model_axis (> 1 needs a CPU scheduler flag). preallocate_gpu=False
   leaves GPU memory to others (the bench runs the PyTorch reference beside us)."""
-  from e2urec_jax import distributed
+  from e2urec_jax import distributed  # no JAX in config (config.load_saved reads through this module)
   # XLA:CPU's newer fusion emitters run our training steps ~10% slower than its classic loop
   # emitters (tiny T5 E2URec step on 2 cores: 445 -> 405 ms), and LLVM's -O1 compiles the
   # E2URec step in 2.6 s instead of 3.8 s with steps as fast (the demo's model and the tiny
@@ -35,7 +37,7 @@ def setup(*, jax_cache_dir: str = '', model_axis: int = 1, preallocate_gpu: bool
   if not preallocate_gpu:
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   distributed.setup(model_axis=model_axis)  # before anything starts a JAX backend
-  import jax
+  import jax  # no JAX in config
   cache = usable_cache_dir(jax_cache_dir)
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)
@@ -47,7 +49,6 @@ def usable_cache_dir(jax_cache_dir: str) -> str:
   """`jax_cache_dir` ('~' expanded), created if needed and probed with a write; '' (no cache) with a
   warning line when it cannot be written. The cache only saves compile time: no command, predict
   included, is refused for it, and the line says how to have it again."""
-  import sys
   cache = os.path.expanduser(jax_cache_dir or '')
   if not cache:
     return ''
@@ -67,7 +68,6 @@ def interactive() -> bool:
 
   Elsewhere (a log file, a pipe) every redraw is kept: library bars that last seconds are left
   out there, and the training bars update sparsely (LOG_BAR_INTERVAL_S)."""
-  import sys
   return sys.stderr.isatty() or 'ipykernel' in sys.modules
 
 
@@ -96,50 +96,6 @@ def not_writable(path: str, e: OSError) -> UserError:
   return UserError(f'workdir {path!r} is not writable ({e.strerror or e}); pass a --workdir you can write to')
 
 
-# errno values that mean "the disk cannot take this write": they become one-line UserErrors.
-DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def disk_error(e: OSError, what: str) -> UserError:
-  """A UserError for a failed write: names what was written and how to fix it."""
-  if e.errno in (errno.ENOSPC, errno.EDQUOT):
-    fix = 'free disk space and rerun the same command'
-  elif e.errno == errno.EROFS:
-    fix = 'the file system is read-only; pass a --workdir on a writable disk'
-  else:
-    fix = 'check the permissions of the workdir and rerun the same command'
-  return UserError(f'{what} failed: {e.strerror or e}; {fix} (earlier checkpoints and artifacts are intact)')
-
-
-# The process umask, read once at import (before any worker thread could create a file while
-# it is briefly zero): what a plain open() or makedirs would apply.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def publish(tmp: str, final: str) -> None:
-  """Renames a finished temp file or folder into place, with the permissions a plain open() or
-  makedirs would have given it: mkstemp and mkdtemp make theirs owner-only, which would hide
-  results and models from the rest of a team sharing a workdir. A folder's files and
-  subfolders get them too (libraries such as safetensors write their files owner-only).
-  Secrets are never published here (a forget key lives outside the workdir, 0600)."""
-  follow_umask(tmp)
-  os.replace(tmp, final)
-
-
-def follow_umask(path: str) -> None:
-  """`path` (and, for a folder, everything under it) with the permissions the umask gives new files."""
-  os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
-  if os.path.isdir(path):
-    for root, dirs, files in os.walk(path):
-      for d in dirs:
-        os.chmod(os.path.join(root, d), 0o777 & ~_UMASK)
-      for f in files:
-        full = os.path.join(root, f)
-        if not os.path.islink(full):
-          os.chmod(full, 0o666 & ~_UMASK)
-
-
 def write_json(path: str, obj) -> None:
   """Atomic JSON write (write_file_atomic: temp file + fsync + rename); a full disk is a UserError and
   leaves the old file. A URL gets one object write (storage.py)."""
@@ -147,7 +103,7 @@ def write_json(path: str, obj) -> None:
   if storage.is_remote(path):
     storage.write_bytes(path, data)
     return
-  write_file_atomic(path, data)
+  local_files.write_file_atomic(path, data)
 
 
 def read_json(path: str):
@@ -157,28 +113,8 @@ def read_json(path: str):
     return json.load(f)
 
 
-def write_file_atomic(path: str, data: bytes) -> None:
-  """A local file written atomically (temp file + fsync + rename, umask permissions); a full disk is a
-  UserError and leaves the old file. write_json and storage.write_bytes write through it."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp_')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    publish(tmp, path)
-  except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-      raise disk_error(e, f'writing {path}') from e
-    raise
-
-
 def json_default(o):
   """json.dumps' `default` for numpy scalars and arrays, ConfigDicts and tuples."""
-  import numpy as np
   if isinstance(o, (np.integer,)):
     return int(o)
   if isinstance(o, (np.floating,)):
@@ -215,15 +151,15 @@ def atomic_dir(final: str):
       old = final + '.old'
       shutil.rmtree(old, ignore_errors=True)
       os.replace(final, old)
-      publish(tmp, final)
+      local_files.publish(tmp, final)
       shutil.rmtree(old, ignore_errors=True)
     else:
-      publish(tmp, final)
+      local_files.publish(tmp, final)
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
     full = disk_full_error(e)
     if full is not None:
-      raise disk_error(full, f'writing {final}') from e
+      raise local_files.disk_error(full, f'writing {final}') from e
     raise
 
 
@@ -237,7 +173,7 @@ def _remote_atomic_dir(final: str):
     shutil.rmtree(tmp, ignore_errors=True)
     full = disk_full_error(e)
     if full is not None:
-      raise disk_error(full, f'writing {final} (built in {tmp} before the upload)') from e
+      raise local_files.disk_error(full, f'writing {final} (built in {tmp} before the upload)') from e
     raise
   storage.adopt_copy(final, tmp)  # the process reads what it built from here, not from the bucket
 

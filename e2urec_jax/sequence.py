@@ -27,11 +27,20 @@ import dataclasses
 import os
 import time
 
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from e2urec_jax import distributed, runtime
+from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.data import SplitArrays
 from e2urec_jax.errors import UserError
-from e2urec_jax.eval import sequence_report
+from e2urec_jax.eval import evaluate, fairness, metrics, mia, model_scores, sequence_report
+from e2urec_jax.methods import llmrec, runner, spec
+from e2urec_jax.models import answer_logits
+from e2urec_jax.train import artifacts, context, paths
+from e2urec_jax.train.inference import iterate_eval, load_predictor
+from e2urec_jax.train.paths import ORIGINAL, Paths
 
 SEQUENCE_DIR = 'sequence'
 ORDER_STREAM = 4  # default_rng([seed, 4]): the data protocol's streams are [seed, 1..3]
@@ -39,7 +48,6 @@ ORDER_STREAM = 4  # default_rng([seed, 4]): the data protocol's streams are [see
 
 # ------------------------------------------------------------------ the plan
 def methods_of(config) -> list[str]:
-  from e2urec_jax.methods import runner, spec
   names = runner.check_methods(runner.parse_list(config.sequence.methods, 'sequence.methods'), 'sequence.methods')
   for name in names:
     if name not in spec.chainable():
@@ -71,7 +79,6 @@ def retrain_points(requests: int, every: int) -> list[int]:
 # ------------------------------------------------------------------ data and paths
 def with_train(data, keep: np.ndarray, is_forget: np.ndarray):
   """`data` whose train split keeps the rows `keep` (bool [N]) with `is_forget` (bool [N]) as its forget set."""
-  from e2urec_jax.data import SplitArrays
   train = data.splits['train']
   fields = {f.name: getattr(train, f.name) for f in dataclasses.fields(SplitArrays)}
   fields = {k: (None if v is None else v[keep]) for k, v in fields.items() if k != 'is_forget'}
@@ -83,17 +90,12 @@ def step_dir(workdir: str, k: int) -> str:
 
 
 def _paths(workdir, phases, start, published=()):
-  from e2urec_jax.train.paths import Paths
   return Paths(workdir=workdir, phases=phases, start=start, train_start=False, models=None, published=published)
 
 
 # ------------------------------------------------------------------ the runner
 def run_sequence(config, workdir: str, *, callbacks=()) -> dict:
   """Every request, every method, the retrains and the scores; writes the report and returns it."""
-  from e2urec_jax.methods import llmrec, runner
-  from e2urec_jax.train import artifacts, context, paths
-  from e2urec_jax.train.paths import ORIGINAL
-  from e2urec_jax import storage
   begin = time.perf_counter()
   if storage.is_remote(workdir):
     raise UserError(f'sequence needs a local --workdir, not {workdir}: it trains and reads back dozens of models; '
@@ -171,8 +173,6 @@ def run_sequence(config, workdir: str, *, callbacks=()) -> dict:
 def score_step(ctx, names: list[str], *, with_reference: bool) -> dict:
   """evaluate's rows for `names` against the step's retrain; without one (sequence.retrain_every),
   the rows that need no reference: test quality, fairness, the MIA suite (distances are null)."""
-  from e2urec_jax.eval import evaluate, fairness, metrics, mia
-  from e2urec_jax.train.inference import load_predictor
   if with_reference:
     return evaluate.evaluate_models(ctx, names, mechanism_for=())  # no method diagnostics in a sequence
   train, test = ctx.data.splits['train'], ctx.data.splits['test']
@@ -182,8 +182,8 @@ def score_step(ctx, names: list[str], *, with_reference: bool) -> dict:
   rows = {}
   for name in names:
     model = load_predictor(ctx, name)
-    on_test = evaluate.score(ctx, model, 'test', np.arange(len(test.label)), desc=f'{name}/test')
-    on_forget = evaluate.score(ctx, model, 'train', forget, desc=f'{name}/forget')
+    on_test = model_scores.score(ctx, model, 'test', np.arange(len(test.label)), desc=f'{name}/test')
+    on_forget = model_scores.score(ctx, model, 'train', forget, desc=f'{name}/forget')
     quality = {'auc': metrics.auc(train.label[forget], on_forget['p_yes']),
                'acc': metrics.accuracy(train.label[forget], on_forget['p_yes']),
                'logloss': metrics.logloss(train.label[forget], on_forget['p_yes']),
@@ -205,7 +205,6 @@ def chain_cost(chain: dict, served: dict) -> dict:
   model. Every result is merged into its base before the next request, so the served model is one
   full model whatever the chain's length (no adapter in its forward pass); keeping the
   adapters stacked instead would run one more rank-r adapter pair per request in every adapted layer."""
-  from e2urec_jax.train import artifacts
   out = {}
   for m, results in chain.items():
     per_request = [int(r['bytes'] or 0) for r in results]
@@ -221,11 +220,6 @@ def chain_latency(ctx, adapter_dirs: list[str], served_dir: str, *, batches: int
   full model, no adapter in the forward) against stacked (the original with every request's
   adapters at once: rank r each, concatenated, which is the same function since each request's
   adapters were trained on the previous ones merged). Also how far apart their logits are."""
-  import jax
-  from e2urec_jax.models import answer_logits
-  from e2urec_jax.train import artifacts
-  from e2urec_jax.train.inference import iterate_eval
-  from e2urec_jax.train.paths import ORIGINAL
   parts = [artifacts.load_adapters(d)[0] for d in adapter_dirs]
   stacked = _concat_adapters(parts)
   original = ctx.put_frozen(ctx.base_dtype(ctx.load_params(ORIGINAL)))
@@ -253,9 +247,6 @@ def chain_latency(ctx, adapter_dirs: list[str], served_dir: str, *, batches: int
 def _concat_adapters(parts: list):
   """Adapters of rank r_1..r_k on the same layers -> one adapter of rank sum(r_i) that adds all their
   updates under the same scale: lora_a [.., d_in, r] joined on its last axis, lora_b [.., r, d_out] on r."""
-  import jax
-  import jax.numpy as jnp
-  from flax import traverse_util
   flats = [traverse_util.flatten_dict(p) for p in parts]
   out = {}
   for key in flats[0]:
@@ -265,5 +256,4 @@ def _concat_adapters(parts: list):
 
 
 def _rank(adapters) -> int:
-  from flax import traverse_util
   return next(int(v.shape[-1]) for k, v in traverse_util.flatten_dict(adapters).items() if k[-1] == 'lora_a')

@@ -2,7 +2,7 @@
 
 Every file the project reads or writes in a workdir goes through here or through runtime's
 write_json / read_json / atomic_dir, which call here for URLs. A local path keeps exactly the
-behaviour it always had (os calls, temp file + rename, umask permissions: runtime.py); a URL
+behaviour it always had (os calls, temp file + rename, umask permissions: local_files.py); a URL
 (`scheme://...`) goes through fsspec, whose Google Cloud Storage driver is the gcsfs package.
 
 Object stores differ from a disk in three ways, handled here once:
@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 
+from e2urec_jax import local_files
 from e2urec_jax.errors import UserError
 
 _URL = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
@@ -78,7 +79,7 @@ def filesystem(url: str):
   Listings are not cached across calls (gcsfs caches them): another process (a pod slice's
   process 0) may have written since, so every query asks the store."""
   try:
-    import fsspec
+    import fsspec  # heavy: fsspec, for URLs only
   except ImportError:
     raise UserError(f'{url}: workdirs on object stores need fsspec (pip install fsspec {_PACKAGES.get(scheme(url), "")})')
   try:
@@ -205,8 +206,7 @@ def read_text(path: str, encoding: str = 'utf-8') -> str:
 def write_bytes(path: str, data: bytes) -> None:
   """Writes a whole file atomically: temp file + rename locally, one object write on a store."""
   if not is_remote(path):
-    from e2urec_jax import runtime
-    runtime.write_file_atomic(path, data)
+    local_files.write_file_atomic(path, data)
     return
   fs, p = filesystem(path)
   with _errors(path, 'writing'):

@@ -29,7 +29,9 @@ import json
 import os
 import socket
 
+from e2urec_jax import distributed, local_files, runtime, storage
 from e2urec_jax.errors import UserError
+from e2urec_jax.eval import report_files
 
 LOCK_FILE = '.lock'
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -70,9 +72,7 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
   """Holds the workdir's lock for the block; a UserError (one line, naming the holder) if another
   process holds it. `primary`: whether this process writes (default: process 0 of the run)."""
   if primary is None:
-    from e2urec_jax import distributed
     primary = distributed.is_primary()
-  from e2urec_jax import storage
   if not primary or storage.is_remote(workdir):
     yield
     return
@@ -103,14 +103,13 @@ def hold(workdir: str, command: str, *, primary: bool | None = None):
 def _open(workdir: str, path: str) -> tuple[int, bool]:
   """(fd, created) of the lock file; a read-only or forbidden workdir is the one line every command
   gives for it (runtime.not_writable), never an OSError from here."""
-  from e2urec_jax import runtime
   try:
     try:
       return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
     except FileExistsError:
       return os.open(path, os.O_RDWR), False
   except OSError as e:
-    if e.errno in runtime.DISK_ERRNOS:
+    if e.errno in local_files.DISK_ERRNOS:
       raise runtime.not_writable(workdir, e) from None
     raise
 
@@ -118,25 +117,22 @@ def _open(workdir: str, path: str) -> tuple[int, bool]:
 def _write_holder(workdir: str, path: str, fd: int, command: str, created: bool) -> None:
   """Names the holder in the lock file. A full disk is a one-line UserError, and a lock file this
   command created is removed again: a command refused at its start leaves the workdir as it was."""
-  from e2urec_jax import runtime
   try:
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(_holder(command)).encode())
   except OSError as e:
-    if e.errno not in runtime.DISK_ERRNOS:
+    if e.errno not in local_files.DISK_ERRNOS:
       raise
     if created:
       with contextlib.suppress(OSError):
         os.remove(path)  # still under our flock: no other command holds this file
-    raise runtime.disk_error(e, f'writing the lock file {path}') from None
+    raise local_files.disk_error(e, f'writing the lock file {path}') from None
 
 
 def _clean(workdir: str) -> None:
   """What a killed writer left half-written: a report it had decided to publish is put in place
   (eval/report_files.py: before the staging files are removed, as its files are staged ones), and the
   rest (runtime.clean_staging) is removed by the next holder."""
-  from e2urec_jax import runtime
-  from e2urec_jax.eval import report_files
   finished = report_files.recover(workdir)
   if finished:
     print(f'finished publishing the report an interrupted command had decided on: {", ".join(finished)}',

@@ -19,6 +19,8 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 import pytest  # noqa: E402
 
+import e2urec_jax.methods  # noqa: E402,F401 (the registry, as every command fills it: the report reads it)
+
 
 def load_config(path_and_arg: str):
   """configs/x.py[:arg] -> ConfigDict, as the CLI loads it."""

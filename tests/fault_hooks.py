@@ -6,7 +6,7 @@
   disk_full_at='toy:8'      the save of step 8 fails with ENOSPC when orbax commits it
 
   kill_in='e2urec_jax.forget_scrub:_filter_tokens'   SIGKILL when that function is called
-  kill_in='e2urec_jax.runtime:publish@/data'         ... only when one of its arguments ends with '/data'
+  kill_in='e2urec_jax.local_files:publish@/data'     ... only when one of its arguments ends with '/data'
   kill_signal='TERM'                                 kill_in sends SIGTERM instead (what `kill` or a scheduler sends)
 
 A spec is [phase:]step; without a phase the hook fires in every phase. kill_in (E2UREC_TEST_KILL_IN)

@@ -14,8 +14,8 @@ from jax.sharding import Mesh  # noqa: E402
 from e2urec_jax.methods import common  # noqa: E402
 from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers  # noqa: E402
 from e2urec_jax.train import mesh as mesh_lib  # noqa: E402
-from e2urec_jax.train import steps  # noqa: E402
 from e2urec_jax.train.context import open_run  # noqa: E402
+from steps_testlib import loss_and_grads  # noqa: E402
 from e2urec_jax.train.paths import run_paths  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main(workdir, config_path):
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = Mesh(np.asarray(devices), (mesh_lib.DATA_AXIS,))
     frozen = mesh_lib.put_replicated(frozen_teachers(params, teacher, zero), mesh)
-    fn = steps.loss_and_grads(loss_fn, mesh)
+    fn = loss_and_grads(loss_fn, mesh)
     loss, grads = fn(mesh_lib.put_replicated(student, mesh), frozen, mesh_lib.put_batch(batch, mesh),
                      jax.random.key(0), hp)
     results.append((float(loss), jax.device_get(grads)))

@@ -17,7 +17,6 @@ from e2urec_jax.errors import UserError
 from e2urec_jax.models import answer_logits, forward, init_params, load_pretrained, lora, model_from_hf_config
 from e2urec_jax.models import attention as attn
 from e2urec_jax.models.layers import Dropout
-from e2urec_jax.models.layers import attention as original_attention
 
 KINDS = ['t5:v1.1', 'llama:llama3_gqa']  # the attention code is one per family; v1.0 differs in its MLP only
 
@@ -63,11 +62,10 @@ def test_fused_paths_equal_the_materialised_einsum(causal, with_bias, with_mask)
   q, k, v, bias, key_mask = _qkv()
   bias = bias if with_bias else None
   key_mask = key_mask if with_mask else None
-  t, s = q.shape[1], k.shape[1]
   identity = lambda p: p
   variants = {
-      'einsum': lambda q, k, v, b: original_attention(q, k, v, bias=b, mask=attn.dense_mask(key_mask, causal, t, s),
-                                                       scale=0.3, dropout=identity),
+      'einsum': lambda q, k, v, b: attn.attention(q, k, v, bias=b, key_mask=key_mask, causal=causal, scale=0.3,
+                                                  dropout=identity, implementation='einsum'),
       'xla': lambda q, k, v, b: attn.attention(q, k, v, bias=b, key_mask=key_mask, causal=causal, scale=0.3,
                                                implementation='xla'),
       'lengths': lambda q, k, v, b: attn.fused_attention(q, k, v, bias=b, key_mask=key_mask, causal=causal, scale=0.3,

@@ -43,7 +43,7 @@ def test_every_seed_runs_the_whole_experiment(demo_run):
   floor and repeated methods; the other methods on the first seed; one combined report."""
   from e2urec_jax import runtime
   from e2urec_jax.data import load_tokenized
-  from e2urec_jax.data.tokens import reseeded
+  from e2urec_jax.data.protocol import reseeded
   from e2urec_jax.train.paths import seed_paths
   config, workdir = demo_run
   results = runtime.read_json(os.path.join(workdir, 'results.json'))

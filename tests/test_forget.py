@@ -297,20 +297,22 @@ def test_request_parsing(tmp_path):
   from e2urec_jax.errors import UserError
   ids = tmp_path / 'ids.txt'
   ids.write_text('# users who asked\n196\n305, 12\n\n196\n')
-  assert forget_request.parse_users(str(ids)) == ['12', '196', '305']
-  assert forget_request.parse_users('7, 3') == ['3', '7']
+  read = forget_request.read_request
+  assert read(str(ids), None).users == ['12', '196', '305'] and read(str(ids), None).kind == 'users'
+  assert read('7, 3', None).users == ['3', '7']
   with pytest.raises(UserError, match='no such file'):
-    forget_request.parse_users(str(tmp_path / 'nope.txt'))
+    read(str(tmp_path / 'nope.txt'), None)
   ids.write_text('# nobody yet\n')
   with pytest.raises(UserError, match='lists no user ids'):
-    forget_request.parse_users(str(ids))
+    read(str(ids), None)
   pairs = tmp_path / 'pairs.csv'
-  pairs.write_text('user_id,item_id\n1,2\n1\t3\n')
-  assert forget_request.parse_interactions(str(pairs)) == [('1', '2'), ('1', '3')]
-  assert forget_request.read_request(None, str(pairs)).users == ['1']
+  pairs.write_text('user_id,item_id\n1,2\n1\t3\n1,2\n')
+  request = read(None, str(pairs))
+  assert request.pairs == [('1', '2'), ('1', '3')] and request.users == ['1'] and request.kind == 'interactions'
+  assert request.where[('1', '3')] == f'{pairs} line 3'
   pairs.write_text('1,2\n1,2,3\n')
   with pytest.raises(UserError, match=r'pairs\.csv line 2: expected user_id,item_id'):
-    forget_request.parse_interactions(str(pairs))
+    read(None, str(pairs))
   with pytest.raises(UserError, match='forget needs --users'):
     forget_request.read_request(None, None)
   with pytest.raises(UserError, match='not both'):

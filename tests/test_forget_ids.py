@@ -173,7 +173,7 @@ def test_predict_refuses_misspelt_ids_naming_the_real_one(base, tmp_path, how):
 KILLS = [  # (stage, env of the killed run, what it must have left)
     ('training', {'E2UREC_TEST_KILL_AT_STEP': 'e2urec:2'}, None),
     ('copying the data', {'E2UREC_TEST_KILL_IN': 'e2urec_jax.forget_scrub:_filter_tokens'}, '.tmp_data_'),
-    ('between the renames', {'E2UREC_TEST_KILL_IN': 'e2urec_jax.runtime:publish@/data'}, 'data.old'),
+    ('between the renames', {'E2UREC_TEST_KILL_IN': 'e2urec_jax.local_files:publish@/data'}, 'data.old'),
     ('before the deletions', {'E2UREC_TEST_KILL_IN': 'e2urec_jax.forget_scrub:delete'}, None),
     ('before the audit', {'E2UREC_TEST_KILL_IN': 'e2urec_jax.forget_audit:build_audit'}, None),
 ]

@@ -71,6 +71,7 @@ def main(workdir):
   from e2urec_jax.train import steps
   from e2urec_jax.train.context import open_run
   from e2urec_jax.train.paths import run_paths
+  from steps_testlib import loss_and_grads
   jax.config.update('jax_compilation_cache_dir', CACHE)
   assert jax.device_count() == 8
 
@@ -102,7 +103,7 @@ def main(workdir):
       assert n_base >= len(jax.tree.leaves(params)) // 2, n_base  # the kernels and embeddings at least
       assert n_teachers == len(jax.tree.leaves(aug)), n_teachers
       assert batch['retain']['input_ids'].sharding.spec == mesh_lib.batch_sharding(ctx.mesh).spec
-    loss, grads = steps.loss_and_grads(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)(
+    loss, grads = loss_and_grads(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)(
         ctx.put(student), frozen, batch, jax.random.key(0), hp)
     step = steps.make_train_step(e2urec_loss_fn(ctx.model, True, True, True), ctx.mesh)
     trainable, opt_state, _ = step(ctx.put(student), ctx.put(steps.init_opt_state(student)), frozen, batch,

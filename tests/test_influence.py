@@ -43,7 +43,7 @@ def batch(seed, rows=4, length=6, real=None):
 
 
 def spaces(tiny):
-  from e2urec_jax.methods import influence
+  from e2urec_jax.methods import influence_step as influence
   model, params, adapters = tiny
   return {'lora': influence.lora_space(model, params, adapters), 'full': influence.full_space(model, params)}
 
@@ -59,7 +59,7 @@ def test_hvp_equals_central_differences_of_the_gradient(tiny, kind):
   error falls with ε, rounding error grows) agrees to 0.5%."""
   import jax
 
-  from e2urec_jax.methods import influence
+  from e2urec_jax.methods import influence_step as influence
   space = spaces(tiny)[kind]
   b = batch(0)
   v = jax.tree.map(lambda x: np.random.RandomState(3).randn(*x.shape).astype(np.float32), space.point)
@@ -79,7 +79,7 @@ def test_lora_space_has_no_gradient_in_a_at_b_zero(tiny):
   import jax
   from flax import traverse_util
 
-  from e2urec_jax.methods import influence
+  from e2urec_jax.methods import influence_step as influence
   model, params, adapters = tiny
   grads = jax.grad(lambda a: influence.loss_sum(model, params, a, batch(0)))(adapters)
   by_name = {}
@@ -89,7 +89,7 @@ def test_lora_space_has_no_gradient_in_a_at_b_zero(tiny):
 
 
 def test_cg_solves_a_damped_system_and_stops_at_negative_curvature():
-  from e2urec_jax.methods import influence
+  from e2urec_jax.methods import influence_step as influence
   rng = np.random.RandomState(0)
   q = np.linalg.qr(rng.randn(12, 12))[0]
   a = (q * np.linspace(-0.5, 4.0, 12)) @ q.T  # symmetric, one negative eigenvalue range
@@ -114,7 +114,7 @@ def test_cg_update_equals_the_exact_damped_newton_step(tiny):
   import jax
   from jax.flatten_util import ravel_pytree
 
-  from e2urec_jax.methods import influence
+  from e2urec_jax.methods import influence_step as influence
   space = spaces(tiny)['lora']
   retain = [batch(1), batch(2, real=3)]  # 7 real retained rows
   forget = [batch(3)]

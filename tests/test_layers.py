@@ -11,11 +11,11 @@ import os
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, 'e2urec_jax')
-BASE = 0  # errors, rules, seeds, storage, runtime, distributed, losses, stamps, scoring, names: imported from anywhere
+BASE = 0  # errors, rules, seeds, local_files, storage, runtime, distributed, losses, stamps, scoring, names: anywhere
 LAYERS = {'data': 1, 'models': 2, 'train': 3, 'methods': 4, 'eval': 4}
 FACE = 5  # config, commands, experiment, forget, forget_scrub, bench, main: nothing imports them
-BASE_MODULES = ('errors', 'rules', 'seeds', 'storage', 'runtime', 'distributed', 'losses', 'stamps', 'scoring',
-                'names')
+BASE_MODULES = ('errors', 'rules', 'seeds', 'local_files', 'storage', 'runtime', 'distributed', 'losses', 'stamps',
+                'scoring', 'names')
 
 
 def _layer(module: str) -> tuple[int, str]:
@@ -78,6 +78,118 @@ def test_the_walk_sees_the_layers():
   assert set(LAYERS) <= groups and set(BASE_MODULES) <= groups
   found = {imported for path, module in _modules() for _, imported in _imports(path, module)}
   assert 'e2urec_jax.train.inference' in found and 'e2urec_jax.methods.spec' in found
+
+
+def _import_graph() -> dict:
+  """module -> {imported module: line of its first import}, every e2urec_jax module, deferred imports included."""
+  graph = {module: {} for _, module in _modules()}
+  for path, module in _modules():
+    for line, imported in _imports(path, module):
+      if imported in graph and imported != module:
+        graph[module].setdefault(imported, line)
+  return graph
+
+
+def _cycles(graph: dict) -> list[list[str]]:
+  """One cycle (a list of modules, first repeated last) through each strongly connected component of
+  more than one module (Tarjan's algorithm, iterative; a component is read in sorted order)."""
+  index, low, stack, on_stack, components = {}, {}, [], set(), []
+  for root in sorted(graph):
+    if root in index:
+      continue
+    work = [(root, iter(sorted(graph[root])))]
+    index[root] = low[root] = len(index)
+    stack.append(root)
+    on_stack.add(root)
+    while work:
+      node, children = work[-1]
+      child = next(children, None)
+      if child is not None:
+        if child not in index:
+          index[child] = low[child] = len(index)
+          stack.append(child)
+          on_stack.add(child)
+          work.append((child, iter(sorted(graph[child]))))
+        elif child in on_stack:
+          low[node] = min(low[node], index[child])
+        continue
+      work.pop()
+      if work:
+        low[work[-1][0]] = min(low[work[-1][0]], low[node])
+      if low[node] == index[node]:
+        component = set()
+        while True:
+          member = stack.pop()
+          on_stack.discard(member)
+          component.add(member)
+          if member == node:
+            break
+        if len(component) > 1:
+          components.append(component)
+  return [_cycle_in(graph, component) for component in components]
+
+
+def _cycle_in(graph: dict, component: set) -> list[str]:
+  """The shortest cycle through the component's first module (breadth-first within the component)."""
+  start = min(component)
+  previous, frontier = {start: None}, [start]
+  while frontier:
+    following = []
+    for node in frontier:
+      for child in sorted(graph[node]):
+        if child == start:
+          path = [node]
+          while previous[path[-1]] is not None:
+            path.append(previous[path[-1]])
+          return [*reversed(path), start]
+        if child in component and child not in previous:
+          previous[child] = node
+          following.append(child)
+    frontier = following
+  raise AssertionError(f'no cycle through {start} in {sorted(component)}')
+
+
+def _chain(graph: dict, cycle: list[str]) -> str:
+  """'a.py:12 -> b.py:30 -> a.py': where each module of the cycle imports the next."""
+  files = {module: os.path.relpath(path, REPO) for path, module in _modules()}
+  return ' -> '.join([f'{files[a]}:{graph[a][b]}' for a, b in zip(cycle, cycle[1:])] + [files[cycle[-1]]])
+
+
+def test_no_import_cycles():
+  """No two e2urec_jax modules import each other, directly or through others, deferred imports included:
+  a cycle is broken by moving the piece both need into a module below them both."""
+  graph = _import_graph()
+  cycles = [_chain(graph, cycle) for cycle in _cycles(graph)]
+  assert not cycles, 'import cycles:\n' + '\n'.join(cycles)
+
+
+def test_the_cycle_check_finds_a_cycle():
+  """The check above is not vacuous: it finds a planted cycle and names where each module imports the next."""
+  graph = {'a': {'b': 3}, 'b': {'c': 5}, 'c': {'a': 7, 'd': 1}, 'd': {}}
+  assert _cycles(graph) == [['a', 'b', 'c', 'a']]
+  assert _cycles({'a': {'b': 1}, 'b': {}}) == []
+
+
+# Why an import may sit inside a function rather than at the top of its module (its trailing comment):
+DEFERRED_REASONS = ('# heavy:', '# no JAX in config', '# private JAX API')
+
+
+def test_every_deferred_import_says_why():
+  """Imports sit at the top of their module; one inside a function (or a try) stays there for a reason its
+  trailing comment names: a heavy library a command may not need (`# heavy: matplotlib`), a module that
+  loads JAX read by the config, which loads none (`# no JAX in config`), or a private JAX API tried first."""
+  problems = []
+  for path, _ in _modules():
+    source = open(path).read()
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source, path)):
+      if isinstance(node, (ast.Import, ast.ImportFrom)) and node.col_offset > 0:
+        text = lines[node.end_lineno - 1]
+        comment = text[text.index('#'):] if '#' in text else ''
+        if not comment.startswith(DEFERRED_REASONS):
+          problems.append(f'{os.path.relpath(path, REPO)}:{node.lineno} {lines[node.lineno - 1].strip()}')
+  assert not problems, ('imports inside a function: move them to the top of the module, or say why they stay '
+                        f'({", ".join(DEFERRED_REASONS)} ...):\n' + '\n'.join(problems))
 
 
 def test_only_main_reads_flags():

@@ -25,6 +25,13 @@ def scaled_neggrad_loss_fn(model):
   return loss_fn
 
 
+FROZEN_BUILD_S = 0.25  # what building its (empty) frozen inputs is declared to have cost
+
+
+def nothing_frozen(ctx, section, original) -> spec.FrozenInputs:
+  return spec.FrozenInputs({}, build_s=FROZEN_BUILD_S)
+
+
 SCALED_NEGGRAD = spec.MethodSpec(
     name=NAME,
     summary='NegGrad with a scaled ascent (a test-only method)',
@@ -36,7 +43,7 @@ SCALED_NEGGRAD = spec.MethodSpec(
         'scale': 2.0,  # ... times this.
     },
     rules={'weight': rules.FINITE, 'scale': rules.POSITIVE}, trainable='full', loss=scaled_neggrad_loss_fn,
-    batches=full_param.paired_batches, hparams=full_param.constant_hparams('weight', 'scale'))
+    batches=full_param.paired_batches, hparams=full_param.constant_hparams('weight', 'scale'), frozen=nothing_frozen)
 
 
 @pytest.fixture
@@ -72,6 +79,13 @@ def test_unregistered_the_method_is_unknown():
     config_lib.validate(config)
 
 
+def test_a_spec_declares_its_examples_per_step_default():
+  """Without its own `examples_per_step`, a step reads a retain and a forget batch (examples/s counts both)."""
+  assert SCALED_NEGGRAD.examples_per_step is spec.paired_examples
+  section = load_config('configs/demo.py').unlearn.neggrad
+  assert SCALED_NEGGRAD.examples_per_step(section) == 2 * section.batch_size
+
+
 def test_a_spec_must_give_every_field_a_rule():
   import dataclasses
   unchecked = dataclasses.replace(SCALED_NEGGRAD, name='unchecked', defaults={**SCALED_NEGGRAD.defaults, 'temp': 1})
@@ -98,6 +112,8 @@ def test_run_executes_and_reports_the_registered_method(registered, tmp_path):
   assert list(results['methods']) == ['original', 'retrain', 'neggrad', NAME]  # registration order
   row = results['methods'][NAME]
   assert row['phase']['steps'] == 3 and row['phase']['seed'] == config.seed
+  # FrozenInputs.build_s: counted in the method's time, recorded apart ('frozen_inputs' is runner.FROZEN_WORK)
+  assert row['phase']['frozen_inputs_time_s'] == FROZEN_BUILD_S and row['time_s'] >= FROZEN_BUILD_S
   assert row['trainable_params'] == results['methods']['neggrad']['trainable_params']
   assert os.path.exists(os.path.join(tmp_path, 'models', NAME, 'model.safetensors'))
   assert f'`{NAME}`' in open(os.path.join(tmp_path, 'results.md')).read()

@@ -24,6 +24,7 @@ def ensure_toy_teacher(ctx, callbacks=()):
 
 TOY = dataclasses.replace(
     e2urec.SPEC, name=NAME, summary='E2URec with a teacher of its own (a test-only method)', diagnostic=None,
+    featured=False,
     helpers=(spec.Helper(HELPER, 'augmented', ('original',), ensure_toy_teacher, trained_on_forget=True),))
 
 

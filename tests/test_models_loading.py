@@ -16,7 +16,7 @@ import model_configs as cfg
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import (answer_token_ids, forward, forward_flops, init_params, load_pretrained,
                                model_from_hf_config, save_pretrained, scratch_hf_config)
-from e2urec_jax.models.layers import attention
+from e2urec_jax.models.attention import attention
 from e2urec_jax.models.t5 import relative_position_buckets
 
 
@@ -171,9 +171,9 @@ def test_attention_dropout_path_matches_fused_path():
   k = jax.random.normal(k2, (2, 7, 2, 8))
   v = jax.random.normal(k3, (2, 7, 2, 8))
   bias = jax.random.normal(k4, (1, 4, 5, 7))
-  mask = jnp.ones((2, 1, 5, 7), bool).at[1, :, :, 4:].set(False)
-  fused = attention(q, k, v, bias=bias, mask=mask, scale=0.3)
-  manual = attention(q, k, v, bias=bias, mask=mask, scale=0.3, dropout=lambda p: p)
+  key_mask = jnp.ones((2, 7), bool).at[1, 4:].set(False)
+  fused = attention(q, k, v, bias=bias, key_mask=key_mask, scale=0.3)
+  manual = attention(q, k, v, bias=bias, key_mask=key_mask, scale=0.3, dropout=lambda p: p)
   np.testing.assert_allclose(np.asarray(manual), np.asarray(fused), atol=1e-5)
 
 

@@ -227,7 +227,7 @@ def test_disk_full_while_writing_a_model_or_json_leaves_the_old_one(tmp_path, mo
   def full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-  monkeypatch.setattr('e2urec_jax.models.save_pretrained', full)
+  monkeypatch.setattr('e2urec_jax.train.artifacts.save_pretrained', full)
   with pytest.raises(UserError, match=r'writing .*model failed: No space left on device; free disk space'):
     artifacts.save_full(None, {}, str(model_dir))
   assert (model_dir / 'model.safetensors').read_bytes() == b'old weights'

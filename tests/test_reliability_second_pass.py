@@ -375,7 +375,7 @@ def test_the_forget_key_lives_outside_the_workdir_and_opens_the_audits(tmp_path)
 
 # ------------------------------------------------------------------ 10. permissions follow the umask
 def test_adapters_and_models_follow_the_umask(tmp_path):
-  from e2urec_jax import runtime
+  from e2urec_jax import local_files
   from e2urec_jax.train import artifacts
   base = tmp_path / 'base'
   base.mkdir()
@@ -385,8 +385,8 @@ def test_adapters_and_models_follow_the_umask(tmp_path):
   artifacts.save_adapters(adapters, str(path), base_dir=str(base),
                           lora={'r': 2, 'alpha': 4.0, 'dropout': 0.0, 'targets': ['q', 'v']})
   for name in os.listdir(path):
-    assert stat.S_IMODE(os.stat(path / name).st_mode) == 0o666 & ~runtime._UMASK, name
-  assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~runtime._UMASK
+    assert stat.S_IMODE(os.stat(path / name).st_mode) == 0o666 & ~local_files.UMASK, name
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~local_files.UMASK
 
 
 # ------------------------------------------------------------------ 7. signals

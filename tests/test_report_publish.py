@@ -36,7 +36,7 @@ STEPS = [  # (where the process is killed, which report the next command finds)
     ('e2urec_jax.eval.report_files:_stage@results.json', 'old'),
     ('e2urec_jax.eval.report_files:_stage@results.md', 'old'),
     ('e2urec_jax.eval.report_files:_write_journal', 'old'),
-    ('e2urec_jax.runtime:publish@.report_journal.json', 'old'),  # the journal written, not yet renamed into place
+    ('e2urec_jax.local_files:publish@.report_journal.json', 'old'),  # the journal written, not yet renamed into place
     ('e2urec_jax.eval.report_files:_rename@results.json', 'new'),
     ('e2urec_jax.eval.report_files:_rename@results.md', 'new'),  # results.json new, results.md old on disk
     ('e2urec_jax.eval.report_files:_rename@test_auc.png', 'new'),

@@ -8,7 +8,8 @@ import pytest
 
 from data_testing import tiny_config, write_ml100k
 from e2urec_jax.data import movielens, protocol
-from e2urec_jax.data.tokens import SplitArrays, TokenizedData, reseeded
+from e2urec_jax.data.protocol import reseeded
+from e2urec_jax.data.tokens import SplitArrays, TokenizedData
 from e2urec_jax.eval import report, seed_report
 
 
@@ -92,6 +93,27 @@ def test_combined_report_by_hand(tmp_path):
   assert '| `e2urec` | 0.444 | 0.444 | 0.25 | 0.231 |' in text  # gap closed, cost, cost compile aside
   with open(paths['trajectories.png'], 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_the_summary_compares_every_method_with_the_featured_one(monkeypatch):
+  """The method the claims are about is the one its spec declares featured (MethodSpec.featured), not a name
+  the report knows: declared on Bad-T, the paired comparisons are Bad-T's against the others."""
+  from e2urec_jax.train import registry
+  per_seed = {1: _seed(0.6, 0.4, 0.5, 0.2), 2: _seed(0.5, 0.3, 0.45, 0.1)}
+  assert registry.featured() == 'e2urec' and set(seed_report.combine(per_seed)['summary']['comparisons']) == {
+      'original', 'badt'}
+  monkeypatch.setattr(registry, 'featured', lambda: 'badt')
+  s = seed_report.combine(per_seed)['summary']
+  assert set(s['comparisons']) == {'original', 'e2urec'}
+  assert s['comparisons']['e2urec']['sym_kl']['mean_diff'] == pytest.approx(0.125)  # Bad-T - E2URec, per seed
+
+
+def test_a_second_featured_method_is_refused():
+  import dataclasses
+  from e2urec_jax.methods import neggrad, spec
+  with pytest.raises(ValueError, match="'copy': featured, but 'e2urec' is featured already"):
+    spec.register(dataclasses.replace(neggrad.SPEC, name='copy', featured=True))
+  assert 'copy' not in spec.names()
 
 
 def test_auto_step_skips_unscored_points():

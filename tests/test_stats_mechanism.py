@@ -65,10 +65,10 @@ def test_alignment_follows_memorisation_per_user():
   assert flip['mean_delta'] == pytest.approx(2.0) and flip['mean_rise'] == pytest.approx(1.0)
 
 
-def test_e2urec_mechanism_entry():
+def test_forgetting_teacher_mechanism_entry():
   rng = np.random.default_rng(0)
   orig, retrain, aug = (rng.normal(size=(6, 5)) for _ in range(3))
-  out = mechanism.e2urec_mechanism(orig=orig, retrain=retrain, aug=aug, student=orig, alpha=2.0,
+  out = mechanism.forgetting_teacher_mechanism(orig=orig, retrain=retrain, aug=aug, student=orig, alpha=2.0,
                                    labels=np.array([1, 0, 1, 0, 1, 0]), users=np.array([1, 1, 2, 2, 3, 3]),
                                    yes_id=0, no_id=1)
   assert out['student'] == out['original']  # the student before any step is the original

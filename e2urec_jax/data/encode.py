@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from e2urec_jax import runtime
 from e2urec_jax.data import tokenizer as tokenizer_lib
 from e2urec_jax.errors import UserError
 
@@ -76,8 +77,7 @@ def encode_frame(frame, tok, template, *, layout: str, specials: dict, max_len: 
   'prompt': list[str] (the final text), 'history_shown': int32 [N], 'full_len': int32 [N] (the
   tokens of the prompt with its whole history, before any shortening)}.
   """
-  import datasets
-  from e2urec_jax import runtime
+  import datasets  # heavy: datasets
   # Seconds of work: a bar on a terminal or in a notebook; in a log it would only add lines.
   (datasets.enable_progress_bars if progress and runtime.interactive() else datasets.disable_progress_bars)()
   features = datasets.Features({'input_ids': datasets.Sequence(datasets.Value('int32')),

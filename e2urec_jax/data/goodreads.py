@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from e2urec_jax.data.sources import RawData, file_hashes, id_mapper, require_file
 from e2urec_jax.errors import UserError
@@ -79,7 +80,6 @@ def read_goodreads(raw_dir: str, genre: str, *, progress: bool = False) -> RawDa
 
 def _json_lines(path: str, required: tuple[str, ...], progress: bool):
   """(line number, dict) for each non-blank line; a bad line is a UserError naming it."""
-  from tqdm.auto import tqdm
   opener = gzip.open if path.endswith('.gz') else open
   try:
     with opener(path, 'rt', encoding='utf-8') as f:

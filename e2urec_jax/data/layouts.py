@@ -5,7 +5,7 @@
 The names and each family's layout are `names.LAYOUTS` and `names.FAMILIES`.
 """
 from e2urec_jax import names
-from e2urec_jax.names import DECODER_ONLY, ENCODER_DECODER, LAYOUTS  # noqa: F401 (data/'s names for them)
+from e2urec_jax.names import DECODER_ONLY, ENCODER_DECODER  # noqa: F401 (data/'s names for them)
 
 
 def of_family(family: str) -> str:

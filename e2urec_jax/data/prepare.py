@@ -15,18 +15,16 @@ import numpy as np
 import pandas as pd
 
 from e2urec_jax import runtime, stamps, storage
-from e2urec_jax.data import encode, protocol, readers
-from e2urec_jax.data import tokenizer as tokenizer_lib
+from e2urec_jax.data import encode, protocol, readers, tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
-from e2urec_jax.data.prompts import NO, YES, Template, template_for
-from e2urec_jax.data.tokens import SplitArrays, save_split
+from e2urec_jax.data.prompts import NO, Template, YES, template_for
+from e2urec_jax.data.tokens import SplitArrays, digest, save_split
 
 FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are then prepared again.
 STAMP_EXCLUDE = ('hf_cache',)  # a cache `prepare` needs no more: not part of the data's stamp
 
 
 def tokens_digest(data_dir: str, manifest: dict) -> str:
-  from e2urec_jax.data.tokens import digest
   return digest(data_dir, manifest)
 
 
@@ -154,8 +152,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
       'forget_user_keys': [str(k) for k in user_keys.loc[splits.forget_users]],
       'label_positive_rate': {k: round(float(v['label'].mean()), 4) for k, v in subsets.items()},
       'time_range': {k: [int(frames[k]['timestamp'].min()), int(frames[k]['timestamp'].max())] for k in frames},
-      'shards': {'sisa': np.bincount(train['sisa_shard'], minlength=int(d.num_shards)).tolist(),
-                 'receraser': np.bincount(train['receraser_shard'], minlength=int(d.num_shards)).tolist()},
+      'shards': protocol.shard_counts(train, int(d.num_shards)),
       'raw': {'ratings': int(len(raw.ratings)), 'users': int(raw.ratings['user'].nunique()),
               'items': int(raw.ratings['item'].nunique())},
       'config': config_key(config),

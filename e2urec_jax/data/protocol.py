@@ -39,6 +39,7 @@ import random
 import numpy as np
 import pandas as pd
 
+from e2urec_jax.data import tokens
 from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
@@ -154,6 +155,16 @@ def choose_forget_users(train_users, fraction: float, seed: int, selection: str 
   return np.sort(users[perm[np.argsort(key, kind='stable')[:count]]])
 
 
+# The train split's two shard draws, each a column '<name>_shard' of the prepared data: random shards
+# (SISA's) and balanced user-disjoint ones (RecEraser's).
+SHARDINGS = ('sisa', 'receraser')
+
+
+def shard_counts(train, num_shards: int) -> dict:
+  """The manifest's 'shards': train rows per shard of each draw (`train`: the split's frame)."""
+  return {name: np.bincount(train[f'{name}_shard'], minlength=num_shards).tolist() for name in SHARDINGS}
+
+
 def sisa_shards(num_rows: int, num_shards: int, seed: int) -> np.ndarray:
   """[num_rows] shard ids: a seeded permutation dealt round-robin (sizes differ by at most 1)."""
   shard = np.empty(num_rows, np.int32)
@@ -254,3 +265,12 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
       train['user'].to_numpy(), d, seed)
   return Splits(out, forget_users)
 
+
+def reseeded(data: tokens.TokenizedData, data_config, seed: int) -> tokens.TokenizedData:
+  """The same token arrays with the train split's forget set and shards drawn for `seed`
+  (seeded_assignment): one seed of a run over several (config.seeds)."""
+  train = data.splits['train']
+  forget_users, is_forget, sisa, receraser = seeded_assignment(train.user_id, data_config, seed)
+  splits = dict(data.splits, train=dataclasses.replace(train, is_forget=is_forget, sisa_shard=sisa,
+                                                       receraser_shard=receraser))
+  return dataclasses.replace(data, splits=splits, forget_users=np.asarray(forget_users))

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 
-from e2urec_jax import names
+from e2urec_jax import names, storage
 from e2urec_jax.data import goodreads, movielens, synthetic, tabular
 from e2urec_jax.data.sources import RawData, check_ratings
 from e2urec_jax.errors import UserError
@@ -41,6 +41,15 @@ def held_out_users(raw: RawData, d) -> RawData:
   return dataclasses.replace(raw, ratings=raw.ratings[rows].reset_index(drop=True),
                              users=raw.users[raw.users['user'].isin(keep)].reset_index(drop=True),
                              lines=None if raw.lines is None else raw.lines[rows])
+
+
+def read_run_source(config, workdir: str, scratch_dir: str) -> RawData:
+  """The source data of the run in `workdir`; for synthetic data the workdir's own copy (which forget
+  requests scrub), not a new draw (which would bring forgotten users' records back)."""
+  copy = os.path.join(workdir, 'data', 'synthetic')
+  if config.data.source == 'synthetic' and workdir and storage.isdir(copy):
+    return read_synthetic_copy(config, storage.local_copy(copy))
+  return read_source(config, scratch_dir)
 
 
 def read_synthetic_copy(config, folder: str) -> RawData:

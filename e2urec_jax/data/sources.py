@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 
-from e2urec_jax import names, runtime, stamps
+from e2urec_jax import local_files, names, stamps
 from e2urec_jax.errors import UserError
 
 
@@ -58,7 +58,6 @@ class RawData:
 # The rating scale of each source (lowest, highest), unless config.data.rating_scale declares one:
 # declared with the source (names.SOURCES).
 SCALES = {name: source.scale for name, source in names.SOURCES.items()}
-DUPLICATES = ('latest', 'error')
 
 
 def rating_range(d) -> tuple[float, float]:
@@ -232,7 +231,7 @@ def download(url: str, dest: str, *, sha256: str | None, size: int | None, offli
     if sha256 is not None and got != sha256:
       raise UserError(f'{url}: sha256 {got} does not match the pinned {sha256}; the file changed upstream '
                       f'or the download is corrupt; {offline_hint}')
-    runtime.publish(tmp, dest)
+    local_files.publish(tmp, dest)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)

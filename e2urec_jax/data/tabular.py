@@ -6,7 +6,9 @@ rating, timestamp columns, names configurable), an optional item table (id + tit
 columns, rendered as "The user's <column> is <value>."). Relative paths are
 resolved against config.data.raw_dir. Timestamps may be numbers or date strings.
 """
+import gzip
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -132,7 +134,6 @@ def _read(name: str, raw_dir: str, key: str, columns, id_columns, hashes: dict):
 
 def _csv_lines(path: str, rows: int) -> np.ndarray:
   """The file line of each row pandas read (blank lines are skipped, so they shift the numbers)."""
-  import gzip
   opener = gzip.open if path.endswith('.gz') else open
   with opener(path, 'rt', encoding='utf-8', errors='replace', newline='') as f:
     text = f.read()
@@ -144,7 +145,6 @@ def _csv_lines(path: str, rows: int) -> np.ndarray:
 
 def _parser_line(message: str) -> str:
   """pandas' 'Expected 2 fields in line 3, saw 3' as 'line 3: expected 2 fields, found 3'."""
-  import re
   m = re.search(r'Expected (\d+) fields in line (\d+), saw (\d+)', message)
   if m:
     return f'line {m.group(2)}: expected {m.group(1)} fields, found {m.group(3)}'

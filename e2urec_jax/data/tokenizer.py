@@ -11,6 +11,8 @@ import os
 import string
 import sys
 
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
 from e2urec_jax import names, storage
 from e2urec_jax.data.layouts import DECODER_ONLY, ENCODER_DECODER
 from e2urec_jax.errors import UserError
@@ -27,7 +29,7 @@ def resolve_layout(model_cfg) -> tuple[str, int | None]:
       choices = ', '.join(map(repr, names.FAMILY_NAMES))
       raise UserError(f'config.model.scratch.family={family!r}: use one of {choices}')
     return names.FAMILIES[family].layout, None
-  from transformers import AutoConfig
+  from transformers import AutoConfig  # heavy: transformers loads torch
   try:
     hf = AutoConfig.from_pretrained(model_cfg.name_or_path)
   except Exception as e:  # offline, unknown id, no config.json
@@ -44,8 +46,7 @@ def resolve_layout(model_cfg) -> tuple[str, int | None]:
 
 def train_tokenizer(texts, vocab_size: int, layout: str, progress: bool = False):
   """A BPE tokenizer (whitespace + punctuation pre-tokenizer) trained on `texts`, as a transformers tokenizer."""
-  from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-  from transformers import PreTrainedTokenizerFast
+  from transformers import PreTrainedTokenizerFast  # heavy: transformers loads torch
   tok = Tokenizer(models.BPE(unk_token=UNK))
   tok.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation; spaces are not tokens
   alphabet = [c for c in string.printable if not c.isspace()]  # unseen ASCII never becomes <unk>
@@ -65,7 +66,7 @@ def train_tokenizer(texts, vocab_size: int, layout: str, progress: bool = False)
 
 def load_tokenizer(model_cfg, workdir: str):
   """The run's tokenizer: <workdir>/tokenizer when trained on the fly, else the model's own."""
-  from transformers import AutoTokenizer
+  from transformers import AutoTokenizer  # heavy: transformers loads torch
   if model_cfg.tokenizer == 'train':
     path = os.path.join(workdir, 'tokenizer')
     if not storage.isdir(path):

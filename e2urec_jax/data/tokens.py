@@ -6,6 +6,8 @@ Loading needs neither `datasets` nor `transformers`, so training processes start
 Batches are padded to a few bucket lengths so a step compiles a handful of times, not per batch.
 """
 import dataclasses
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -64,8 +66,6 @@ REPAIR = 'rerun `run` (or `prepare`) on this workdir: it prepares the data again
 
 def digest(data_dir: str, manifest: dict) -> str:
   """The prepared data's identity: sha256 over its token arrays' hashes and the ids that describe them."""
-  import hashlib
-  import json
   arrays = []
   for root, _, files in os.walk(os.path.join(data_dir, 'tokens')):
     for f in sorted(files):
@@ -173,14 +173,3 @@ def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, 
     input_ids[rows, prompt_len[rows] + cols] = answer[rows, cols]
     batch['answer_positions'] = np.minimum(prompt_len[:, None] - 1 + steps, length - 1).astype(np.int32)
   return batch
-
-
-def reseeded(data: TokenizedData, data_config, seed: int) -> TokenizedData:
-  """The same token arrays with the train split's forget set and shards drawn for `seed`
-  (protocol.seeded_assignment): one seed of a run over several (config.seeds)."""
-  from e2urec_jax.data import protocol
-  train = data.splits['train']
-  forget_users, is_forget, sisa, receraser = protocol.seeded_assignment(train.user_id, data_config, seed)
-  splits = dict(data.splits, train=dataclasses.replace(train, is_forget=is_forget, sisa_shard=sisa,
-                                                       receraser_shard=receraser))
-  return dataclasses.replace(data, splits=splits, forget_users=np.asarray(forget_users))

@@ -11,41 +11,13 @@ unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off
 import os
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from e2urec_jax import distributed, runtime, storage
-from e2urec_jax.scoring import per_example_loss
-from e2urec_jax.eval import fairness, metrics, mia, ranking
+from e2urec_jax.eval import fairness, mechanism, metrics, mia, ranking, report, seed_report, trajectory
+from e2urec_jax.eval.model_scores import score
 from e2urec_jax.eval.report_schema import FORGET_KEYS
-from e2urec_jax.train import artifacts
-from e2urec_jax.train.inference import iterate_eval, load_predictor
-
-
-def score(ctx, predictor, split: str, indices: np.ndarray, keep_logits: bool = False, desc: str = '') -> dict:
-  """p_yes [N], loss [N], 'mia': {attack: membership score [N]} (eval/mia.py, every attack but the
-  reference one) and, if asked, the first-answer-position logits [N, V] of one model on a set."""
-  p_yes, loss, first, attacks = [], [], [], []
-  yes, no = ctx.data.yes_id, ctx.data.no_id
-  chunks = iterate_eval(ctx, split, indices, with_host=True)
-  for device, host, real in tqdm(chunks, desc=desc or split, leave=False, disable=not ctx.config.progress,
-                                 total=-(-len(indices) // max(ctx.num_devices, ctx.config.eval.batch_size))):
-    logits = predictor.logits(device)[:real]  # [batch, answer, vocab]
-    p_yes.append(metrics.yes_probability(logits[:, 0], yes, no))
-    loss.append(per_example_loss(logits, host['answer_labels'][:real], host['answer_mask'][:real]))
-    attacks.append(mia.sample_scores(first_logits=logits[:, 0], labels=host['label'][:real], loss=loss[-1],
-                                     yes_id=yes, no_id=no))
-    if keep_logits:
-      first.append(logits[:, 0])
-  out = {'p_yes': np.concatenate(p_yes), 'loss': np.concatenate(loss),
-         'mia': {k: np.concatenate([a[k] for a in attacks]) for k in (attacks[0] if attacks else ())}}
-  if keep_logits:
-    out['first_logits'] = np.concatenate(first)
-  return out
-
-
-def _quality(labels, p_yes) -> dict:
-  return {'auc': metrics.auc(labels, p_yes), 'logloss': metrics.logloss(labels, p_yes),
-          'acc': metrics.accuracy(labels, p_yes)}
+from e2urec_jax.train import artifacts, registry
+from e2urec_jax.train.inference import load_predictor
 
 
 def _distances(a_logits, b_logits, yes, no) -> dict:
@@ -93,7 +65,7 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   for name in names:
     predictor = reference if name == 'retrain' else load_predictor(ctx, name)
     on_test = score(ctx, predictor, 'test', all_test, desc=f'{name}/test')
-    row = {'test': _quality(test.label, on_test['p_yes']),
+    row = {'test': metrics.binary_metrics(test.label, on_test['p_yes']),
            'forget': dict.fromkeys(FORGET_KEYS), 'mia': dict.fromkeys(mia.ATTACKS),
            'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
     if not empty:
@@ -128,7 +100,7 @@ def _forget_metrics(ctx, on_forget, on_test, ref_forget, ref_nonmember, twins, f
   twin, twin_nonmember = twins
   nonmember_loss = on_test['loss'][nonmember]
   dist = _distances(on_forget['first_logits'], ref_forget['first_logits'], data.yes_id, data.no_id)
-  out = _quality(train.label[forget], on_forget['p_yes'])
+  out = metrics.binary_metrics(train.label[forget], on_forget['p_yes'])
   out.update({k: dist[k] for k in ('jsd', 'sym_kl', 'l2', 'jsd_yesno', 'l2_yesno')})
   out['mia_auc'] = metrics.mia_auc(on_forget['loss'], nonmember_loss)
   out['mia_ref_auc'] = metrics.mia_ref_auc(on_forget['loss'], ref_forget['loss'], nonmember_loss,
@@ -172,7 +144,6 @@ class ForgetProbe:
   rows, the rows scored so far (`rows`, results.json's entries) and eval/mechanism.py (`measures`)."""
 
   def __init__(self, ctx, rows: dict, forget_first: dict, retrain_first, forget):
-    from e2urec_jax.eval import mechanism
     train = ctx.data.splits['train']
     self.ctx, self.rows, self.retrain, self.measures = ctx, rows, retrain_first, mechanism
     self.labels, self.users = train.label[forget], train.user_id[forget]
@@ -194,7 +165,6 @@ class ForgetProbe:
 
 def _measured(names, mechanism_for) -> list[str]:
   """The rows whose diagnostic is measured (evaluate_models' `mechanism_for`)."""
-  from e2urec_jax.train import registry
   if mechanism_for is None:
     return list(names)
   listed = [n for n in names if n in mechanism_for]
@@ -205,7 +175,6 @@ def _measured(names, mechanism_for) -> list[str]:
 def _add_diagnostics(ctx, rows: dict, forget_first: dict, retrain_first, forget, names) -> None:
   """Each row's method diagnostic (MethodSpec.diagnostic) into its 'mechanism'; a method declared
   `same_as` another puts its result in the mechanism of that method's rows, under its own name."""
-  from e2urec_jax.train import registry
   probe = None
   for name in names:
     spec = registry.method_of_row(name)
@@ -227,7 +196,6 @@ def _add_diagnostics(ctx, rows: dict, forget_first: dict, retrain_first, forget,
 def available_models(ctx) -> list[str]:
   """The finished models of a run's workdir worth reporting (not the helper models the methods
   declare hidden, MethodSpec.helpers, or the noise floor)."""
-  from e2urec_jax.train import registry
   hidden = set(registry.hidden_models()) | {'retrain_seed2'}
   models_dir = os.path.join(ctx.workdir, 'models')
   found = sorted(storage.listdir(models_dir)) if storage.isdir(models_dir) else []
@@ -237,7 +205,6 @@ def available_models(ctx) -> list[str]:
 
 def merge_seed_rows(methods: dict) -> dict:
   """'m[seed=s]' rows fold into 'm' (the run at config.seed): the mean, with each seed kept under 'seeds'."""
-  from e2urec_jax.eval import report
   merged = {}
   for name, row in methods.items():
     base, _, rest = name.partition('[seed=')
@@ -250,7 +217,6 @@ def merge_seed_rows(methods: dict) -> dict:
 
 def trajectories(ctx, names) -> dict:
   """{name: points} of the rows scored during training (config.eval.trajectory_every)."""
-  from e2urec_jax.eval import trajectory
   found = {name: trajectory.of_phase(ctx, name) for name in names}
   return {name: points for name, points in found.items() if points}
 
@@ -269,7 +235,6 @@ def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechan
   `write=False` returns the results alone (one seed of several: eval/seed_report.py writes).
   `mechanism_for`: the rows whose method's diagnostic is measured (evaluate_models; None: every one).
   `extra`: entries added to results.json as they are (the pretrained backbone's)."""
-  from e2urec_jax.eval import report
   ordered = report.ordered_methods(names, order)
   results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
   results['methods'] = merge_seed_rows(results['methods'])
@@ -280,7 +245,6 @@ def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechan
   results['env'] = report.env_info()
   results.update(extra or {})
   if write:
-    from e2urec_jax.eval import seed_report
     results['summary'] = seed_report.summary(results)
   if write and distributed.is_primary():  # every process scores (the mesh spans them all); one writes
     report.write_report(ctx.workdir, results, order=order)

@@ -17,6 +17,8 @@ import jax
 
 from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.errors import UserError
+from e2urec_jax.models import lora, save_pretrained
+from e2urec_jax.models.peft_format import write_peft
 from e2urec_jax.train import artifacts, inference
 
 FORMATS = ('merged', 'peft')
@@ -67,7 +69,6 @@ def _mark(folder: str, fmt: str, name: str) -> None:
 
 
 def export_model(ctx, name: str, out_dir: str) -> str:
-  from e2urec_jax.models import lora
   check_output(ctx.workdir, out_dir, 'merged')
   path = ctx.model_dir(name)
   if inference.is_ensemble(path):
@@ -80,7 +81,6 @@ def export_model(ctx, name: str, out_dir: str) -> str:
     _, params = artifacts.load_full(path)
   else:
     raise UserError(f'no model {name!r} in {ctx.workdir}/models; train it first')
-  from e2urec_jax.models import save_pretrained
   with runtime.atomic_dir(out_dir) as tmp:  # the weights, the tokenizer and the marker land together
     save_pretrained(ctx.model, jax.device_get(params), tmp)
     _copy_tokenizer(ctx, tmp)
@@ -91,8 +91,6 @@ def export_model(ctx, name: str, out_dir: str) -> str:
 
 def export_peft_model(ctx, name: str, out_dir: str) -> str:
   """`name`'s adapters as a PEFT folder at `out_dir`, their base model at `out_dir`/base (atomic)."""
-  from e2urec_jax.models import save_pretrained
-  from e2urec_jax.models.peft_format import write_peft
   check_output(ctx.workdir, out_dir, 'peft')
   path = ctx.model_dir(name)
   if inference.is_ensemble(path):

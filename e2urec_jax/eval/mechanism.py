@@ -70,7 +70,7 @@ def alignment(orig, retrain, aug, labels, users, yes_id: int, no_id: int) -> dic
           'users': int(len(ids))}
 
 
-def e2urec_mechanism(*, orig, retrain, aug, student, alpha: float, labels, users, yes_id: int,
+def forgetting_teacher_mechanism(*, orig, retrain, aug, student, alpha: float, labels, users, yes_id: int,
                      no_id: int) -> dict:
   """The mechanism entry of one E2URec run: first-answer-position logits [N, V] of the forget set."""
   teacher = forgetting_teacher(orig, aug, alpha)

@@ -11,7 +11,12 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from e2urec_jax.data import encode, idfiles, readers, tokenizer as tokenizer_lib
+from e2urec_jax.data.prompts import template_for
+from e2urec_jax.data.tokens import SplitArrays
 from e2urec_jax.errors import UserError
+from e2urec_jax.eval.model_scores import score
+from e2urec_jax.train.inference import load_predictor
 
 SPLIT = 'predict'
 
@@ -19,7 +24,6 @@ SPLIT = 'predict'
 def read_pairs(path: str) -> pd.DataFrame:
   """user_id, item_id (as the file spells them) and line (for messages) of the pairs file `path`
   (data/idfiles.py: an optional header, one pair a line; a bad line is a one-line error naming it)."""
-  from e2urec_jax.data import idfiles
   if not path:
     raise UserError('predict needs --input=CSV with user_id,item_id lines')
   rows = idfiles.read_pairs(path, '--input')
@@ -29,21 +33,9 @@ def read_pairs(path: str) -> pd.DataFrame:
   return pairs
 
 
-def _raw(config, workdir: str, scratch: str):
-  """The source data; for synthetic data the workdir's own copy (which forget requests scrub), not a
-  new draw (which would bring forgotten users' records back)."""
-  from e2urec_jax import storage
-  from e2urec_jax.data import read_source, readers
-  copy = os.path.join(workdir, 'data', 'synthetic')
-  if config.data.source == 'synthetic' and workdir and storage.isdir(copy):
-    return readers.read_synthetic_copy(config, storage.local_copy(copy))
-  return read_source(config, scratch)
-
-
 def pair_prompts(config, pairs: pd.DataFrame, scratch: str, workdir: str = '') -> pd.DataFrame:
   """Prompt pieces (profile, history titles/ratings, target title, subject) of each pair, from the raw data."""
-  from e2urec_jax.data import idfiles
-  raw = _raw(config, workdir, scratch)
+  raw = readers.read_run_source(config, workdir, scratch)
   users = raw.users.set_index('key')
   items = raw.items.set_index('key')
   for col, table, what in (('user_id', users, 'user'), ('item_id', items, 'item')):
@@ -75,11 +67,6 @@ def pair_prompts(config, pairs: pd.DataFrame, scratch: str, workdir: str = '') -
 
 
 def predict(ctx, name: str, pairs: pd.DataFrame) -> np.ndarray:
-  from e2urec_jax.data import encode, tokenizer as tokenizer_lib
-  from e2urec_jax.data.prompts import template_for
-  from e2urec_jax.data.tokens import SplitArrays
-  from e2urec_jax.eval.evaluate import score
-  from e2urec_jax.train.inference import load_predictor
   config = ctx.config
   with tempfile.TemporaryDirectory() as scratch:
     frame, raw = pair_prompts(config, pairs, scratch, ctx.workdir)

@@ -28,9 +28,15 @@ import os
 import tempfile
 
 import numpy as np
+import pandas as pd
 
 from e2urec_jax import storage
+from e2urec_jax.data import encode, readers, tokenizer as tokenizer_lib
+from e2urec_jax.data.prompts import template_for
+from e2urec_jax.data.protocol import protocol_of
+from e2urec_jax.data.tokens import SplitArrays
 from e2urec_jax.eval import metrics
+from e2urec_jax.train.inference import iterate_eval
 
 SPLIT = 'ranking'  # the candidates' token arrays, as one more split of the context's data
 SETS = ('test', 'forget')
@@ -143,13 +149,9 @@ def _sources_key(ctx) -> str:
 def _sources(ctx, key: str) -> _Sources:
   if key in _CACHE:
     return _CACHE[key]
-  from e2urec_jax.data import tokenizer as tokenizer_lib
-  from e2urec_jax.data.prompts import template_for
-  from e2urec_jax.data.protocol import protocol_of
-  from e2urec_jax.eval.predict import _raw  # the workdir's own synthetic copy (forget requests scrub it)
   config = ctx.config
   with tempfile.TemporaryDirectory() as scratch:
-    raw = _raw(config, ctx.workdir, scratch)
+    raw = readers.read_run_source(config, ctx.workdir, scratch)  # the workdir's own synthetic copy
   ratings = raw.ratings
   order = np.argsort(ratings['user'].to_numpy(), kind='stable')
   users = raw.users.set_index('user')
@@ -179,7 +181,6 @@ def _sources(ctx, key: str) -> _Sources:
 def _shown_history(ctx, split_file: str, users, items) -> list:
   """(history items, their ratings) each (user, item) sample's stored prompt shows, from the
   split's parquet (prepare's history, cut to the items that fitted max_input_length)."""
-  import pandas as pd
   path = storage.local_copy(os.path.join(ctx.workdir, 'data', f'{split_file}.parquet'))
   table = pd.read_parquet(path, columns=['user', 'item', 'history_items', 'history_ratings', 'history_shown'])
   index = pd.MultiIndex.from_arrays([table['user'].to_numpy(), table['item'].to_numpy()])
@@ -195,8 +196,6 @@ def _shown_history(ctx, split_file: str, users, items) -> list:
 
 
 def _candidates(ctx, src: _Sources, split: str, split_file: str, rows, negatives: int) -> Candidates:
-  from e2urec_jax.data import encode
-  from e2urec_jax.data.tokens import SplitArrays
   arrays = ctx.data.splits[split]
   users, positives = arrays.user_id[rows].astype(np.int64), arrays.item_id[rows].astype(np.int64)
   items = np.concatenate([positives[:, None], draw_negatives(users, positives, src.rated, src.pool, negatives)], 1)
@@ -268,7 +267,6 @@ def _with_split(ctx, arrays):
 
 def scores(ctx, cands: Candidates, predictor):
   """P(Yes) of every candidate under one model, NaN where a list has no such candidate.  # [P, C]"""
-  from e2urec_jax.train.inference import iterate_eval
   out = np.full(cands.items.size, np.nan)
   if not len(cands.slots):
     return out.reshape(cands.items.shape)

@@ -10,7 +10,7 @@ import os
 import json
 
 from e2urec_jax import runtime, storage
-from e2urec_jax.eval import report_files, report_plots
+from e2urec_jax.eval import report_files, report_plots, seed_report
 from e2urec_jax.eval.report_markdown import markdown_report
 # What callers read of the schema, from here as before.
 from e2urec_jax.eval.report_schema import (FORGET_KEYS, MIA_KEYS, aggregate_seeds, env_info,  # noqa: F401
@@ -36,7 +36,6 @@ def write_report(workdir, results, order=()):
            'results.md': markdown_report(clean, order).encode()}
   plots = [('distance_vs_time.png', report_plots.plot_distance_vs_time), ('test_auc.png', report_plots.plot_test_auc)]
   if clean.get('trajectories'):
-    from e2urec_jax.eval import seed_report
     plots.append(('trajectories.png', seed_report.plot_trajectories))
   for name, plot in plots:
     files[name] = report_plots.png_bytes(plot(clean, order))

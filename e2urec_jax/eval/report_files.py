@@ -15,7 +15,7 @@ write, in the same order, without the journal.
 import contextlib
 import os
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import local_files, runtime, storage
 
 JOURNAL = '.report_journal.json'
 STAGED_PREFIX = '.tmp_report_'  # a staging prefix (runtime.STAGING_PREFIXES): leftovers are cleaned with the rest
@@ -57,8 +57,8 @@ def publish(workdir: str, files: dict) -> None:
     for name in files:  # nothing decided: the old report stays as it was
       with contextlib.suppress(OSError):
         os.remove(staged_path(workdir, name))
-    if isinstance(e, OSError) and e.errno in runtime.DISK_ERRNOS:
-      raise runtime.disk_error(e, f'writing the report in {workdir}') from e
+    if isinstance(e, OSError) and e.errno in local_files.DISK_ERRNOS:
+      raise local_files.disk_error(e, f'writing the report in {workdir}') from e
     raise
 
 
@@ -103,7 +103,7 @@ def _write_journal(path: str, record: dict) -> None:
 
 
 def _rename(staged: str, final: str) -> None:
-  runtime.publish(staged, final)
+  local_files.publish(staged, final)
 
 
 def _remove_journal(path: str) -> None:

@@ -4,7 +4,7 @@ the seed report's sections and the environment.
 """
 import numpy as np
 
-from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.eval import report_schema as schema, seed_report
 
 
 def _human_bytes(n):
@@ -103,7 +103,6 @@ def markdown_report(results, order=()):
   if bb:  # config.pretrain: its cost stands apart, charged to no model (the paper's download is not either)
     out += ['', f'**Pretrained backbone** ({"reused" if bb.get("reused") else "pretrained by this run"}): '
             f'{bb.get("population")}; {bb.get("time_s", 0):.0f} s, not in any row\'s cost; {bb.get("path")}']
-  from e2urec_jax.eval import seed_report
   out += seed_report.markdown_sections(results)
   env = results.get('env') or {}
   if env:

@@ -8,6 +8,7 @@ the summary are computed again from the rows now in it.
 """
 from e2urec_jax.eval import fairness, seed_report
 from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.train import registry
 
 RUN_KEYS = ('noise_floor', 'mia', 'fairness', 'ranking', 'forget_set', 'config', 'env')  # measured once per seed
 
@@ -16,7 +17,6 @@ def rows_scored_with(model: str, available: list[str]) -> list[str]:
   """The rows `evaluate --model=model` scores: the model, its repeats at other seeds ('m[seed=s]', folded
   into its row), and the rows whose diagnostic reports on each other's (MethodSpec.same_as: the oracle's
   distance sits in E2URec's mechanism), so no kept row holds a number of the model's old scores."""
-  from e2urec_jax.train import registry
   out = [model] + [n for n in available if n.startswith(model + '[seed=')]
   spec = registry.method_of_row(model)
   if spec is not None:

@@ -8,11 +8,12 @@ import numpy as np
 
 from e2urec_jax import storage
 from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.train import registry
 
 
 def new_figure():
   """The report's figure size and resolution."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   return Figure(figsize=(7, 4.5), dpi=110, layout='constrained')
 
 
@@ -48,7 +49,7 @@ def plot_distance_vs_time(results, order=()):
     elif t and d and np.mean(t) > 0:
       x, y = float(np.mean(t)), float(np.mean(d))
       xs.append(x)
-      color = 'tab:red' if name.startswith('e2urec') else 'tab:blue'
+      color = 'tab:red' if registry.is_featured_row(name) else 'tab:blue'
       ax.plot([x], [y], 'o', color=color)
       if loop and 0 < np.mean(loop) < x:
         ax.plot([float(np.mean(loop)), x], [y, y], '-', color=color, lw=0.8, alpha=0.5)
@@ -63,7 +64,7 @@ def plot_distance_vs_time(results, order=()):
   if schema.is_number(floor):
     ax.axhline(float(floor), color='green', ls='--', lw=1, label='noise floor (retrain vs retrain)')
   if xs or ax.lines:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # heavy: matplotlib
     ax.set_xscale('log')  # plain numbers at 1, 2, 5 x 10^k: readable over a narrow range too
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f'{x:g}'))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f'{x:g}' if f'{x:.0e}'[0] in '25' else ''))
@@ -90,7 +91,7 @@ def plot_test_auc(results, order=()):
       means.append(float(np.mean(values)))
       errs.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
   if names:
-    colors = ['tab:red' if n.startswith('e2urec') else 'tab:gray' if n in ('original', 'retrain')
+    colors = ['tab:red' if registry.is_featured_row(n) else 'tab:gray' if n in ('original', 'retrain')
               else 'tab:blue' for n in names]
     ax.bar(range(len(names)), means, yerr=errs if any(errs) else None, color=colors, capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)

@@ -4,6 +4,7 @@ the seeds' mean row (`aggregate_seeds`), the environment, and how a row's values
 (`ordered_methods`, `lookup`, `cell_values`), which the markdown, the plots and the seed report share.
 """
 import math
+import platform
 
 import numpy as np
 
@@ -116,8 +117,7 @@ def validate_results(results, required_methods=()):
 
 def env_info():
   """Where the numbers came from: JAX version, devices, platform."""
-  import platform
-  import jax
+  import jax  # heavy: jax, for a run writing its results (reading or checking a report loads none)
   return {
       'jax': jax.__version__,
       'devices': [str(d) for d in jax.devices()],

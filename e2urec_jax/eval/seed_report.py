@@ -12,11 +12,9 @@ import math
 
 import numpy as np
 
-from e2urec_jax import distributed
-from e2urec_jax.eval import report, stats
-from e2urec_jax.eval import report_schema as schema
+from e2urec_jax.eval import report_schema as schema, stats
+from e2urec_jax.train import registry
 
-E2UREC = 'e2urec'
 ORIGINAL, RETRAIN = 'original', 'retrain'
 DISTANCES = ('sym_kl', 'jsd')
 
@@ -81,13 +79,14 @@ def summary(results: dict) -> dict:
   floor = results.get('noise_floor') or {}
   out = {'comparisons': {}, 'gap_closed': {}, 'time_ratio': {}, 'time_ratio_no_compile': {},
          'selection': selection(results)}
-  if E2UREC in methods:
+  featured = registry.featured()  # the method the claims are about (MethodSpec.featured)
+  if featured in methods:
     for name in methods:
-      if name in (E2UREC, RETRAIN) or len(per_seed_values(methods[name], ('forget', 'sym_kl'))) < 2:
+      if name in (featured, RETRAIN) or len(per_seed_values(methods[name], ('forget', 'sym_kl'))) < 2:
         continue
-      out['comparisons'][name] = {d: _paired(methods, E2UREC, name, ('forget', d)) for d in DISTANCES}
+      out['comparisons'][name] = {d: _paired(methods, featured, name, ('forget', d)) for d in DISTANCES}
     if ORIGINAL in methods:
-      out['test_auc_vs_original'] = _paired(methods, E2UREC, ORIGINAL, ('test', 'auc'))
+      out['test_auc_vs_original'] = _paired(methods, featured, ORIGINAL, ('test', 'auc'))
   if RETRAIN in methods:
     retrain_s = _mean(methods[RETRAIN], ('time_s',))
     retrain_compile_s = _mean(methods[RETRAIN], ('compile_s',))
@@ -230,7 +229,7 @@ PALETTE = ('tab:blue', 'tab:orange', 'tab:purple', 'tab:brown', 'tab:pink', 'tab
 def plot_trajectories(results: dict, order=()):
   """Distance to retrain (symKL) and forget AUC against step, one line per method (mean over
   seeds, each seed faint), the noise floor as a band and retrain's forget AUC as a line."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   fig = Figure(figsize=(11, 4.5), dpi=110, layout='constrained')
   ax_d, ax_a = fig.subplots(1, 2)
   methods = results.get('methods') or {}
@@ -238,9 +237,9 @@ def plot_trajectories(results: dict, order=()):
   for by_method in (results.get('trajectories') or {}).values():
     for name, points in by_method.items():
       by_name.setdefault(name, []).append(points)
-  palette = iter(PALETTE * 4)  # red is E2URec's, green the noise floor's
+  palette = iter(PALETTE * 4)  # red is the featured method's (MethodSpec.featured), green the noise floor's
   for name in schema.ordered_methods(list(by_name), order):
-    color = 'tab:red' if name == E2UREC else next(palette)
+    color = 'tab:red' if name == registry.featured() else next(palette)
     runs = by_name[name]
     for points in runs:
       for ax, key in ((ax_d, 'sym_kl'), (ax_a, 'forget_auc')):
@@ -267,13 +266,3 @@ def plot_trajectories(results: dict, order=()):
     if ax.lines:
       ax.legend(fontsize=7, loc='best')
   return fig
-
-
-def write(first_ctx, per_seed: dict, order=(), extra=None) -> dict:
-  """Combines the seeds' results and writes the report to the run's workdir (process 0);
-  `extra`: entries added to results.json as they are (the pretrained backbone's)."""
-  results = {**combine(per_seed), **(extra or {})}
-  if distributed.is_primary():
-    report.write_report(first_ctx.workdir, results, order=order)
-  return results
-

@@ -10,6 +10,7 @@ from e2urec_jax import runtime
 from e2urec_jax.eval.report import write_text
 from e2urec_jax.eval.report_plots import write_png
 from e2urec_jax.eval.report_schema import plain
+from e2urec_jax.train import registry
 
 PLOTTED = (('forget JSD to retrain', ('forget', 'jsd')), ('test AUC', ('test', 'auc')),
            ('MIA AUC (loss attack)', ('mia', 'loss')), ('cumulative time (s)', ('cumulative_time_s',)))
@@ -67,21 +68,25 @@ def markdown(out: dict) -> str:
 
 
 def drift_note(out: dict) -> str:
-  """Whether E2URec's distance to retrain drifts over the chain: first vs last retrained request."""
-  points = [(s['request'], _value(s['methods'].get('e2urec', {}), ('forget', 'jsd'))) for s in out['steps']
+  """Whether the featured method's (MethodSpec.featured: E2URec's) distance to retrain drifts over the
+  chain: first vs last retrained request."""
+  featured = registry.featured()
+  if featured is None:
+    return 'Drift: no featured method (MethodSpec.featured); nothing to compare.'
+  points = [(s['request'], _value(s['methods'].get(featured, {}), ('forget', 'jsd'))) for s in out['steps']
             if s['retrained']]
   points = [(k, v) for k, v in points if v is not None]
   if len(points) < 2:
-    return 'Drift: fewer than two retrained requests with an E2URec row; nothing to compare.'
+    return f'Drift: fewer than two retrained requests with a {featured} row; nothing to compare.'
   (k0, v0), (k1, v1) = points[0], points[-1]
-  return (f'Drift: E2URec\'s forget JSD to retrain is {v0:.5f} after request {k0} and {v1:.5f} after request {k1} '
+  return (f'Drift: {featured}\'s forget JSD to retrain is {v0:.5f} after request {k0} and {v1:.5f} after request {k1} '
           f'({v1 - v0:+.5f}, {100 * (v1 - v0) / v0:+.0f}%).' if v0 else
-          f'Drift: E2URec\'s forget JSD to retrain goes from {v0:.5f} (request {k0}) to {v1:.5f} (request {k1}).')
+          f'Drift: {featured}\'s forget JSD to retrain goes from {v0:.5f} (request {k0}) to {v1:.5f} (request {k1}).')
 
 
 def plot(out: dict):
   """One panel per quantity of PLOTTED against the request index, a line per method."""
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # heavy: matplotlib
   fig = Figure(figsize=(10, 7), dpi=110, layout='constrained')
   axes = fig.subplots(2, 2).reshape(-1)
   names = list(dict.fromkeys(n for s in out['steps'] for n in s['methods']))
@@ -91,7 +96,7 @@ def plot(out: dict):
       ys = [_value(s['methods'][name], path) for s in out['steps'] if name in s['methods']]
       pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
       if pts:
-        style = {'color': 'tab:red'} if name == 'e2urec' else {'color': 'gray', 'ls': ':'} if name == 'original' \
+        style = {'color': 'tab:red'} if name == registry.featured() else {'color': 'gray', 'ls': ':'} if name == 'original' \
             else {'color': 'black', 'ls': '--'} if name == 'retrain' else {}
         ax.plot(*zip(*pts), marker='o', label=name, **{'ls': '-', **style})
     ax.set_title(title, fontsize=10)

@@ -21,15 +21,14 @@ import os
 import numpy as np
 
 from e2urec_jax.eval import metrics
-from e2urec_jax.train import heldout as heldout_lib
+from e2urec_jax.eval.model_scores import score
+from e2urec_jax.train import heldout as heldout_lib, inference
 from e2urec_jax.train.callbacks import Callback
 
 FILE = 'trajectory.jsonl'
-KEYS = ('sym_kl', 'jsd', 'forget_auc', 'mia_auc', 'test_auc', 'heldout_mia_auc')
 
 
 def _scores(ctx, predictor, split, rows):
-  from e2urec_jax.eval.evaluate import score
   return score(ctx, predictor, split, rows, keep_logits=split == 'train', desc='trajectory')
 
 
@@ -38,7 +37,6 @@ class _Reference:
   the fixed row sets, computed once per seed (the retrained model must be trained before)."""
 
   def __init__(self, ctx, test_samples: int):
-    from e2urec_jax.train import inference
     data = ctx.data
     train, test = data.splits['train'], data.splits['test']
     self.heldout_rows = heldout_lib.HeldoutRows(ctx)
@@ -52,7 +50,6 @@ class _Reference:
 
 def score_point(ctx, reference: _Reference, params, adapters) -> dict:
   """One trajectory point of the model (params, adapters)."""
-  from e2urec_jax.train import inference
   model = inference.SingleModel(ctx, params, adapters)
   forget = _scores(ctx, model, 'train', reference.forget)
   test = _scores(ctx, model, 'test', reference.test)

@@ -4,7 +4,7 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 
 def badt_loss_fn(model):
-  from e2urec_jax import losses
+  from e2urec_jax import losses  # no JAX in config
 
   def loss_fn(params, frozen, batch, rng, hp):
     _, ce_r, ce_f = full_param.retain_forget_ce(model, params, batch, rng)  # forget answers flipped

@@ -9,6 +9,7 @@ what needs JAX is imported where it is used.
 """
 import numpy as np
 
+from e2urec_jax.data import make_batch
 from e2urec_jax.train import sampling
 
 
@@ -23,7 +24,6 @@ def split_indices(data):
 
 def paired_batch(data, retain_idx, forget_idx, *, flip_forget=False) -> dict:
   """One retain and one forget batch padded to the same length (one compiled shape per bucket)."""
-  from e2urec_jax.data import make_batch
   r = make_batch(data, 'train', retain_idx)
   f = make_batch(data, 'train', forget_idx, flip=flip_forget)
   length = max(r['input_ids'].shape[1], f['input_ids'].shape[1])
@@ -53,14 +53,14 @@ def paired_batches(ctx, batch_size: int, seed_of, *, flip_forget: bool = False, 
 
 
 def concat_batches(a: dict, b: dict) -> dict:
-  import jax.numpy as jnp
+  import jax.numpy as jnp  # no JAX in config
   return {k: jnp.concatenate([a[k], b[k]], axis=0) for k in a}
 
 
 # ------------------------------------------------------------------ losses
 def student_logits(model, kind, trainable, frozen, batch, rng):
   """[batch, answer, vocab] logits of the model being trained."""
-  from e2urec_jax.models import answer_logits
+  from e2urec_jax.models import answer_logits  # no JAX in config
   if kind == 'full':
     return answer_logits(model, trainable, batch, dropout_rng=rng)
   return answer_logits(model, frozen['base'], batch, adapters=trainable, dropout_rng=rng)
@@ -68,7 +68,7 @@ def student_logits(model, kind, trainable, frozen, batch, rng):
 
 def ce_loss_fn(model, kind):
   """CE on the answer tokens of the batch (kind: what is trained, 'full' or 'lora')."""
-  from e2urec_jax import losses
+  from e2urec_jax import losses  # no JAX in config
 
   def loss_fn(trainable, frozen, batch, rng, hp):
     logits = student_logits(model, kind, trainable, frozen, batch, rng)

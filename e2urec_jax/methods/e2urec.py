@@ -15,8 +15,10 @@ import time
 import numpy as np
 
 from e2urec_jax import rules, seeds
-from e2urec_jax.methods import common
-from e2urec_jax.methods.spec import Helper, MethodSpec, register
+from e2urec_jax.data import make_batch
+from e2urec_jax.methods import common, llmrec
+from e2urec_jax.methods.spec import FrozenInputs, Helper, MethodSpec, register
+from e2urec_jax.train import sampling
 from e2urec_jax.train.paths import ORIGINAL
 
 AUGMENTED = 'augmented'
@@ -24,9 +26,7 @@ AUGMENTED = 'augmented'
 
 def ensure_augmented(ctx, callbacks=()) -> dict:
   """theta_a: the original fine-tuned on the forget set (config.augment) until it knows D_f "too well"."""
-  from e2urec_jax.data import make_batch
-  from e2urec_jax.methods import llmrec
-  from e2urec_jax.train import fingerprint, runner, sampling
+  from e2urec_jax.train import fingerprint, runner  # no JAX in config
   llmrec.ensure_original(ctx, callbacks)
   stats = runner.done(ctx, AUGMENTED, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.AUGMENTED))
   if stats is not None:
@@ -73,9 +73,9 @@ def e2urec_loss_fn(model, augmented_is_adapters: bool, use_forget_teacher: bool,
 
   cached_teachers: the original's and the augmented model's forget-set logits are read from
   frozen['forget_teachers'] (`forget_teacher_logits`) at the batch's `forget_rows`, not computed."""
-  import jax
-  from e2urec_jax import losses
-  from e2urec_jax.models import answer_logits
+  import jax  # no JAX in config
+  from e2urec_jax import losses  # no JAX in config
+  from e2urec_jax.models import answer_logits  # no JAX in config
 
   def loss_fn(adapters, frozen, batch, rng, hp):
     retain, forget = batch['retain'], batch['forget']
@@ -111,7 +111,6 @@ def teacher_cache_plan(ctx, section) -> tuple[bool, str]:
   Computing them costs one forward per forget row and teacher; the in-step passes cost one per
   row drawn, steps x batch_size in all. The cache holds [rows, answers, vocab] fp32 logits of
   each teacher on every device, so it is bounded by section.teacher_cache_mb."""
-  from e2urec_jax.data import make_batch
   _, forget = common.split_indices(ctx.data)
   if section.teacher_cache_mb <= 0:
     return False, 'teacher_cache_mb is 0'
@@ -147,7 +146,7 @@ def forget_logits(ctx, teachers: dict) -> dict:
   {name: (params, adapters)}, in the order of common.split_indices (zeros after them): the cache
   `e2urec_loss_fn(cached_teachers=True)` reads (the oracle's holds the retrained model's under
   'original')."""
-  from e2urec_jax.train import inference
+  from e2urec_jax.train import inference  # no JAX in config
   _, forget = common.split_indices(ctx.data)
   logits = inference.eval_logits_fn(ctx)
   parts = {name: [] for name in teachers}
@@ -160,10 +159,10 @@ def forget_logits(ctx, teachers: dict) -> dict:
 
 
 # ------------------------------------------------------------------ the spec's pieces
-def _teachers(ctx, section, original) -> dict:
+def _teachers(ctx, section, original) -> FrozenInputs:
   """The frozen inputs, and the forget-set teacher cache where `teacher_cache_plan` says so. Its
-  time is part of E2URec's cost: returned under '_cost' (MethodSpec.frozen)."""
-  from e2urec_jax.train import artifacts
+  time is part of E2URec's cost: its FrozenInputs.build_s (MethodSpec.frozen)."""
+  from e2urec_jax.train import artifacts  # no JAX in config
   base = ctx.put(ctx.base_dtype(original))
   zero = ctx.zero_adapters(original)
   by_adapters = ctx.config.augment.mode == 'lora'
@@ -176,11 +175,11 @@ def _teachers(ctx, section, original) -> dict:
   cached, why = teacher_cache_plan(ctx, section)
   if not cached:
     print(f'e2urec: the teachers run on the forget set in every step ({why})')
-    return frozen
+    return FrozenInputs(frozen)
   start = time.perf_counter()
   cache = forget_teacher_logits(ctx, frozen, by_adapters, bool(section.use_forget_teacher))
   print(f'e2urec: forget-set teacher logits computed once ({why}, {time.perf_counter() - start:.1f} s)')
-  return {**frozen, 'forget_teachers': ctx.put(cache), '_cost': time.perf_counter() - start}
+  return FrozenInputs({**frozen, 'forget_teachers': ctx.put(cache)}, build_s=time.perf_counter() - start)
 
 
 def _static(ctx, section) -> dict:
@@ -192,7 +191,6 @@ def _static(ctx, section) -> dict:
 
 def _hparams(ctx, section):
   """w and alpha, and forget_only = 1 during the forget-only warm-up epochs."""
-  from e2urec_jax.train import sampling
   _, forget = common.split_indices(ctx.data)
   warmup_steps = section.forget_epochs * sampling.steps_per_epoch(len(forget), section.batch_size)
   w, alpha = section.w, section.alpha
@@ -215,7 +213,7 @@ def mechanism(probe, name: str):
   if augmented is None:
     return None
   alpha = row['phase'].get('alpha', probe.ctx.config.unlearn.e2urec.alpha)
-  return probe.measures.e2urec_mechanism(
+  return probe.measures.forgetting_teacher_mechanism(
       orig=probe.logits(ORIGINAL), retrain=probe.retrain, aug=augmented, student=probe.logits(name), alpha=alpha,
       labels=probe.labels, users=probe.users, yes_id=probe.yes_id, no_id=probe.no_id)
 
@@ -245,6 +243,7 @@ SPEC = register(MethodSpec(
            'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN,
            'teacher_cache_mb': rules.NON_NEGATIVE},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
-    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism,
+    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism, featured=True,
     # The augmented model: its time is part of E2URec's cost (as 'augment_time_s'); trained on the forget set.
-    helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment'),)))
+    helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment',
+                    mode_key='augment.mode'),)))

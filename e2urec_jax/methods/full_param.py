@@ -10,8 +10,8 @@ from e2urec_jax.methods import common
 
 def retain_forget_ce(model, params, batch, rng):
   """(logits [2B, answer, vocab], retain CE, forget CE) of one forward over [retain; forget]."""
-  from e2urec_jax import losses
-  from e2urec_jax.models import answer_logits
+  from e2urec_jax import losses  # no JAX in config
+  from e2urec_jax.models import answer_logits  # no JAX in config
   retain, forget = batch['retain'], batch['forget']
   n = retain['label'].shape[0]
   logits = answer_logits(model, params, common.concat_batches(retain, forget), dropout_rng=rng)

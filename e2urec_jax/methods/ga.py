@@ -4,7 +4,7 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 
 def ga_loss_fn(model):
-  from e2urec_jax import losses
+  from e2urec_jax import losses  # no JAX in config
 
   def loss_fn(params, frozen, batch, rng, hp):
     # The retain batch is still run (and its CE logged): the step keeps the other baselines' shape.

@@ -5,6 +5,7 @@ common pretrained start: CE on the answer tokens, AdamW, early stopping on the v
 import numpy as np
 
 from e2urec_jax import seeds
+from e2urec_jax.data import make_batch
 from e2urec_jax.methods.common import ce_loss_fn, hparams, init_record, split_indices, trainable_start
 from e2urec_jax.train import sampling
 from e2urec_jax.train.paths import ORIGINAL
@@ -21,7 +22,7 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, role: str, callb
   (`name` is also the seeds' method name); every one starts from the common pretrained model.
   `role` ('original', 'retrain' or 'shards') names it in config.lora.init_phases.
   """
-  from e2urec_jax.train import fingerprint, inference, runner
+  from e2urec_jax.train import fingerprint, inference, runner  # no JAX in config
   stats = runner.done(ctx, name, fingerprint.of_run(ctx.config, ctx.data.digest, fingerprint.RECIPE, seed=seed))
   if stats is not None:
     return stats
@@ -42,7 +43,6 @@ def train_ce(ctx, name: str, *, indices: np.ndarray, seed: int, role: str, callb
   batch_seed = seed_of('batches')
 
   def batch_for_step(step):
-    from e2urec_jax.data import make_batch
     return make_batch(ctx.data, 'train', sampling.batch_indices(indices, cfg.batch_size, batch_seed, step))
 
   plan = runner.PhasePlan(

@@ -1,13 +1,13 @@
 """NPO (Zhang et al. 2024): negative preference optimisation against the frozen original, plus retain CE."""
 from e2urec_jax import rules
 from e2urec_jax.methods import full_param
-from e2urec_jax.methods.spec import MethodSpec, register
+from e2urec_jax.methods.spec import FrozenInputs, MethodSpec, register
 
 
 def npo_loss_fn(model):
-  import jax
-  from e2urec_jax import losses
-  from e2urec_jax.models import answer_logits
+  import jax  # no JAX in config
+  from e2urec_jax import losses  # no JAX in config
+  from e2urec_jax.models import answer_logits  # no JAX in config
 
   def loss_fn(params, frozen, batch, rng, hp):
     logits, ce_r, _ = full_param.retain_forget_ce(model, params, batch, rng)
@@ -22,9 +22,9 @@ def npo_loss_fn(model):
   return loss_fn
 
 
-def reference_model(ctx, section, original) -> dict:
+def reference_model(ctx, section, original) -> FrozenInputs:
   """The frozen original NPO's log-ratios are measured against."""
-  return {'ref': ctx.put(ctx.base_dtype(original))}
+  return FrozenInputs({'ref': ctx.put(ctx.base_dtype(original))})
 
 
 SPEC = register(MethodSpec(

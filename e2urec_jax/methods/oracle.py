@@ -11,8 +11,8 @@ E2URec's teacher (mechanism['oracle']). It is not in config.unlearn.methods' def
 """
 import time
 
-from e2urec_jax.methods import e2urec, llmrec
-from e2urec_jax.methods.spec import Helper, MethodSpec, register
+from e2urec_jax.methods import common, e2urec, llmrec
+from e2urec_jax.methods.spec import FrozenInputs, Helper, MethodSpec, register
 
 NAME = 'oracle'
 
@@ -21,17 +21,18 @@ def _ensure_retrain(ctx, callbacks=()) -> dict:
   return llmrec.ensure_retrain(ctx, callbacks=callbacks)
 
 
-def _teachers(ctx, section, original) -> dict:
+def _teachers(ctx, section, original) -> FrozenInputs:
   """The original (base, zero adapters: the retain term's teacher) and the forget-set cache of the
   retrained model's logits under 'original' (always cached: the step cannot run the retrained
-  model, a full model of its own). Its time is part of the cost ('_cost')."""
+  model, a full model of its own). Its time is part of the cost (FrozenInputs.build_s)."""
   base = ctx.put(ctx.base_dtype(original))
   zero = ctx.put(ctx.zero_adapters(original))
   start = time.perf_counter()
   retrain = ctx.put(ctx.base_dtype(ctx.load_params(llmrec.RETRAIN)))
   cache = e2urec.forget_logits(ctx, {'original': (retrain, zero)})
   print(f'oracle: the retrained model\'s forget-set logits computed once ({time.perf_counter() - start:.1f} s)')
-  return {'base': base, 'zero_adapters': zero, 'forget_teachers': ctx.put(cache), '_cost': time.perf_counter() - start}
+  return FrozenInputs({'base': base, 'zero_adapters': zero, 'forget_teachers': ctx.put(cache)},
+                      build_s=time.perf_counter() - start)
 
 
 def _static(ctx, section) -> dict:
@@ -40,7 +41,6 @@ def _static(ctx, section) -> dict:
 
 
 def _batches(ctx, section, seed_of):
-  from e2urec_jax.methods import common
   return common.paired_batches(ctx, section.batch_size, seed_of, forget_rows=True)
 
 

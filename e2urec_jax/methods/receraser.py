@@ -5,15 +5,17 @@ import time
 import numpy as np
 
 from e2urec_jax import rules, seeds
+from e2urec_jax.methods import common
 from e2urec_jax.methods.spec import MethodSpec, register
 
 HIDDEN = 8
 MAX_ATTENTION_SAMPLES = 2000
+ATTENTION_PHASE = 'attention'  # its own seed phase (seeds.derive): the aggregation weights and their samples
 
 
 def _shard_features(ctx, shard_names, rows) -> np.ndarray:
   """[N, K, 2]: each shard model's Yes/No logits at the first answer position."""
-  from e2urec_jax.train import inference
+  from e2urec_jax.train import inference  # no JAX in config
   yes_no = [ctx.data.yes_id, ctx.data.no_id]
   members = [inference.single_from_dir(ctx, ctx.model_dir(s)) for s in shard_names]
   feats = []
@@ -25,9 +27,9 @@ def _shard_features(ctx, shard_names, rows) -> np.ndarray:
 
 def train_attention(features: np.ndarray, labels: np.ndarray, steps: int, seed: int) -> dict:
   """Fits W, b, v so that sum_k a_k * logits_k predicts the label (binary CE over Yes vs No)."""
-  import jax
-  import jax.numpy as jnp
-  import optax
+  import jax  # no JAX in config
+  import jax.numpy as jnp  # no JAX in config
+  import optax  # no JAX in config
   k1, k2 = jax.random.split(jax.random.key(seed))
   params = {'W': 0.1 * jax.random.normal(k1, (2, HIDDEN)), 'b': jnp.zeros(HIDDEN),
             'v': 0.1 * jax.random.normal(k2, (HIDDEN,))}
@@ -55,13 +57,13 @@ def train_attention(features: np.ndarray, labels: np.ndarray, steps: int, seed: 
 
 
 def unlearn_receraser(ctx, name, section, seed, callbacks=()) -> dict:
-  from e2urec_jax.methods import common, sharded
-  from e2urec_jax.train import inference
+  from e2urec_jax.methods import sharded  # no JAX in config
+  from e2urec_jax.train import inference  # no JAX in config
   totals, shard_names = sharded.train_shards(ctx, name, ctx.data.splits['train'].receraser_shard, seed, callbacks)
   start = time.perf_counter()
   aggregator = None
   if section.aggregate == 'attention':
-    attention_seed = seeds.derive(seed, 'receraser', 'attention')
+    attention_seed = seeds.derive(seed, 'receraser', ATTENTION_PHASE)
     retain, _ = common.split_indices(ctx.data)
     rows = np.sort(np.random.default_rng(attention_seed).permutation(retain)[:MAX_ATTENTION_SAMPLES])
     features = _shard_features(ctx, shard_names, rows)

@@ -8,7 +8,7 @@ import dataclasses
 from e2urec_jax import rules, seeds
 from e2urec_jax.errors import UserError
 from e2urec_jax.methods import auto_stop, common, llmrec, spec as spec_lib
-from e2urec_jax.train import runner
+from e2urec_jax.train import fingerprint, runner
 from e2urec_jax.train.paths import ORIGINAL
 
 FROZEN_WORK = 'frozen_inputs'  # the prior under which building the frozen inputs is counted
@@ -37,7 +37,6 @@ def section_of(config, method: str, overrides=()):
 def method_fields(config, method: str, section, seed) -> dict:
   """The fingerprint fields of a phase of `method` (train/fingerprint.py): the one place they are
   computed, for the phase itself and for `resume`'s checks before a run."""
-  from e2urec_jax.train import fingerprint
   spec = spec_lib.get(method)
   # A `same_as` method trains with that method's section: its fields are recorded under that name.
   return fingerprint.fields(config, fingerprint.METHOD, method=spec.section_name, section=section, reads=spec.reads,
@@ -51,7 +50,6 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   name = name or method
   seed = ctx.config.seed if seed is None else int(seed)
   section = section_of(ctx.config, method, overrides)
-  from e2urec_jax.train import fingerprint
   stats = runner.done(ctx, name, fingerprint.record(method_fields(ctx.config, method, section, seed),
                                                     {'data': ctx.data.digest}))
   if stats is not None:
@@ -63,10 +61,12 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   role = spec.section_name  # a `same_as` method: that method's seeds and initial adapters
   seed_of = lambda phase: seeds.derive(seed, role, phase)  # noqa: E731
   original = ctx.load_params(ORIGINAL)
-  frozen = spec.frozen(ctx, section, original) if spec.frozen is not None else {}
-  if '_cost' in frozen:  # work done to build the frozen inputs (E2URec's teacher cache) is part of the cost
-    frozen = dict(frozen)
-    prior = {**prior, FROZEN_WORK: {'time_s': frozen.pop('_cost'), 'compile_s': 0.0}}
+  built = spec.frozen(ctx, section, original) if spec.frozen is not None else spec_lib.FrozenInputs({})
+  if not isinstance(built, spec_lib.FrozenInputs):
+    raise TypeError(f'method {method!r}: MethodSpec.frozen must return spec.FrozenInputs, not {type(built).__name__}')
+  frozen = built.inputs
+  if built.build_s is not None:  # work done to build the frozen inputs (E2URec's teacher cache) is part of the cost
+    prior = {**prior, FROZEN_WORK: {'time_s': built.build_s, 'compile_s': 0.0}}
   if spec.trainable == 'full':
     trainable = original
   else:
@@ -75,7 +75,7 @@ def run_method(ctx, method: str, *, name: str | None = None, overrides=(), seed:
   un = ctx.config.unlearn  # AdamW decay and clipping are shared by every method
   base_hp = common.hparams(section.learning_rate, un.weight_decay)
   static = spec.static(ctx, section) if spec.static is not None else {}
-  examples = spec.examples_per_step(section) if spec.examples_per_step else 2 * section.batch_size
+  examples = spec.examples_per_step(section)
   plan = runner.PhasePlan(
       name=name, kind=spec.trainable, step=ctx.train_step(spec.loss, max_grad_norm=un.max_grad_norm, **static),
       start=original, trainable=trainable, frozen=frozen, batch_for_step=spec.batches(ctx, section, seed_of),

@@ -4,8 +4,8 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 
 def unlearn_sisa(ctx, name, section, seed, callbacks=()) -> dict:
-  from e2urec_jax.methods import sharded
-  from e2urec_jax.train import inference
+  from e2urec_jax.methods import sharded  # no JAX in config
+  from e2urec_jax.train import inference  # no JAX in config
   totals, shard_names = sharded.train_shards(ctx, name, ctx.data.splits['train'].sisa_shard, seed, callbacks)
   inference.write_ensemble(ctx, name, shard_names, section.aggregate)
   return sharded.finish_sharded(ctx, name, totals)

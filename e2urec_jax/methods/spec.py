@@ -12,12 +12,110 @@ its functions are re-exported here. This module imports nothing heavy: the CLI r
 registry (to validate a config) before JAX is loaded.
 """
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from e2urec_jax import rules
-from e2urec_jax.train.registry import (chainable, default_methods, find, get, helpers, hidden_models,  # noqa: F401
-                                       method_of_row, names, register, report_order, shard_methods, specs,
-                                       unregister)
+from e2urec_jax.train.registry import (chainable, default_methods, featured, find, get, helpers,  # noqa: F401
+                                       hidden_models, is_featured_row, method_of_row, names, register,
+                                       report_order, shard_methods, specs, unregister)
+
+# The signatures of a spec's callables. `ctx` is the run context (train/context.py RunContext),
+# `section` the method's config section with a report row's overrides applied (a sweep's alpha),
+# `model` the Flax model, `original` the original's parameters (a pytree), `callbacks` the
+# training callbacks (train/callbacks.py).
+Batch = dict  # one step's host arrays (data/tokens.make_batch's; a two-set step's {'retain': ..., 'forget': ...})
+Stats = dict  # what a phase records in its done.json (time_s, steps, ...)
+HparamsForStep = Callable[[int], dict]  # step -> the traced hyperparameters of that step
+BatchForStep = Callable[[int], Batch]  # step -> that step's host batch
+SeedOf = Callable[[str], int]  # seed phase name -> seeds.derive(run seed, method, phase)
+
+
+class LossFn(Protocol):
+  """The loss the compiled step differentiates with respect to `trainable` (adapters or weights):
+  (loss, aux metrics). `frozen` is FrozenInputs.inputs, `hp` the step's hyperparameters ('lr',
+  'weight_decay' and the spec's own)."""
+
+  def __call__(self, trainable: Any, frozen: dict, batch: Batch, rng: Any, hp: dict) -> tuple[Any, dict]: ...
+
+
+class LossBuilder(Protocol):
+  """Builds the loss for `model`; its keyword arguments are the compile-time switches (`static`):
+  the compiled step is cached by (builder, switches)."""
+
+  def __call__(self, model: Any, **static: Any) -> LossFn: ...
+
+
+class BatchesBuilder(Protocol):
+  """The phase's batches: step -> host batch, drawn from `seed_of`'s streams."""
+
+  def __call__(self, ctx: Any, section: Any, seed_of: SeedOf) -> BatchForStep: ...
+
+
+class HparamsBuilder(Protocol):
+  """step -> hyperparameters beside 'lr' and 'weight_decay' (weights, strengths, schedules):
+  traced, so changing them never recompiles."""
+
+  def __call__(self, ctx: Any, section: Any) -> HparamsForStep: ...
+
+
+class StaticBuilder(Protocol):
+  """The loss builder's keyword arguments (compile-time switches)."""
+
+  def __call__(self, ctx: Any, section: Any) -> dict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenInputs:
+  """What the loss reads besides what it trains (teachers, caches), and what building it cost."""
+  inputs: dict  # name -> pytree, passed to the loss as `frozen`; never differentiated nor checkpointed
+  # Seconds of work done to build them (E2URec's forget-set teacher cache): counted in the method's
+  # time as its own prior ('frozen_inputs'); None when nothing was computed apart.
+  build_s: float | None = None
+
+
+class FrozenBuilder(Protocol):
+  """The frozen inputs of the method's loss, built from the original's parameters."""
+
+  def __call__(self, ctx: Any, section: Any, original: Any) -> FrozenInputs: ...
+
+
+class RecordFn(Protocol):
+  """Extra stats written with the result (alpha, w, ...)."""
+
+  def __call__(self, section: Any) -> dict: ...
+
+
+class RunFn(Protocol):
+  """A method that is not one training phase (SISA, RecEraser, influence): trains, publishes the
+  model `name` and writes its done.json stats, which it returns."""
+
+  def __call__(self, ctx: Any, name: str, section: Any, seed: int, callbacks: tuple = ()) -> Stats: ...
+
+
+class ExamplesPerStep(Protocol):
+  """Training samples one step reads (for examples/s)."""
+
+  def __call__(self, section: Any) -> int: ...
+
+
+class Diagnostic(Protocol):
+  """What the report measures of one of the method's rows on the forget set beside the distances
+  (E2URec: its teacher); None when there is nothing to measure. `probe` is eval/evaluate.py's
+  ForgetProbe."""
+
+  def __call__(self, probe: Any, row: str) -> dict | None: ...
+
+
+class EnsureHelper(Protocol):
+  """Trains a helper model, or finds it trained; returns its stats."""
+
+  def __call__(self, ctx: Any, callbacks: tuple = ()) -> Stats: ...
+
+
+def paired_examples(section) -> int:
+  """MethodSpec.examples_per_step's default: a retain and a forget batch of section.batch_size each."""
+  return 2 * section.batch_size
+
 
 TRAINABLE_KINDS = ('full', 'lora', 'shards')
 STANDARD_RULES = {'learning_rate': rules.POSITIVE, 'steps': rules.POSITIVE_INT, 'batch_size': rules.POSITIVE_INT}
@@ -33,12 +131,15 @@ class Helper:
   name: str  # its phase and model folder name (phases/<name>, models/<name>)
   kind: str  # its fingerprint kind (train/fingerprint.py: 'augmented', 'recipe', ...)
   deps: tuple  # the phases whose output it reads (those a command plans; e.g. ('original',))
-  ensure: Callable  # (ctx, callbacks) -> its stats: trains it, or finds it trained
+  ensure: EnsureHelper  # trains it, or finds it trained
   # It is trained on the forget set: a forget request deletes it (the experiment's copy where the
   # request's records were in the experiment's forget set; the request's own always).
   trained_on_forget: bool = False
   hidden: bool = True  # not a report row (a helper that is a reported model itself, retrain, says False)
   cost: str | None = None  # its time is recorded as '<cost>_time_s' in the method's stats (default: name)
+  # The config field that says whether it trains adapters ('lora') or full weights ('augment.mode'):
+  # config.lora.init_phases may name it, when it trains adapters. None: not a LoRA phase of its own.
+  mode_key: str | None = None
 
   @property
   def cost_key(self) -> str:
@@ -47,53 +148,42 @@ class Helper:
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-  """An unlearning method, declared.
-
-  The callables take the run context `ctx` (train/context.py) and `section`, the method's
-  config section with a report row's overrides applied (a sweep's alpha, say).
-  """
+  """An unlearning method, declared. Its callables' signatures are the protocols above."""
   name: str  # method name: config.unlearn.<name>, the report row, the model folder
   summary: str  # one line for the config comment and the docs
   defaults: dict  # config.unlearn.<name>: field -> default (declared with a comment per field)
   rules: dict  # field -> rules.Rule; learning_rate/steps/batch_size get STANDARD_RULES if absent
   trainable: str  # 'full' (every weight of a copy of the original), 'lora' (adapters on it) or 'shards'
-  # (model, **static) -> loss_fn(trainable, frozen, batch, rng, hp) -> (loss, aux). Its keyword
-  # arguments are the compile-time switches: the compiled step is cached by (loss, static).
-  loss: Callable | None = None
-  # (ctx, section, seed_of) -> batch_for_step(step) -> host batch; seed_of(phase) is seeds.derive
-  # for this method and run seed.
-  batches: Callable | None = None
-  # (ctx, section) -> hparams_for_step(step) -> extra traced hyperparameters beside 'lr' and
-  # 'weight_decay' (weights, strengths, schedules): changing them never recompiles.
-  hparams: Callable | None = None
-  static: Callable | None = None  # (ctx, section) -> the loss builder's keyword arguments
-  # (ctx, section, original params) -> what else the loss reads. A '_cost' entry (seconds) is work
-  # done to build it (E2URec's teacher cache): counted in the method's time, not passed to the loss.
-  frozen: Callable | None = None
+  loss: LossBuilder | None = None
+  batches: BatchesBuilder | None = None  # seed_of(phase) is seeds.derive for this method and run seed
+  hparams: HparamsBuilder | None = None
+  static: StaticBuilder | None = None
+  frozen: FrozenBuilder | None = None  # what else the loss reads, and what building it cost
   # Models trained first (`Helper`s, in order): each one's time counts in this method's cost
   # (E2URec: the augmented model).
   helpers: tuple = ()
-  record: Callable | None = None  # (section) -> extra stats written with the result (alpha, w, ...)
-  # (ctx, name, section, seed, callbacks) -> stats, for a method that is not one training
-  # phase (SISA, RecEraser); the fields above are then unused.
-  run: Callable | None = None
+  record: RecordFn | None = None
+  run: RunFn | None = None  # a method that is not one training phase: the fields above are then unused
   seeded: bool = True  # repeated per sweep seed (config.sweep.seeds); shard methods are not
   chainable: bool = True  # `forget` can serve it: its result is one model, built on the one it started from
-  examples_per_step: Callable | None = None  # (section) -> samples per step; default 2 x batch (retain + forget)
+  examples_per_step: ExamplesPerStep = paired_examples
   # Other config sections the method's phase reads (E2URec: 'augment', its augmented model's
   # recipe): part of its fingerprint (train/fingerprint.py), so changing them retrains it.
   reads: tuple = ()
-  # (probe, row name) -> dict | None: what the report measures of a row of this method on the
-  # forget set beside the distances (E2URec: its teacher, `mechanism`). `probe` is the evaluation's
-  # (eval/evaluate.py `ForgetProbe`): any model's forget-set logits, the retrained model's, the
-  # rows scored so far, the measures of eval/mechanism.py. A method with `same_as` puts its
-  # result in the mechanism of the rows of that method, under its own name.
-  diagnostic: Callable | None = None
+  # What the report measures of a row of this method on the forget set (E2URec: its teacher,
+  # `mechanism`). The probe gives any model's forget-set logits, the retrained model's, the rows
+  # scored so far, the measures of eval/mechanism.py. A method with `same_as` puts its result in
+  # the mechanism of the rows of that method, under its own name.
+  diagnostic: Diagnostic | None = None
   # Another method whose config section and seeds this one uses (config.unlearn.<same_as>, with a
   # row's overrides; seeds.derive(seed, same_as, phase)): it sees the same batches and initial
   # adapters and differs only in what its spec changes (the oracle: the forget-set target).
   same_as: str | None = None
   in_default: bool = True  # in config.unlearn.methods' default (a diagnostic-only method says False)
+  # The method the project studies (one at most; E2URec): the report compares every other method with
+  # it over seeds (eval/seed_report.py's summary), draws its rows in red, and the headline criteria
+  # (eval/headline.py) and `sequence`'s drift note read its rows.
+  featured: bool = False
   # A `run` method that applies the retrain-free stop (config.unlearn.auto) itself (influence: to
   # its CG iterations): its fingerprint reads unlearn.auto* as a method trained by steps does.
   auto_stop: bool = False

@@ -10,11 +10,13 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+from safetensors.numpy import save_file
 
-from e2urec_jax import names, storage
+from e2urec_jax import local_files, names, storage
 from e2urec_jax.errors import UserError
 from e2urec_jax.models import convert, families
 from e2urec_jax.models.lora import COLLECTION
+from e2urec_jax.runtime import write_json
 
 FAMILIES = names.MODEL_TYPES  # HF model_type -> our family (names.FAMILIES; models/families.py has their records)
 _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'spiece.model', 'tokenizer.model', 'vocab.json')
@@ -100,7 +102,7 @@ def _resolve(name_or_path: str) -> str:
   if name_or_path.startswith(('/', '.', '~')) or name_or_path.count('/') > 1 or not name_or_path:
     raise UserError(f'{name_or_path}: no such directory')
   try:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: huggingface_hub, to download
     return snapshot_download(name_or_path, allow_patterns=_HUB_PATTERNS)
   except Exception as e:  # offline, unknown repo, gated repo: all end here
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -111,7 +113,7 @@ def _resolve(name_or_path: str) -> str:
 def _load_tokenizer(folder):
   if not any(os.path.exists(os.path.join(folder, f)) for f in _TOKENIZER_FILES):
     return None
-  import transformers
+  import transformers  # heavy: transformers loads torch
   try:
     return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
   except Exception as e:
@@ -133,7 +135,7 @@ def load_pretrained(name_or_path, dtype=jnp.float32, *, compute_dtype=None, rema
     family = families.of_model_type(model_type)
   except UserError as e:
     raise UserError(f'{config_path}: {e}') from None
-  import transformers
+  import transformers  # heavy: transformers loads torch
   hf_config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
   store = convert.TensorStore(folder)
   tied = family.tied_from_store(store) if family.tied_from_store else None
@@ -159,13 +161,11 @@ def save_pretrained(model, params, path, tokenizer=None):
   stale_index = os.path.join(path, 'model.safetensors.index.json')  # would shadow the new file
   if os.path.exists(stale_index):
     os.remove(stale_index)
-  from e2urec_jax.runtime import publish, write_json
-  from safetensors.numpy import save_file
   fd, tmp = tempfile.mkstemp(dir=path, prefix='.tmp_model_')
   os.close(fd)
   try:
     save_file(convert.params_to_hf(model.family, params), tmp, metadata={'format': 'pt'})
-    publish(tmp, os.path.join(path, 'model.safetensors'))
+    local_files.publish(tmp, os.path.join(path, 'model.safetensors'))
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

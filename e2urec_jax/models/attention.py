@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from e2urec_jax import names
-from e2urec_jax.models.layers import attention as einsum_attention
 
 IMPLEMENTATIONS = names.ATTENTION_IMPLEMENTATIONS  # config.model.attention's values
 CUDNN_MIN_LENGTH = 16  # shorter attentions (T5's 3-token decoder) stay on XLA: a fused kernel gains nothing there
@@ -87,9 +86,11 @@ def _softmax_as_bwd(dtype, probs, grad):
 softmax_as.defvjp(_softmax_as_fwd, _softmax_as_bwd)
 
 
-def materialised_attention(q, k, v, *, bias, mask, scale: float, dropout: Callable):
-  """Attention with dropout on the probabilities, which are held in the compute dtype (v's).
-  Shapes as in `attention`; logits, bias, mask and softmax statistics stay fp32."""
+def materialised_attention(q, k, v, *, bias, mask, scale: float, dropout: Callable, fp32_probs: bool = False):
+  """Attention with dropout on the probabilities, grouped K/V heads (GQA). Shapes as in `attention`;
+  logits, bias, mask and softmax statistics stay fp32. The probabilities are held and dropped in the
+  compute dtype (v's; only those are kept for the backward pass), or with `fp32_probs` ('einsum', the
+  original path) in fp32 and cast to the compute dtype after the dropout."""
   b, t, n, h = q.shape
   s, kv = k.shape[1], k.shape[2]
   qg = q.reshape(b, t, kv, n // kv, h)  # [batch, q_len, kv_heads, group, head_dim]
@@ -99,7 +100,10 @@ def materialised_attention(q, k, v, *, bias, mask, scale: float, dropout: Callab
     logits = logits + bias.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = dropout(softmax_as(logits, np.dtype(v.dtype)))  # [batch, heads, q_len, kv_len], compute dtype
+  if fp32_probs:
+    probs = dropout(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)  # [batch, heads, q_len, kv_len]
+  else:
+    probs = dropout(softmax_as(logits, np.dtype(v.dtype)))  # [batch, heads, q_len, kv_len], compute dtype
   probs = probs.reshape(b, kv, n // kv, t, s)
   out = jnp.einsum('bkgts,bskh->btkgh', probs, v)
   return out.reshape(b, t, n, h)  # [batch, q_len, heads, head_dim]
@@ -115,8 +119,10 @@ def attention(q, k, v, *, bias=None, key_mask=None, causal: bool = False, scale:
     raise ValueError(f'attention implementation {implementation!r}: one of {", ".join(IMPLEMENTATIONS)}')
   t, s = q.shape[1], k.shape[1]
   if implementation == 'einsum':
-    return einsum_attention(q, k, v, bias=bias, mask=dense_mask(key_mask, causal, t, s), scale=scale,
-                            dropout=dropout)
+    mask = dense_mask(key_mask, causal, t, s)
+    if dropout is None:  # the XLA implementation of the same arithmetic (fused kernels where the platform has them)
+      return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+    return materialised_attention(q, k, v, bias=bias, mask=mask, scale=scale, dropout=dropout, fp32_probs=True)
   if dropout is not None:
     return materialised_attention(q, k, v, bias=bias, mask=dense_mask(key_mask, causal, t, s), scale=scale,
                                   dropout=dropout)

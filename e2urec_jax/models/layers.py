@@ -5,11 +5,13 @@ base held in bf16 to fit a large model), matmuls run in the compute dtype, and
 norms, softmax and logits are computed in fp32.
 """
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+COLLECTION = 'lora'  # the linen variable collection that holds the LoRA adapters (models/lora.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,32 +96,6 @@ class Embed(nn.Module):
                       preferred_element_type=jnp.float32)
 
 
-def attention(q, k, v, *, bias=None, mask=None, scale: float, dropout: Optional[Callable] = None):
-  """Multi-head attention with grouped K/V heads (GQA) and fp32 softmax.
-
-  q [batch, q_len, heads, head_dim]; k, v [batch, kv_len, kv_heads, head_dim];
-  bias fp32 broadcastable to [batch, heads, q_len, kv_len] (T5 position bias);
-  mask bool broadcastable to [batch, 1, q_len, kv_len]. Without dropout this is
-  `jax.nn.dot_product_attention` (fused kernels where the platform has them); with
-  attention dropout (training) the probabilities must be materialised to drop them.
-  """
-  if dropout is None:
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
-  b, t, n, h = q.shape
-  s, kv = k.shape[1], k.shape[2]
-  qg = q.reshape(b, t, kv, n // kv, h)  # [batch, q_len, kv_heads, group, head_dim]
-  logits = jnp.einsum('btkgh,bskh->bkgts', qg, k, preferred_element_type=jnp.float32) * scale
-  logits = logits.reshape(b, n, t, s)  # [batch, heads, q_len, kv_len]
-  if bias is not None:
-    logits = logits + bias.astype(jnp.float32)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = dropout(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
-  probs = probs.reshape(b, kv, n // kv, t, s)
-  out = jnp.einsum('bkgts,bskh->btkgh', probs, v)
-  return out.reshape(b, t, n, h)  # [batch, q_len, heads, head_dim]
-
-
 def _mix32(h):
   """murmur3's 32-bit finaliser: a bijection whose output bits each depend on every input bit."""
   h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
@@ -162,7 +138,7 @@ class Dropout(nn.Module):
 
 
 def dropout_fn(module: nn.Module, rate: float, rt: Runtime):
-  """A dropout callable for `attention`, or None when dropout is off (then the fused path runs)."""
+  """A dropout callable for attention.attention, or None when dropout is off (then the fused path runs)."""
   if rt.deterministic or not rate:
     return None
   return lambda x: Dropout(rate, rt.dropout_seeds, parent=module)(x, deterministic=False)
@@ -184,7 +160,6 @@ def scan_layers(block_cls, num_layers: int, remat: bool, remat_policy: str = 'no
   loop-carried copies, and compiles it quickly); on accelerators the rolled loop keeps deep
   models' compile short. With `remat` each layer is recomputed in the backward pass, keeping
   what `remat_policy` names (the recomputed dropout masks are the same: they hash the seed)."""
-  from e2urec_jax.models.lora import COLLECTION
   if remat:
     if remat_policy not in REMAT_POLICIES:
       raise ValueError(f'remat_policy {remat_policy!r}: one of {", ".join(REMAT_POLICIES)}')

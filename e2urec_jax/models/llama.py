@@ -23,8 +23,8 @@ from e2urec_jax import names
 from e2urec_jax.errors import UserError
 from e2urec_jax.models.attention import attention
 from e2urec_jax.models.families import Family
-from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Embed, LanguageModel, RMSNorm, Runtime,
-                                      activation, dropout_fn, gather_positions, scan_layers)
+from e2urec_jax.models.layers import (Embed, LanguageModel, RMSNorm, Runtime, SUPPORTED_ACTIVATIONS, activation,
+                                      dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
 SUPPORTED_ROPE = ('default', 'linear', 'llama3')
@@ -205,7 +205,7 @@ def scratch_hf_config(s, vocab_size, pad_id, eos_id, bos_id, dropout):
   problem = names.scratch_problem(s)
   if problem:
     raise UserError(f'model.scratch: {problem}')
-  import transformers
+  import transformers  # heavy: transformers loads torch
   return transformers.LlamaConfig(
       vocab_size=int(vocab_size), hidden_size=s.d_model, intermediate_size=s.d_ff,
       num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads, num_key_value_heads=s.num_kv_heads,

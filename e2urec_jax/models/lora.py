@@ -19,9 +19,7 @@ import jax.numpy as jnp
 
 from e2urec_jax import names
 from e2urec_jax.errors import UserError
-from e2urec_jax.models.layers import Dropout, Runtime
-
-COLLECTION = 'lora'
+from e2urec_jax.models.layers import COLLECTION, Dropout, Runtime
 
 
 class Dense(nn.Module):

@@ -15,9 +15,10 @@ import os
 import re
 import struct
 
+from flax import traverse_util
 import jax
 import numpy as np
-from flax import traverse_util
+from safetensors.numpy import save_file
 
 from e2urec_jax import names, runtime, storage
 from e2urec_jax.errors import UserError
@@ -83,7 +84,6 @@ def write_peft(model, adapters, folder: str, *, alpha: float, dropout: float = 0
       'modules_to_save': None, 'layers_to_transform': None, 'layers_pattern': None,
       'rank_pattern': {}, 'alpha_pattern': {},
   }  # the fields PEFT has read for years; the newer ones PEFT 0.21 writes all default to "off"
-  from safetensors.numpy import save_file
   save_file(tensors, os.path.join(folder, WEIGHTS_FILE), metadata={'format': 'pt'})
   runtime.write_json(os.path.join(folder, CONFIG_FILE), config)
 

@@ -28,7 +28,7 @@ from e2urec_jax import names
 from e2urec_jax.errors import UserError
 from e2urec_jax.models.attention import attention
 from e2urec_jax.models.families import Family
-from e2urec_jax.models.layers import (SUPPORTED_ACTIVATIONS, Dropout, Embed, LanguageModel, RMSNorm, Runtime,
+from e2urec_jax.models.layers import (Dropout, Embed, LanguageModel, RMSNorm, Runtime, SUPPORTED_ACTIVATIONS,
                                       activation, dropout_fn, gather_positions, scan_layers)
 from e2urec_jax.models.lora import Dense
 
@@ -230,7 +230,7 @@ def hf_name(path: tuple) -> str:
 
 def scratch_hf_config(s, vocab_size, pad_id, eos_id, bos_id, dropout):
   """A transformers T5Config for config.model.scratch `s` (v1.1's gated MLPs get their own head)."""
-  import transformers
+  import transformers  # heavy: transformers loads torch
   gated = s.feed_forward_proj.startswith('gated')
   return transformers.T5Config(
       vocab_size=int(vocab_size), d_model=s.d_model, d_kv=s.d_kv, d_ff=s.d_ff, num_layers=s.num_layers,

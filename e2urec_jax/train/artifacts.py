@@ -7,11 +7,15 @@ import hashlib
 import json
 import os
 
-import numpy as np
 from flax import traverse_util
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.errors import UserError
+from e2urec_jax.models import load_pretrained, lora, save_pretrained
+from e2urec_jax.train import registry
 
 ADAPTERS_FILE = 'adapters.safetensors'
 ADAPTER_META = 'adapter_config.json'
@@ -25,7 +29,6 @@ def rerun_hint(path: str) -> str:
     if name.startswith('forget_v'):
       return (f'forget version {name.split("/")[0]} cannot be trained again by `run`; restore the folder from a '
               'backup, or serve its request again on a copy of the run from before it')
-    from e2urec_jax.train import registry
     phase = name.split('/')[0] if name.split('/')[0] in registry.shard_methods() else name  # '<method>/shard<k>'
     return f'rerun `run` on this workdir: it trains phase {phase} again'
   if parts[-1] == 'pretrained':
@@ -75,7 +78,6 @@ def dir_bytes(path: str) -> int:
 def save_full(model, params, path: str, fingerprint: dict | None = None) -> int:
   """Full weights as a transformers-loadable folder (with its stamp, and `fingerprint` if given:
   train/fingerprint.py); atomic; returns its size in bytes."""
-  from e2urec_jax.models import save_pretrained
   with runtime.atomic_dir(path) as tmp:
     save_pretrained(model, params, tmp)
     if fingerprint is not None:
@@ -85,7 +87,6 @@ def save_full(model, params, path: str, fingerprint: dict | None = None) -> int:
 
 
 def load_full(path: str, dtype='float32'):
-  from e2urec_jax.models import load_pretrained
   verify(path)
   model, params, _ = load_pretrained(path, dtype=dtype)
   return model, params
@@ -93,7 +94,6 @@ def load_full(path: str, dtype='float32'):
 
 def save_adapters(adapters, path: str, *, base_dir: str, lora: dict) -> int:
   """Adapters + a reference to their base; returns the artifact's size in bytes."""
-  from safetensors.numpy import save_file
   flat = {'/'.join(k): np.asarray(v, dtype=np.float32) for k, v in traverse_util.flatten_dict(adapters).items()}
   meta = {'base_dir': storage.abspath(base_dir), 'base_sha256': content_hash(base_dir), **lora}
   with runtime.atomic_dir(path) as tmp:
@@ -111,7 +111,6 @@ def load_adapters(path: str, base_dir: str | None = None, *, expect: dict | None
   the adapter scale alpha / r is a property of the running model, so adapters of another
   rank would run silently at the wrong scale (or not fit the teachers they are stacked with).
   """
-  from safetensors.numpy import load_file
   meta_path = os.path.join(path, ADAPTER_META)
   if not storage.exists(meta_path):
     raise UserError(f'{path}: no {ADAPTER_META}; not an adapter folder written by e2urec_jax')
@@ -168,8 +167,6 @@ def full_weights_dir(path: str) -> str:
     return path
   merged = os.path.join(path, 'merged')
   if not os.path.exists(os.path.join(merged, 'config.json')):
-    import jax
-    from e2urec_jax.models import lora
     adapters, meta = load_adapters(path)
     model, base = load_full(meta['base_dir'])
     save_full(model, jax.device_get(lora.merge(base, adapters, meta['alpha'] / meta['r'])), merged)

@@ -18,12 +18,16 @@ import resource
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from e2urec_jax import distributed, runtime, storage
+from e2urec_jax import distributed, runtime, seeds, stamps, storage
+from e2urec_jax.data import load_tokenized
+from e2urec_jax.data.prepare import config_key, prepare
 from e2urec_jax.errors import UserError
-from e2urec_jax.train import artifacts
-from e2urec_jax.train import mesh as mesh_lib
+from e2urec_jax.models import init_params, load_pretrained, lora, model_from_hf_config, model_options, scratch_hf_config
+from e2urec_jax.models.peft_format import load_peft_adapters
+from e2urec_jax.train import artifacts, fingerprint, mesh as mesh_lib, sampling, steps
 from e2urec_jax.train.paths import Paths
 
 def peak_memory_bytes() -> int:
@@ -55,31 +59,24 @@ def prepared_data(config, paths: Paths, *, read_only: bool = False):
 
   read_only: never create or prepare anything (evaluate, predict, export): no prepared data
   is a UserError. Data prepared with other settings (data.prepare.config_key) is refused."""
-  from e2urec_jax.data import load_tokenized
-  from e2urec_jax.data.prepare import config_key
   manifest = os.path.join(paths.workdir, 'data', 'manifest.json')
   if read_only:
     if not storage.exists(manifest):
       raise UserError(f'no prepared data in {paths.workdir}/data: nothing to read; run `run` (or `prepare` and '
                       'the training commands) on this workdir first, or check --workdir')
     data = load_tokenized(paths.workdir)
-    _check_data_settings(config, paths.workdir, manifest, config_key)
+    _check_data_settings(config, paths.workdir, manifest)
     return data
   workdir = runtime.ensure_writable_dir(paths.workdir)
   if storage.exists(manifest):
-    _check_data_settings(config, workdir, manifest, config_key)
-
-  def prepare():
-    from e2urec_jax.data.prepare import prepare
-    prepare(config, workdir)
-  distributed.primary_first('prepare', lambda: storage.exists(manifest), prepare)
+    _check_data_settings(config, workdir, manifest)
+  distributed.primary_first('prepare', lambda: storage.exists(manifest), lambda: prepare(config, workdir))
   return load_tokenized(workdir)
 
 
 def fit_batch_sizes(config, data, data_shards: int | None = None) -> None:
   """sampling.fit_batch_sizes on `data`'s splits (data_shards: default every device over
   config.mesh.model_axis), its lines printed by process 0."""
-  from e2urec_jax.train import sampling
   if data_shards is None:
     data_shards = max(1, jax.device_count() // max(1, int(config.mesh.model_axis)))
   sizes = {name: len(split.label) for name, split in data.splits.items()}
@@ -88,8 +85,7 @@ def fit_batch_sizes(config, data, data_shards: int | None = None) -> None:
       print(line, flush=True)
 
 
-def _check_data_settings(config, workdir: str, manifest: str, config_key) -> None:
-  from e2urec_jax.train import fingerprint
+def _check_data_settings(config, workdir: str, manifest: str) -> None:
   try:
     stored = runtime.read_json(manifest).get('config')
   except ValueError:
@@ -107,8 +103,6 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
 
   A scratch start records its fingerprint (train/fingerprint.py) and stamp: one of other settings
   is refused, a corrupt one built again (the same seed builds the same weights); read_only never builds."""
-  from e2urec_jax import seeds, stamps
-  from e2urec_jax.train import fingerprint
   cfg = config.model
   if cfg.name_or_path:
     if os.path.isdir(cfg.name_or_path):
@@ -137,7 +131,6 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
     raise UserError(f'no pretrained start in {path}: nothing to read; run `run` on this workdir first')
 
   def make():
-    from e2urec_jax.models import init_params, model_from_hf_config, scratch_hf_config
     hf_config = scratch_hf_config(cfg.scratch, vocab_size=data.vocab_size, pad_id=data.pad_id, eos_id=data.eos_id,
                                   bos_id=data.bos_id, dropout=cfg.dropout)
     model = model_from_hf_config(hf_config)
@@ -149,7 +142,6 @@ def ensure_pretrained(config, paths: Paths, data, *, read_only: bool = False) ->
 
 def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
   """Loads the common start and configures LoRA on it."""
-  from e2urec_jax.models import load_pretrained, lora, model_options
   model, params, _ = load_pretrained(pretrained_dir, compute_dtype=config.model.dtype, **model_options(config.model))
   if data.vocab_size > model.arch.vocab_size:
     raise UserError(f'tokenizer has {data.vocab_size} tokens but model {pretrained_dir} has vocab_size '
@@ -159,7 +151,6 @@ def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
           'targets': list(targets)}
   init = None
   if config.lora.init_from:  # read (and refused on a rank, shape or target mismatch) before any phase runs
-    from e2urec_jax.models.peft_format import load_peft_adapters
     init = load_peft_adapters(config.lora.init_from, model, params, r=int(config.lora.r),
                               alpha=float(config.lora.alpha), targets=targets)
   return ModelBundle(
@@ -171,7 +162,7 @@ def model_bundle(config, pretrained_dir: str, data) -> ModelBundle:
 
 def _snapshot(repo_id: str) -> str:
   try:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: huggingface_hub, to download
     return snapshot_download(repo_id, allow_patterns=['*.json', '*.safetensors', '*.model', '*.txt'])
   except Exception as e:  # offline, unknown repo, gated
     raise UserError(f'cannot fetch model {repo_id!r} from the Hugging Face hub ({type(e).__name__}); '
@@ -218,7 +209,6 @@ class RunContext:
     return params
 
   def zero_adapters(self, params):
-    from e2urec_jax.models import lora
     adapters = lora.init_adapters(params, jax.random.key(0), self.bundle.lora_r, self.bundle.lora_targets)
     return jax.tree.map(np.zeros_like, adapters)
 
@@ -226,7 +216,6 @@ class RunContext:
     """The adapters a LoRA phase starts from: those of config.lora.init_from when `role` (the
     method's name, or 'original', 'retrain', 'shards', 'augmented') is in config.lora.init_phases,
     else fresh ones (A random from `seed`, B zero)."""
-    from e2urec_jax.models import lora
     if self.init_from(role):
       return jax.tree.map(np.array, self.bundle.init_adapters)  # a copy per phase
     return lora.init_adapters(params, jax.random.key(seed), self.bundle.lora_r, self.bundle.lora_targets)
@@ -241,7 +230,6 @@ class RunContext:
     """The frozen base as the steps take it: floating leaves in config.model.base_dtype; with a
     'model' mesh axis (c.mesh.model_axis > 1) already FSDP-sharded on the mesh (`put_frozen`),
     so no device ever holds the whole model, and `put` keeps that placement."""
-    import jax.numpy as jnp
     dtype = jnp.dtype(self.bundle.base_dtype)
     cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
     return self.put_frozen(cast) if mesh_lib.model_axis_size(self.mesh) > 1 else cast
@@ -262,7 +250,6 @@ class RunContext:
     The cache key is what the step closes over: the builder and its keyword arguments (the
     compile-time switches) and the clipping bound, so a new switch can never silently reuse an
     old step."""
-    from e2urec_jax.train import steps
     clip = steps.MAX_GRAD_NORM if max_grad_norm is None else float(max_grad_norm)
     key = ('train_step', loss_builder.__module__, loss_builder.__qualname__, tuple(sorted(static.items())), clip)
     return self.compiled(key, lambda: steps.make_train_step(loss_builder(self.model, **static), self.mesh, clip))

@@ -31,11 +31,12 @@ import hashlib
 import json
 import os
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.data.prepare import FIELDS_ADDED_LATER, FORMAT_VERSION
+from e2urec_jax.errors import UserError
 
 FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
-FORMAT = 1  # data/prepare.py FORMAT_VERSION is part of the data's fields
 # Fields added after phases recorded fingerprints, with the value that computes what ran before
 # them: left out of a record at that value, so an upgrade retrains nothing.
 ADDED_LATER = {'data.profile_zip': False, 'data.users': 'all', 'data.heldout_fraction': 0.3}
@@ -69,7 +70,6 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
   config.seed (a seed row, or a multi-seed run's per-seed phases); stepped: the method trains
   by steps from the original (retrain-free stopping applies to it); adapters: the method trains
   LoRA adapters (it reads lora.*)."""
-  from e2urec_jax.data.prepare import FORMAT_VERSION
   out = {'seed': int(config.seed), 'data_format': FORMAT_VERSION, **_flat('data.', config.data)}
   for field, before in ADDED_LATER.items():
     if out.get(field) == before:
@@ -86,7 +86,8 @@ def fields(config, kind: str, *, method: str | None = None, section=None, reads=
     # lora.init_from starts only the phases of lora.init_phases: the others do not read it.
     init = {k: lora.pop(k) for k in ('lora.init_from', 'lora.init_phases') if k in lora}
     starts = set(str(config.lora.get('init_phases', '') or '').replace(' ', '').split(','))
-    if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: 'augmented' in starts,
+    # The phases of a kind: the recipe's by name, the augmented kind's (named as the kind), a method's.
+    if {RECIPE: bool(starts & {'original', 'retrain', 'shards'}), AUGMENTED: AUGMENTED in starts,
         METHOD: method in starts}.get(kind):
       lora.update(init)
     out.update(lora)
@@ -160,7 +161,6 @@ def describe(old: dict, new: dict, keys: list[str], limit: int = 4) -> str:
 def _unrecorded_value(key: str):
   """The value a record without `key` stands for: the default of a field added later (left out of
   records at that value: ADDED_LATER, the prepared data's FIELDS_ADDED_LATER), else '<absent>'."""
-  from e2urec_jax.data.prepare import FIELDS_ADDED_LATER
   defaults = {**{f'data.{k}': v for k, v in FIELDS_ADDED_LATER.items()}, **ADDED_LATER}
   return defaults.get(key, '<absent>')
 
@@ -209,8 +209,6 @@ def refusal(workdir: str, changed: dict, legacy: list, old_new: tuple | None = N
 def claim(workdir: str, name: str, phase_dir: str, model_dir: str | None, rec: dict) -> None:
   """Before phase `name` reuses or resumes anything: refuses (one line) when its folder holds work of
   other settings (or of unrecorded ones); records `rec` when the phase starts afresh."""
-  from e2urec_jax import distributed
-  from e2urec_jax.errors import UserError
   stored = read(phase_dir)
   state, keys = check(stored, phase_has_results(phase_dir, model_dir), rec)
   if state == CHANGED:

@@ -9,9 +9,10 @@ import os
 import numpy as np
 
 from e2urec_jax import losses, runtime, storage
+from e2urec_jax.data import make_batch
 from e2urec_jax.errors import UserError
-from e2urec_jax.train import artifacts, sampling, steps
-from e2urec_jax.train import mesh as mesh_lib
+from e2urec_jax.models import answer_logits
+from e2urec_jax.train import artifacts, mesh as mesh_lib, sampling, steps
 
 ENSEMBLE_FILE = 'ensemble.json'  # beside a shard method's model: its shards and how they combine
 
@@ -23,7 +24,6 @@ def eval_logits_fn(ctx):
   params keep their placement (FSDP-sharded or replicated); the logits come back replicated,
   so every process of a multi-host run can read them (np.asarray) on its own."""
   def build():
-    from e2urec_jax.models import answer_logits
     fn = lambda params, adapters, batch: answer_logits(ctx.model, params, batch, adapters=adapters)
     return steps.PlacedJit(fn, ctx.mesh, (steps.FROZEN, steps.REPLICATED, steps.BATCH),
                            out_shardings=mesh_lib.replicated(ctx.mesh))
@@ -33,7 +33,6 @@ def eval_logits_fn(ctx):
 def eval_ce_fn(ctx):
   """Jitted (params, adapters, batch) -> (sum of token CE, token count): the validation loss."""
   def build():
-    from e2urec_jax.models import answer_logits
     rep = mesh_lib.replicated(ctx.mesh)
 
     def fn(params, adapters, batch):
@@ -52,7 +51,6 @@ def iterate_eval(ctx, split: str, indices: np.ndarray, batch_size: int | None = 
   Every process builds the same host batch and feeds its own rows of it (`put_batch`).
   with_host=True yields (device batch, host batch, real rows). full_batches=True pads the last
   batch to the full size: one shape (one compile) however many rows there are."""
-  from e2urec_jax.data import make_batch
   batch_size = batch_size or ctx.config.eval.batch_size
   batch_size = max(ctx.num_devices, batch_size - batch_size % ctx.num_devices)
   multiple = batch_size if full_batches else ctx.num_devices

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
-from e2urec_jax import runtime, storage
+from e2urec_jax import distributed, local_files, runtime, storage
 from e2urec_jax.errors import UserError
-from e2urec_jax.train import mesh as mesh_lib
+from e2urec_jax.train import mesh as mesh_lib, steps
 from e2urec_jax.train.callbacks import Callback, StepEvent, checkpoint_path_class
 from e2urec_jax.train.checkpoint import ResumeCheckpoints
 from e2urec_jax.train.plan import PhasePlan
@@ -89,15 +89,14 @@ class _Log:
     self._dir, self._remote = phase_dir, remote
     self._path = os.path.join(phase_dir, 'metrics.jsonl')
     self._jsonl = self._tb = None
-    from e2urec_jax import distributed
     if not distributed.is_primary():  # one writer per shared workdir; every process has the same metrics
       return
     try:
       self._jsonl = open(self._path, 'a')
     except OSError as e:
-      raise runtime.disk_error(e, f'opening {self._path}') from e
+      raise local_files.disk_error(e, f'opening {self._path}') from e
     try:
-      from tensorboardX import SummaryWriter
+      from tensorboardX import SummaryWriter  # heavy: tensorboardX
       self._tb = SummaryWriter(os.path.join(phase_dir, 'tb'))
     except ImportError:  # TensorBoard events are optional
       self._tb = None
@@ -109,7 +108,7 @@ class _Log:
       self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
       self._jsonl.flush()
     except OSError as e:
-      raise runtime.disk_error(e, f'writing {self._path}') from e
+      raise local_files.disk_error(e, f'writing {self._path}') from e
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
@@ -139,7 +138,6 @@ def _log_dir(phase_dir: str) -> str:
   if not storage.is_remote(phase_dir):
     return phase_dir
   local = storage.staging_dir(phase_dir, 'log')
-  from e2urec_jax import distributed
   if distributed.is_primary() and storage.isdir(phase_dir):
     have = storage.files_under(phase_dir)
     storage.download_files(phase_dir, local, [rel for rel in have if rel == 'metrics.jsonl' or rel.startswith('tb/')])
@@ -166,7 +164,7 @@ def _drop_metrics_after(path: str, step: int) -> None:
         f.writelines(keep)
       os.replace(tmp, path)
     except OSError as e:
-      raise runtime.disk_error(e, f'writing {path}') from e
+      raise local_files.disk_error(e, f'writing {path}') from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +273,6 @@ class _Resume:
   def start(self, plan: PhasePlan, options: PhaseOptions) -> _State:
     """The state after the last checkpoint, or the plan's start (steps donate their inputs: the
     loop works on copies, so the caller's trees stay valid)."""
-    from e2urec_jax.train import steps
     trainable = mesh_lib.put_on_mesh(plan.trainable, options.mesh)
     opt_state = options.opt_state
     if opt_state is None:

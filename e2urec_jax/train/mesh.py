@@ -13,8 +13,9 @@ of seed and step) and hands over only the rows its own devices hold
 import functools
 
 import jax
-import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
 
 from e2urec_jax.errors import UserError
 
@@ -36,7 +37,6 @@ def make_mesh(model_axis: int = 1, devices=None) -> Mesh:
                     f'({len(devices)}: {jax.devices()[0].platform}); e.g. --config.mesh.model_axis=1')
   shape = (len(devices) // model_axis, model_axis)
   try:
-    from jax.experimental import mesh_utils
     grid = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
   except Exception:  # a topology mesh_utils does not know (CPU, odd slices): plain order is always valid
     grid = np.asarray(devices, dtype=object).reshape(shape)

@@ -19,6 +19,9 @@ def register(spec):
     raise ValueError(f'method {spec.name!r}: no rule for config field(s) {", ".join(missing)}')
   if spec.same_as is not None and spec.same_as not in _SPECS:
     raise ValueError(f'method {spec.name!r}: same_as={spec.same_as!r} is not registered (register it first)')
+  other = featured()
+  if spec.featured and other not in (None, spec.name):
+    raise ValueError(f'method {spec.name!r}: featured, but {other!r} is featured already (one method is)')
   _SPECS[spec.name] = spec
   return spec
 
@@ -78,6 +81,17 @@ def hidden_models() -> tuple:
 def shard_methods() -> tuple:
   """Methods whose models are shards ('<method>/shard<k>' folders)."""
   return tuple(s.name for s in _SPECS.values() if s.trainable == 'shards')
+
+
+def featured() -> str | None:
+  """The method the report is about (MethodSpec.featured: E2URec), or None."""
+  return next((s.name for s in _SPECS.values() if s.featured), None)
+
+
+def is_featured_row(row: str) -> bool:
+  """Whether report row `row` ('e2urec', 'e2urec[alpha=4]') is one of the featured method's."""
+  spec = method_of_row(row)
+  return spec is not None and spec.featured
 
 
 def method_of_row(row: str):

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import jax
 
 from e2urec_jax import distributed, runtime, stamps, storage
-from e2urec_jax.train import artifacts
+from e2urec_jax.models import lora
+from e2urec_jax.train import artifacts, fingerprint, inference
 from e2urec_jax.train.context import peak_memory_bytes
 from e2urec_jax.train.loop import PhaseOptions, PhaseResult, run_phase
 from e2urec_jax.train.plan import PhasePlan  # noqa: F401  (methods build plans as runner.PhasePlan)
@@ -25,7 +26,6 @@ def done(ctx, name: str, record: dict | None = None):
   record: the phase's fingerprint (train/fingerprint.py); work of other settings in its folder
   is refused, and a new phase records it. A published model whose files differ from their
   stamp is removed, so the phase is trained again (resuming its last checkpoint if one is left)."""
-  from e2urec_jax.train import fingerprint
   if record is not None:
     fingerprint.claim(ctx.workdir, name, ctx.phase_dir(name), ctx.model_dir(name), record)
   stats = artifacts.read_done(ctx.phase_dir(name))
@@ -49,7 +49,6 @@ def done(ctx, name: str, record: dict | None = None):
 
 def corrupt_parts(ctx, name: str) -> list:
   """[(phase, stamps.Corrupt)] of the published model of `name` (each shard model of an ensemble)."""
-  from e2urec_jax.train import inference
   path = ctx.model_dir(name)
   parts = [name]
   if inference.is_ensemble(path):
@@ -104,7 +103,6 @@ def run_plan(ctx, plan: PhasePlan, callbacks=()) -> dict:
   A method's cost includes the models trained for it (`plan.prior`): its time and compile
   time are the sums, and each prior's own time is recorded as '<prior>_time_s'; its
   'unlearn_time_s' is its own training loop alone (the paper's accounting)."""
-  from e2urec_jax.models import lora
   if plan.save not in SAVES:
     raise ValueError(f'{plan.name}: save must be one of {SAVES}, not {plan.save!r}')
   options = PhaseOptions.from_config(

@@ -88,14 +88,3 @@ def make_train_step(loss_fn, mesh, max_grad_norm: float = MAX_GRAD_NORM) -> Time
   rep = mesh_lib.replicated(mesh)
   kinds = (REPLICATED, REPLICATED, FROZEN, BATCH, REPLICATED, REPLICATED)
   return TimedJit(PlacedJit(step, mesh, kinds, out_shardings=(rep, rep, rep), donate_argnums=(0, 1)))
-
-
-def loss_and_grads(loss_fn, mesh) -> PlacedJit:
-  """The same loss and gradients without the update: for checking sharded == unsharded."""
-  rep = mesh_lib.replicated(mesh)
-
-  def fn(trainable, frozen, batch, rng, hp):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, frozen, batch, rng, hp)
-    return loss, grads
-
-  return PlacedJit(fn, mesh, (REPLICATED, FROZEN, BATCH, REPLICATED, REPLICATED), out_shardings=(rep, rep))
