@@ -12,16 +12,19 @@ randomness drives inside it:
   'forget_batches'  the forget-set order of a two-set phase
   'dropout'         the phase's dropout key
   'attention'       RecEraser's aggregation weights and their training samples
+  'forget_draw'     which of the forget users' train samples are deleted (data.forget_unit
+                    'interactions' or 'category'; method 'data')
 
 The value is a hash of the three, so streams never collide (the offsets this replaced gave
 the noise-floor retrain the seed of every forget-set order, and SISA's shard k RecEraser's),
 and a new method or phase needs no offset of its own. The data protocol (forget users,
 shards, the synthetic generator) is part of the data set, not of training: it keeps its own
-streams of config.seed (data/protocol.py).
+streams of config.seed (data/protocol.py), which predate this module; only the draw added since,
+inside the forget users, comes from here.
 """
 import hashlib
 
-PHASES = ('init', 'batches', 'retain_batches', 'forget_batches', 'dropout', 'attention')
+PHASES = ('init', 'batches', 'retain_batches', 'forget_batches', 'dropout', 'attention', 'forget_draw')
 
 
 def derive(seed: int, method: str, phase: str) -> int:
