@@ -6,7 +6,9 @@ Forget set: the same, the distance of each model's answer distribution to the re
 (eval/mia.py) against test samples of users outside the forget set; its reference attack is
 calibrated by the noise floor's second retrain (a model an attacker could train without the
 targets) where the run has one. On both: HR@k and NDCG@k of each positive's item among sampled
-unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off).
+unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off). Where the forget
+set is part of its users (config.data.forget_unit 'interactions' or 'category'), the same users'
+other samples too, apart: their retained train samples and their test samples (eval/collateral.py).
 """
 import os
 
@@ -15,6 +17,7 @@ from tqdm.auto import tqdm
 
 from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.scoring import per_example_loss
+from e2urec_jax.eval import collateral as collateral_lib
 from e2urec_jax.eval import fairness, metrics, mia, ranking
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.inference import iterate_eval, load_predictor
@@ -82,6 +85,11 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   results['mia'] = {'attacks': list(mia.ATTACKS), 'reference_model': 'retrain_seed2' if twin is not None else None,
                     'target': 'retrain', 'members': int(len(forget)), 'nonmembers': int(len(nonmember))}
   active, results['fairness'] = fairness.activity_split(train.user_id, test.user_id)
+  results['forget_unit'] = collateral_lib.unit_of(ctx.config)
+  collateral = None
+  if results['forget_unit'] != 'user':  # the forget users keep samples: scored apart (eval/collateral.py)
+    collateral = collateral_lib.Collateral(ctx, reference, score)
+    results['collateral'] = collateral.info()
   candidates = ranking.build(ctx) if rank else None  # the same lists for every model
   if candidates is not None:
     results['ranking'] = ranking.info(ctx, candidates)
@@ -106,6 +114,8 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
     row = {'test': _quality(test.label, on_test['p_yes']), 'forget': forget_metrics,
            'mia': mia.aucs(member_scores, nonmember_scores),
            'fairness': fairness.group_auc(test.label, on_test['p_yes'], active)}
+    if collateral is not None:
+      row['collateral'] = collateral.measure(predictor, name)
     if candidates is not None:
       ranked = ranking.measure(ctx, candidates, predictor)
       row['test']['ranking'], row['forget']['ranking'] = ranked['test'], ranked['forget']
