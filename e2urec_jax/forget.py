@@ -45,10 +45,11 @@ import os
 import numpy as np
 
 from e2urec_jax import forget_audit as audit_lib
+from e2urec_jax import forget_category
 from e2urec_jax import forget_scrub as scrub
 from e2urec_jax import runtime, storage
 from e2urec_jax.errors import UserError
-from e2urec_jax.forget_audit import FORGET_DIR
+from e2urec_jax.forget_audit import FORGET_DIR, unknown_id
 from e2urec_jax.forget_request import Request, read_request
 from e2urec_jax.train import artifacts
 from e2urec_jax.train.paths import Paths, run_paths
@@ -124,61 +125,6 @@ def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: 
                       'shows it, no raw record holds it, no audit names it); check the user and item ids (spelled '
                       'as in the source data)')
   return out
-
-
-def with_category_pairs(request: Request, frames: dict, key: bytes, audits: dict, workdir: str, *,
-                        missing_ok: bool = False) -> Request:
-  """A category request with its pairs: each (user, category)'s (user, item) interactions the workdir
-  holds (a sample's target or shown history item, a raw record) whose item is of that category.
-  The user and the category are compared exactly, as the source spells them; an unknown or misspelt
-  one is a UserError naming where it was given (with the id or category it resembles), as is a user
-  with no interaction of the category left (unless an earlier request forgot that category of theirs,
-  or missing_ok: a resumed request whose records are already scrubbed)."""
-  from e2urec_jax.data import idfiles
-  from e2urec_jax.data.tokens import read_categories
-  categories = read_categories(os.path.join(workdir, 'data'))
-  if categories is None:
-    raise UserError(f'{workdir}/data records no item categories (prepared before they were recorded); '
-                    'forget --categories needs them: serve the request as --interactions=FILE of its pairs')
-  names = sorted({c for cs in categories.values() for c in cs})
-  users, items = scrub.known_ids(frames)
-  raw_users, raw_pairs = scrub.raw_records(workdir)
-  item_key = {int(v): k for k, v in items.items()}
-  pairs = []
-  for ukey, category in request.categories:
-    where = request.where.get((ukey, category), '--categories')
-    where = f'{where}: ' if where != '--categories' else ''
-    if ukey not in users and ukey not in raw_users:
-      if audit_lib.forgotten_by(audits, key, ukey) is not None:
-        continue  # the whole user was forgotten before
-      raise UserError(f'{where}{unknown_id("user", ukey, [users, raw_users], audits, key)}')
-    if category not in names:
-      guess = idfiles.near(category, names)
-      hint = f'did you mean {idfiles.cut(guess)}? (categories are compared exactly, as the item table spells ' \
-          'them)' if guess else f'the categories are {", ".join(names[:20])}{" ..." if len(names) > 20 else ""}'
-      raise UserError(f'{where}{idfiles.cut(category)} is not an item category of this run; {hint}')
-    held = set()
-    if ukey in users:
-      uid = int(users[ukey])
-      for f in frames.values():
-        mine = f['user'].to_numpy() == uid
-        held.update(int(i) for i in f.loc[mine, 'item'])
-        for history in f.loc[mine, 'history_items']:
-          held.update(int(i) for i in history)
-    found = [(ukey, item_key[i]) for i in sorted(held) if i in item_key and category in categories.get(i, ())]
-    found += [(u, i) for u, i in raw_pairs if u == ukey and i.isdigit() and category in categories.get(int(i), ())]
-    if not found and not missing_ok and audit_lib.category_forgotten_by(audits, key, ukey, category) is None:
-      raise UserError(f'{where}user {idfiles.cut(ukey)} has no rating of an item of category {idfiles.cut(category)} '
-                      'in this workdir (no sample, no raw record); nothing to forget')
-    pairs += found
-  return request.with_pairs(pairs)
-
-
-def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> str:
-  """The refusal of an id that matches no record exactly (forget_audit.misspelt)."""
-  return audit_lib.misspelt(what, id_, known, audits, key) or \
-      (f'{what} {cut(id_)} is not in the data of this workdir (no samples, no raw record, no audit); check the '
-       f"id: ids are spelled as in the source's {what} column")
 
 
 def cut(id_: str) -> str:
@@ -279,15 +225,15 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
   with _lock(forget_dir):
     audits = audit_lib.read_audits(forget_dir)
     audit_lib.check_key(audits, key, key_file)
-    request_hash = audit_lib.keyed(key, *request.given())  # of the request as given (a category: not resolved)
+    request_hash = audit_lib.keyed(key, *request.given())  # the request as given (a category: unresolved)
     pending_path = os.path.join(forget_dir, PENDING_FILE)
     pending = runtime.read_json(pending_path) if os.path.exists(pending_path) else None
     if pending is not None and pending['request_hash'] != request_hash:
       raise UserError(f'forget request v{pending["version"]} on {workdir} is unfinished; rerun it (the same '
                       '--users/--interactions/--categories and key) to finish it before starting another')
     if request.kind == 'category':  # its pairs, as the data holds them now (none left once scrubbed)
-      request = with_category_pairs(request, scrub.read_frames(workdir), key, audits, workdir,
-                                    missing_ok=pending is not None)
+      request = forget_category.with_category_pairs(request, scrub.read_frames(workdir), key, audits, workdir,
+                                                    missing_ok=pending is not None)
     if pending is None:
       pending = _plan(workdir, request, method, key, request_hash, audits)
       if pending is None:

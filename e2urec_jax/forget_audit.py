@@ -178,6 +178,14 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
           f'{idfiles.cut(guess)}?{note} (ids are compared exactly, as the source spells them)')
 
 
+def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> str:
+  """The refusal of an id that matches no record exactly (`misspelt`'s, else that it is unknown)."""
+  from e2urec_jax.data import idfiles
+  return misspelt(what, id_, known, audits, key) or \
+      (f'{what} {idfiles.cut(id_)} is not in the data of this workdir (no samples, no raw record, no audit); check the '
+       f"id: ids are spelled as in the source's {what} column")
+
+
 # ------------------------------------------------------------------ the audit
 def deleted_helpers() -> set:
   """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed

@@ -66,7 +66,8 @@ def read_request(users: str | None, interactions: str | None, categories: str | 
     return Request('interactions', sorted({u for u, _ in pairs}), pairs, where)
   if users is None:
     raise UserError('forget needs --users=IDS_OR_FILE (whole users), --interactions=FILE (user_id,item_id pairs) '
-                    'or --categories=USER:CATEGORY (a user\'s ratings of one item category; or a user_id,category file)')
+                    "or --categories=USER:CATEGORY (a user's ratings of one item category; or a user_id,category "
+                    'file)')
   given = idfiles.read_user_ids(users)
   where = {}
   for u, w in given:

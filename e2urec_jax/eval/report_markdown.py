@@ -190,7 +190,8 @@ def _collateral_section(results, order):
     return []
   info = results.get('collateral') or {}
   unit = info.get('unit', results.get('forget_unit', '?'))
-  what = {'interactions': 'a share of their train samples', 'category': 'their train samples of one item category'}
+  what = {'interactions': 'a share of their train samples',
+          'category': 'their train samples of one item category'}
   out = ['', '## Deleted interactions and the same users\' other samples (collateral)', '',
          f"Forget unit '{unit}': {info.get('users', '?')} users each deleted {what.get(unit, unit)} (the forget "
          'set, "deleted"); they keep the rest. Retained: their train samples that were not deleted '
