@@ -236,18 +236,18 @@ def bench(config, workdir: str) -> None:
 
 
 def forget(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
-           forget_key: str | None = None, callbacks=()) -> None:
+           categories: str | None = None, forget_key: str | None = None, callbacks=()) -> None:
   """Serves a forget request on a trained run (forget.py); `forget_key` is the operator's key file,
   outside the workdir (the audit holds keyed hashes of the ids under it)."""
   from e2urec_jax import forget as forget_lib  # heavy: flax, optax, orbax, pandas
   forget_lib.require_local(workdir)
   if not storage.isdir(workdir):
     _existing(workdir, 'forget')
-  read_request(users, interactions)  # a malformed request fails before it waits for anyone
+  read_request(users, interactions, categories)  # a malformed request fails before it waits for anyone
   with workdir_lock.hold(storage.abspath(workdir), 'forget'):
     _existing(workdir, 'forget')  # after the lock put back the data a killed command had set aside
-    audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, key_file=forget_key,
-                             callbacks=callbacks)
+    audit = forget_lib.serve(config, workdir, users=users, interactions=interactions, categories=categories,
+                             key_file=forget_key, callbacks=callbacks)
   if audit:
     forget_lib.report(audit, workdir)
 

@@ -68,8 +68,16 @@ def default_config() -> ConfigDict:
   d.min_history = 5  # Samples with fewer earlier ratings of the same user are dropped.
   d.num_samples = 100_000  # Keep the last N samples in global time order.
   d.split = (0.6, 0.2, 0.2)  # train/valid/test fractions, in time order.
-  d.forget_fraction = 0.2  # Fraction of train users whose train samples form the forget set.
+  d.forget_fraction = 0.2  # Fraction of train users drawn for the forget set (their number: round(f * #users)).
   d.forget_selection = 'random'  # Who they are: 'random', 'core' (most train samples) or 'edge' (fewest).
+  # What of each drawn user the forget set holds (data/protocol.py): 'user' = all their train samples;
+  # 'interactions' = a share (forget_interaction_share) of each one's train samples, drawn at random;
+  # 'category' = each one's train samples of one item category (a genre of the item table; synthetic
+  # data: the genre words of its titles), drawn per user among the categories that hold some but not
+  # all of that user's samples. The retrained model keeps the users' other samples; the report scores
+  # them apart ('collateral'). Needs protocol 'default'; `sequence` serves whole users only.
+  d.forget_unit = 'user'
+  d.forget_interaction_share = 0.5  # forget_unit='interactions': share of a drawn user's train samples (>= 1).
   d.num_shards = 4  # SISA random shards and RecEraser user shards.
   # How the seed draws the forget users and shards, and which prompt (data/protocol.py, prompts.py):
   # 'paper' = the original code's draws (Python `random` shuffle of the users, per-sample random SISA
@@ -273,6 +281,8 @@ RULES = {
     'data.num_shards': rules.POSITIVE_INT, 'data.protocol': rules.one_of('default', 'paper'),
     'data.max_input_length': rules.POSITIVE_INT,
     'data.forget_selection': rules.one_of('random', 'core', 'edge'),
+    'data.forget_unit': rules.one_of('user', 'interactions', 'category'),
+    'data.forget_interaction_share': rules.number(0, 1, low_open=True, high_open=True),
     'data.bucket_lengths': rules.sequence(rules.POSITIVE_INT), 'data.goodreads_genre': rules.TEXT,
     'data.synthetic.seed': rules.NON_NEGATIVE_INT, 'data.synthetic.num_users': rules.integer(2),
     'data.synthetic.num_items': rules.integer(10),
@@ -380,6 +390,9 @@ def validate(config) -> None:
   if config.data.forget_selection != 'random' and config.data.protocol == 'paper':
     raise UserError(f"config.data.forget_selection={config.data.forget_selection!r} needs config.data.protocol="
                     "'default' (the paper's draws are random); set one of them back")
+  if config.data.forget_unit != 'user' and config.data.protocol == 'paper':
+    raise UserError(f"config.data.forget_unit={config.data.forget_unit!r} needs config.data.protocol='default' "
+                    "(the paper's draws forget whole users); set one of them back")
   if config.data.profile_zip and (config.data.protocol == 'paper' or config.data.source not in MOVIELENS_PROFILES):
     raise UserError(f"config.data.profile_zip=True needs a MovieLens profile ({', '.join(MOVIELENS_PROFILES)}) and "
                     f"config.data.protocol='default' (here source {config.data.source!r}, protocol "

@@ -2,8 +2,11 @@
 
   python -m e2urec_jax forget --users=196,305 --forget_key=KEY --workdir=DIR   (or --users=FILE, one id a line)
   python -m e2urec_jax forget --interactions=pairs.csv --forget_key=KEY --workdir=DIR   (user_id,item_id lines)
+  python -m e2urec_jax forget --categories=196:Comedy --forget_key=KEY --workdir=DIR   (or a user_id,category file)
 
-Ids are spelled as in the source data (its user/item columns). KEY is the operator's secret
+Ids are spelled as in the source data (its user/item columns), categories as its item table spells its
+genres (data/item_categories.json); a category request stands for the user's ratings of the items
+of that category that the workdir holds, and is served as those interactions. KEY is the operator's secret
 key file, outside the workdir (--forget_key, or the E2UREC_FORGET_KEY variable; created 0600
 with 32 random bytes on first use): the workdir keeps only keyed hashes of forgotten ids
 (HMAC-SHA256 under that key), so nobody holding the workdir alone can tell who was forgotten
@@ -12,7 +15,8 @@ verify an audit (`audit` command) and the served model can refuse forgotten user
 
 A request:
 1. builds its forget set: the train samples of those users (or the samples that hold those
-   interactions, as target or in the shown history); the retain set is every other train sample;
+   interactions, as target or in the shown history; a category request: the user's interactions
+   with the category's items); the retain set is every other train sample;
 2. runs config.unlearn.method on it, starting from the model served now: models/original
    for the first request, the last version's model (merged) after that. For E2URec it trains a
    fresh augmented model on this forget set first;
@@ -40,12 +44,12 @@ import os
 
 import numpy as np
 
-from e2urec_jax import forget_audit as audit_lib, forget_scrub as scrub, runtime, storage
+from e2urec_jax import forget_audit as audit_lib, forget_category, forget_scrub as scrub, runtime, storage
 from e2urec_jax.data import idfiles
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval import metrics
 from e2urec_jax.eval.model_scores import score
-from e2urec_jax.forget_audit import FORGET_DIR, PENDING_FILE
+from e2urec_jax.forget_audit import FORGET_DIR, PENDING_FILE, unknown_id
 from e2urec_jax.forget_request import Request, read_request
 from e2urec_jax.methods import runner, spec
 from e2urec_jax.train import artifacts, context
@@ -123,13 +127,6 @@ def _resolve(request: Request, frames: dict, key: bytes, audits: dict, workdir: 
   return out
 
 
-def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> str:
-  """The refusal of an id that matches no record exactly (forget_audit.misspelt)."""
-  return audit_lib.misspelt(what, id_, known, audits, key) or \
-      (f'{what} {cut(id_)} is not in the data of this workdir (no samples, no raw record, no audit); check the '
-       f"id: ids are spelled as in the source's {what} column")
-
-
 def cut(id_: str) -> str:
   return idfiles.cut(id_)
 
@@ -205,11 +202,11 @@ def require_local(workdir: str) -> None:
 
 
 def serve(config, workdir: str, *, users: str | None = None, interactions: str | None = None,
-          key_file: str | None = None, callbacks=()) -> dict:
+          categories: str | None = None, key_file: str | None = None, callbacks=()) -> dict:
   """Runs one forget request to the end (or finishes an interrupted one); returns its audit ({} if nothing to do)."""
   require_local(workdir)
   workdir = os.path.abspath(workdir)
-  request = read_request(users, interactions)
+  request = read_request(users, interactions, categories)
   method = config.unlearn.method
   if method not in spec.chainable():  # shard methods retrain shards: `unlearn` serves them
     raise UserError(f'forget runs config.unlearn.method={method!r}, which it cannot chain into versions; '
@@ -231,12 +228,15 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
       raise UserError(f'forget serves no request over an incomplete audit trail: {gaps[0]}'
                       + (f' (and {len(gaps) - 1} more: run `audit`)' if len(gaps) > 1 else ''))
     audit_lib.check_key(audits, key, key_file)
-    request_hash = audit_lib.keyed(key, request.kind, *request.users, *[f'{u},{i}' for u, i in request.pairs])
+    request_hash = audit_lib.keyed(key, *request.given())  # the request as given (a category: unresolved)
     pending_path = os.path.join(forget_dir, PENDING_FILE)
     pending = runtime.read_json(pending_path) if os.path.exists(pending_path) else None
     if pending is not None and pending['request_hash'] != request_hash:
       raise UserError(f'forget request v{pending["version"]} on {workdir} is unfinished; rerun it (the same '
-                      '--users/--interactions and key) to finish it before starting another')
+                      '--users/--interactions/--categories and key) to finish it before starting another')
+    if request.kind == 'category':  # its pairs, as the data holds them now (none left once scrubbed)
+      request = forget_category.with_category_pairs(request, scrub.read_frames(workdir), key, audits, workdir,
+                                                    missing_ok=pending is not None)
     if pending is None:
       pending = _plan(workdir, request, method, key, request_hash, audits)
       if pending is None:
@@ -266,7 +266,8 @@ def serve(config, workdir: str, *, users: str | None = None, interactions: str |
 def _forget_mask(request, frames, key, audits, workdir, *, quiet=False):
   found = _resolve(request, frames, key, audits, workdir)
   for what, v in ([] if quiet else found.done):
-    print(f'{request.kind[:-1]} {what} was already forgotten (request v{v}); skipped')
+    print(f'{"user" if request.kind == "users" else "interaction"} {what} was already forgotten (request v{v}); '
+          'skipped')
   # Every train sample the scrub will remove is in the forget set: a record a model learnt is never
   # scrubbed without being unlearned (raw-only records hold no train sample, so add none).
   mask = scrub.row_masks({'train': frames['train']}, found.scrub_users(), found.scrub_pairs())['train']
@@ -285,16 +286,21 @@ def _plan(workdir, request, method, key, request_hash, audits):
       raise UserError(f'forgetting these records would leave the {split} split empty; '
                       'the workdir cannot serve this request (prepare a larger data set)')
   version = 1 + max(audits, default=0)
+  # A category request's pairs are found in the data, which the scrub empties of them: their keyed
+  # hashes are kept for the audit (forget_audit.build_audit).
+  pair_hashes = {'pair_hashes': sorted(audit_lib.keyed(key, u, i) for u, i in request.pairs)} \
+      if request.kind == 'category' else {}
   if not mask.any():  # no train sample holds them: the models never trained on them; remove the records only
     print(f'forget v{version}: no train sample holds these records (only validation/test samples or raw ratings '
           'that formed no sample), so no model learnt them; removing them from the workdir only')
     return {'version': version, 'request_hash': request_hash, 'stage': 'scrub', 'method': None,
             'started_utc': audit_lib.now_utc(), 'delete': [], 'base': None, 'stats': None, 'metrics': None,
             'forget_set': {'samples': 0, 'users': len(set(found.scrub_users()) | {u for u, _ in found.scrub_pairs()})},
-            'unlearn_config': None, 'models': _models(workdir)}
+            'unlearn_config': None, 'models': _models(workdir), **pair_hashes}
   in_experiment = bool((frames['train']['is_forget'].to_numpy() & mask).any())
   return {'version': version, 'request_hash': request_hash, 'stage': 'train', 'method': method,
-          'started_utc': audit_lib.now_utc(), 'delete': helper_deletions(method, version, in_experiment)}
+          'started_utc': audit_lib.now_utc(), 'delete': helper_deletions(method, version, in_experiment),
+          **pair_hashes}
 
 
 def helper_deletions(method: str, version: int, in_experiment_forget_set: bool) -> list[str]:

@@ -20,8 +20,8 @@ FORGET_DIR = 'forget'
 PENDING_FILE = 'pending.json'  # forget.py's record of the request being served (keyed hashes only)
 LEGACY_SALT = 'salt.key'  # where requests before keyed hashes kept their salt (inside the workdir)
 SCHEME = 'hmac-sha256'
-HASH_NOTE = ('HMAC-SHA256(key, id) (pairs: user NUL item) under the operator\'s key file (--forget_key), '
-             'which is never in the workdir; key_id = HMAC-SHA256(key, "key-id")')
+HASH_NOTE = ('HMAC-SHA256(key, id) (pairs: user NUL item; categories: "category" NUL user NUL category) under the '
+             'operator\'s key file (--forget_key), which is never in the workdir; key_id = HMAC-SHA256(key, "key-id")')
 REMAINS = ('The frozen original model (models/original) was trained on these records and still encodes them; '
            'forget_v{n} is built on top of it and makes the served model answer as if they were unseen, '
            'approximately: their influence is reduced, not provably removed. Only retraining from scratch '
@@ -193,6 +193,20 @@ def forgotten_by(audits: dict, key: bytes, user: str, item: str | None = None) -
   return None
 
 
+def category_keyed(key: bytes, user: str, category: str) -> str:
+  """The keyed hash of a (user, category) request (a domain of its own: three parts, pairs have two)."""
+  return keyed(key, 'category', user, category)
+
+
+def category_forgotten_by(audits: dict, key: bytes, user: str, category: str) -> int | None:
+  """The version of the category request that forgot `user`'s ratings of `category`; None if none did."""
+  for v, audit in sorted(audits.items()):
+    if audit.get('request') == 'category' and \
+        category_keyed(key, user, category) in audit.get('subjects', {}).get('categories', []):
+      return v
+  return None
+
+
 def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user: str | None = None) -> str | None:
   """The one-line refusal of an id that matches no record exactly but differs only by its spelling
   (leading zeros, a sign, other Unicode digits, spaces: idfiles.loose) from an id of the data
@@ -213,6 +227,13 @@ def misspelt(what: str, id_: str, known: list, audits: dict, key: bytes, *, user
           f'{idfiles.cut(guess)}?{note} (ids are compared exactly, as the source spells them)')
 
 
+def unknown_id(what: str, id_: str, known: list, audits: dict, key: bytes) -> str:
+  """The refusal of an id that matches no record exactly (`misspelt`'s, else that it is unknown)."""
+  return misspelt(what, id_, known, audits, key) or \
+      (f'{what} {idfiles.cut(id_)} is not in the data of this workdir (no samples, no raw record, no audit); check the '
+       f"id: ids are spelled as in the source's {what} column")
+
+
 # ------------------------------------------------------------------ the audit
 def deleted_helpers() -> set:
   """Helper models (MethodSpec.helpers) a request deletes where they learnt its records: not listed
@@ -231,7 +252,10 @@ def build_audit(pending: dict, request: Request, key: bytes) -> dict:
       'request': request.kind,
       'subjects': {'scheme': SCHEME, 'key_id': key_id(key),
                    'users': sorted(keyed(key, u) for u in request.users),
-                   'pairs': sorted(keyed(key, u, i) for u, i in request.pairs),
+                   # a category request: the (user, item) pairs it resolved to, hashed when it was planned
+                   'pairs': pending.get('pair_hashes') or sorted(keyed(key, u, i) for u, i in request.pairs),
+                   **({'categories': sorted(category_keyed(key, u, c) for u, c in request.categories)}
+                      if request.kind == 'category' else {}),
                    'hash': HASH_NOTE},
       'method': pending['method'], 'unlearn_config': pending['unlearn_config'],
       'model': None if scrub_only else f'models/forget_v{n}', 'base': pending['base'],

@@ -34,13 +34,14 @@ COMMANDS = {
     'bench': ('bench', 'time the steps; compare with PyTorch', {}),
     'forget': ('forget', 'serve a forget request on a trained run', {'users': 'users',
                                                                      'interactions': 'interactions',
+                                                                     'categories': 'categories',
                                                                      'forget_key': 'forget_key'}),
     'audit': ('audit', 'check forget audits with the key', {'users': 'users', 'interactions': 'interactions',
                                                             'forget_key': 'forget_key'}),
     'table': ('table', "print a run's headline table and criteria from <workdir>/results.json", {}),
 }
 TRAINS = ('train', 'retrain', 'augment', 'unlearn', 'run', 'sequence', 'forget')  # commands that take callbacks
-COMMAND_FLAGS = ('users', 'interactions', 'input', 'output', 'model', 'format', 'restart', 'forget_key',
+COMMAND_FLAGS = ('users', 'interactions', 'categories', 'input', 'output', 'model', 'format', 'restart', 'forget_key',
                  'allow_forgotten')
 FORGET_KEY_ENV = 'E2UREC_FORGET_KEY'  # the key file's path when --forget_key is not given
 
@@ -49,6 +50,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: data, checkpoints, results.')
 flags.DEFINE_string('users', None, 'forget: user ids (comma-separated) or a file of ids, one a line.')
 flags.DEFINE_string('interactions', None, 'forget: CSV of user_id,item_id pairs to forget.')
+flags.DEFINE_string('categories', None, "forget: a user's ratings of one item category, USER:CATEGORY "
+                    '(comma-separated), or a CSV of user_id,category lines.')
 flags.DEFINE_string('input', None, 'predict: CSV with user_id,item_id columns.')
 flags.DEFINE_string('output', None, 'predict/export: where to write.')
 flags.DEFINE_string('format', None, 'export: merged (default; adapters folded into the weights) or peft '

@@ -19,7 +19,9 @@ The value is a hash of the three, so streams never collide (the offsets this rep
 the noise-floor retrain the seed of every forget-set order, and SISA's shard k RecEraser's),
 and a new method or phase needs no offset of its own and no edit of this module. The data
 protocol (forget users, shards, the synthetic generator) is part of the data set, not of
-training: it keeps its own streams of config.seed (data/protocol.py).
+training: it keeps its own streams of config.seed (data/protocol.py), which predate this module;
+only the draw added since, inside the forget users ('forget_draw' of method 'data': which of
+their train samples data.forget_unit 'interactions' or 'category' deletes), comes from here.
 """
 import hashlib
 

@@ -100,6 +100,9 @@ def run_sequence(config, workdir: str, *, callbacks=()) -> dict:
   if storage.is_remote(workdir):
     raise UserError(f'sequence needs a local --workdir, not {workdir}: it trains and reads back dozens of models; '
                     'run it on a local copy of the workdir')
+  if config.data.get('forget_unit', 'user') != 'user':
+    raise UserError(f'sequence serves requests of whole users; config.data.forget_unit='
+                    f'{config.data.forget_unit!r} deletes parts of users: set it back to \'user\' (`run` measures it)')
   cfg = config.sequence
   methods = methods_of(config)
   ctx = context.open_run(config, paths.run_paths(workdir))

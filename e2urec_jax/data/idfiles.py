@@ -7,6 +7,8 @@ pairs (predict --input, forget --interactions): UTF-8 text, one pair a line, fie
   by commas (or tabs); an optional header naming the columns, which must include user_id and
   item_id (other columns are allowed and ignored); without a header each line is exactly
   user_id,item_id. Blank lines and lines starting with '#' are skipped.
+(user, category) pairs (forget --categories=FILE): the same with the columns user_id,category;
+  inline, --categories=USER:CATEGORY[,USER:CATEGORY...].
 user ids (forget --users=FILE): UTF-8 text, ids separated by commas or new lines, '#' comments.
 Ids are kept as the file spells them (no number parsing: '013' stays '013'), the space around
 a field aside, and are compared with the source's ids (its users/items `key` column) exactly,
@@ -19,7 +21,7 @@ import unicodedata
 
 from e2urec_jax.errors import UserError
 
-USER, ITEM = 'user_id', 'item_id'
+USER, ITEM, CATEGORY = 'user_id', 'item_id', 'category'
 
 
 def _lines(path: str, what: str) -> list[tuple[int, str]]:
@@ -47,37 +49,61 @@ def _fields(text: str) -> list[str]:
   return [f.strip().strip('"').strip() for f in text.split(sep)]
 
 
-def read_pairs(path: str, what: str) -> list[tuple[str, str, int]]:
-  """[(user id, item id, line number)] of a pairs file (see the module docstring)."""
+def read_pairs(path: str, what: str, second: str = ITEM) -> list[tuple[str, str, int]]:
+  """[(user id, item id, line number)] of a pairs file (see the module docstring); `second` names
+  the second column (CATEGORY: a (user, category) file)."""
   lines = [(n, t) for n, t in _lines(path, what) if t.strip() and not t.lstrip().startswith('#')]
   if not lines:
-    raise UserError(f'{path} holds only comments; {what} needs {USER},{ITEM} lines')
+    raise UserError(f'{path} holds only comments; {what} needs {USER},{second} lines')
   n0, first = lines[0]
   names = [f.lower() for f in _fields(first)]
-  if USER in names or ITEM in names or (names and 'user' in names[0] and not any(c.isdigit() for c in names[0])):
-    if USER in names and ITEM in names:
-      columns, width = (names.index(USER), names.index(ITEM)), len(names)
+  if USER in names or second in names or (names and 'user' in names[0] and not any(c.isdigit() for c in names[0])):
+    if USER in names and second in names:
+      columns, width = (names.index(USER), names.index(second)), len(names)
     elif len(names) == 2:
       columns, width = (0, 1), 2  # a header with other names for the two columns
     else:
-      missing = [c for c in (USER, ITEM) if c not in names]
+      missing = [c for c in (USER, second) if c not in names]
       raise UserError(f'{path} line {n0}: the header {cut(first)} names no {" and no ".join(missing)} column; '
-                      f'name the columns {USER},{ITEM}')
+                      f'name the columns {USER},{second}')
     lines = lines[1:]
     if not lines:
-      raise UserError(f'{path} has a header but no pairs; add {USER},{ITEM} lines below it')
+      raise UserError(f'{path} has a header but no pairs; add {USER},{second} lines below it')
   else:
     columns, width = (0, 1), 2
   out = []
   for n, text in lines:
     fields = _fields(text)
     if len(fields) != width:
-      raise UserError(f'{path} line {n}: expected {USER},{ITEM}{",..." if width > 2 else ""} ({width} fields), '
+      raise UserError(f'{path} line {n}: expected {USER},{second}{",..." if width > 2 else ""} ({width} fields), '
                       f'found {len(fields)}: {cut(text)}; fix or remove that line')
     user, item = fields[columns[0]], fields[columns[1]]
     if not user or not item:
-      raise UserError(f'{path} line {n}: empty {USER if not user else ITEM} in {cut(text)}; every line needs both')
+      raise UserError(f'{path} line {n}: empty {USER if not user else second} in {cut(text)}; every line needs both')
     out.append((user, item, n))
+  return out
+
+
+def read_user_categories(spec: str, what: str = '--categories') -> list[tuple[str, str, str]]:
+  """[(user id, category, where it was given)]: inline USER:CATEGORY entries separated by commas, or
+  a file of user_id,category lines (see the module docstring). Both are kept as spelt."""
+  spec = spec.strip()
+  if os.path.isfile(spec):
+    return [(u, c, f'{spec} line {n}') for u, c, n in read_pairs(spec, what, CATEGORY)]
+  if os.sep in spec or spec.endswith(('.txt', '.csv')):
+    raise UserError(f'{what}={spec!r}: no such file; pass a file of {USER},{CATEGORY} lines or '
+                    f'{what}=USER:CATEGORY (e.g. {what}=196:Comedy)')
+  out = []
+  for token in spec.split(','):
+    user, colon, category = (t.strip() for t in token.partition(':'))
+    if not token.strip():
+      continue
+    if not colon or not user or not category:
+      raise UserError(f'{what}: {cut(token.strip())} is not USER:CATEGORY; write each request as a user id, a '
+                      f'colon and a category as the item table spells it ({what}=196:Comedy,305:Drama)')
+    out.append((user, category, what))
+  if not out:
+    raise UserError(f'{what} names no USER:CATEGORY: the forget set would be empty ({what}=196:Comedy)')
   return out
 
 

@@ -18,7 +18,7 @@ from e2urec_jax import runtime, stamps, storage
 from e2urec_jax.data import encode, protocol, readers, tokenizer as tokenizer_lib
 from e2urec_jax.data.layouts import ENCODER_DECODER
 from e2urec_jax.data.prompts import NO, Template, YES, template_for
-from e2urec_jax.data.tokens import SplitArrays, digest, save_split
+from e2urec_jax.data.tokens import CATEGORIES_FILE, SplitArrays, digest, save_split
 
 FORMAT_VERSION = 1  # Bump when the written layout changes: older workdirs are then prepared again.
 STAMP_EXCLUDE = ('hf_cache',)  # a cache `prepare` needs no more: not part of the data's stamp
@@ -31,7 +31,8 @@ def tokens_digest(data_dir: str, manifest: dict) -> str:
 # config.data fields added after prepared data recorded its settings, with the value that prepares
 # what was prepared before them: a manifest without the field matches that value.
 FIELDS_ADDED_LATER = {'protocol': 'default', 'forget_selection': 'random', 'profile_zip': False, 'users': 'all',
-                      'heldout_fraction': 0.3}
+                      'heldout_fraction': 0.3, 'forget_unit': 'user', 'forget_interaction_share': 0.5}
+
 
 
 def config_key(config) -> dict:
@@ -91,7 +92,9 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
   d, progress = config.data, bool(config.progress)
   layout, decoder_start = tokenizer_lib.resolve_layout(config.model)
   raw = readers.read_source(config, out)
-  splits = protocol.apply_protocol(raw.ratings, d, int(config.seed))
+  categories = protocol.item_categories(raw.items)
+  runtime.write_json(os.path.join(out, CATEGORIES_FILE), {str(i): list(c) for i, c in categories.items()})
+  splits = protocol.apply_protocol(raw.ratings, d, int(config.seed), categories)
   template = template_for(protocol.protocol_of(d), layout, raw)
   frames = {name: _with_text(df, raw) for name, df in splits.samples.items()}
 
@@ -149,6 +152,7 @@ def _build(config, workdir: str, out: str, tok_out: str | None) -> dict:
       'counts': {k: int(len(v)) for k, v in subsets.items()},
       'users': {k: int(v['user'].nunique()) for k, v in subsets.items()},
       'forget_users': [int(u) for u in splits.forget_users],
+      'forget_unit': protocol.unit_of(d),
       'forget_user_keys': [str(k) for k in user_keys.loc[splits.forget_users]],
       'label_positive_rate': {k: round(float(v['label'].mean()), 4) for k, v in subsets.items()},
       'time_range': {k: [int(frames[k]['timestamp'].min()), int(frames[k]['timestamp'].max())] for k in frames},
@@ -222,7 +226,9 @@ def _print_summary(m: dict, workdir: str) -> None:
   profile_cut = sum(v.get('profile_cut', 0) for v in m['history_shown'].values())
   cut = f', profile cut in {profile_cut}' if profile_cut else ''
   print(f"prepared {m['source']}: train {c['train']} / valid {c['valid']} / test {c['test']} samples; "
-        f"forget {c['forget']} samples of {len(m['forget_users'])} users, retain {c['retain']}")
+        f"forget {c['forget']} samples of {len(m['forget_users'])} users"
+        + (f" ({m['forget_unit']}: their other samples stay)" if m.get('forget_unit', 'user') != 'user' else '')
+        + f", retain {c['retain']}")
   print(f"prompt tokens min/mean/p50/p95/max: {s['min']}/{s['mean']}/{s['p50']:g}/{s['p95']:g}/{s['max']} "
         f"(max_input_length {m['tokens']['max_input_length']}; history shortened in {truncated} prompts{cut}); "
         f"positive rate train {m['label_positive_rate']['train']:.3f}")

@@ -12,6 +12,11 @@
    config.data.forget_selection picks who is forgotten (protocol 'default' only): 'random'
    draws them as below; 'core' takes the round(forget_fraction * #train users) users with the
    most train samples, 'edge' those with the fewest (ties in default_rng([seed, 3]) order).
+   config.data.forget_unit says what of those users is deleted (`forget_rows`): 'user' all their
+   train samples; 'interactions' a share (forget_interaction_share) of each one's train samples;
+   'category' each one's train samples of one item category (a genre of the item table, drawn per
+   user among the categories that hold some but not all of that user's train samples). The draw
+   inside the users is seeded by seeds.derive(seed, 'data', 'forget_draw').
 
 Steps 1-4 are the original code's (data_preprocess/ml-1m.ipynb, split_ml-1m.ipynb). Step 5 and
 the split counts follow config.data.protocol:
@@ -39,12 +44,14 @@ import random
 import numpy as np
 import pandas as pd
 
+from e2urec_jax import seeds
 from e2urec_jax.data import tokens
 from e2urec_jax.errors import UserError
 
 SPLITS = ('train', 'valid', 'test')
 PROTOCOLS = ('default', 'paper')  # config.data.protocol
 SELECTIONS = ('random', 'core', 'edge')  # config.data.forget_selection: any users, the most active, the least active
+UNITS = ('user', 'interactions', 'category')  # config.data.forget_unit: what of a drawn user is deleted
 
 
 @dataclasses.dataclass
@@ -76,6 +83,11 @@ def check_config(d) -> None:
                     "(the paper's draws are random); set one of them back")
   if int(d.num_samples) < 3:
     raise UserError(f'config.data.num_samples={d.num_samples} must be >= 3 (one per split at least)')
+  if unit_of(d) not in UNITS:
+    raise UserError(f'config.data.forget_unit={unit_of(d)!r} must be one of {", ".join(UNITS)}')
+  if unit_of(d) != 'user' and protocol_of(d) == 'paper':
+    raise UserError(f"config.data.forget_unit={unit_of(d)!r} needs config.data.protocol='default' (the paper's "
+                    "draws forget whole users); set one of them back")
 
 
 def build_samples(ratings: pd.DataFrame, *, history_k: int, min_history: int, num_samples: int,
@@ -118,6 +130,11 @@ def protocol_of(d) -> str:
 def selection_of(d) -> str:
   """config.data.forget_selection ('random' for a config saved before the field existed)."""
   return str(d.get('forget_selection', 'random'))
+
+
+def unit_of(d) -> str:
+  """config.data.forget_unit ('user' for a config saved before the field existed)."""
+  return str(d.get('forget_unit', 'user'))
 
 
 def split_counts(n: int, fractions, protocol: str = 'default') -> tuple[int, int, int]:
@@ -229,11 +246,72 @@ def paper_receraser_shards(row_users, order: list, num_forget: int, num_shards: 
   return np.asarray([shard_of[int(u)] for u in np.asarray(row_users)], np.int32)
 
 
-def seeded_assignment(train_users, d, seed: int):
-  """What the experiment's seed decides about the train split, from its users in row order
-  (`d` is config.data, its protocol decides how): (forget users (sorted), is_forget [N],
+def item_categories(items: pd.DataFrame) -> dict:
+  """{item id: tuple of its category names} of an item table (RawData.items: its '|'-joined
+  genres, spelt as the source spells them; '' = none)."""
+  return {int(i): tuple(g for g in str(genres).split('|') if g)
+          for i, genres in zip(items['item'].to_numpy(), items['genres'].fillna('').to_numpy())}
+
+
+def forget_rows(train_users, forget_users, d, seed: int, train_items=None, categories=None) -> np.ndarray:
+  """is_forget [N] of the train rows (`train_users`, `train_items` in row order) for the drawn
+  `forget_users`, as config.data.forget_unit says (module docstring, step 5). `categories`:
+  item_categories' map, read by the 'category' unit only."""
+  users = np.asarray(train_users)
+  unit = unit_of(d)
+  if unit == 'user':
+    return np.isin(users, forget_users)
+  rng = np.random.default_rng(seeds.derive(seed, 'data', 'forget_draw'))
+  out = np.zeros(len(users), bool)
+  by_user = _rows_by_user(users, forget_users)
+  if unit == 'interactions':
+    share = float(d.forget_interaction_share)
+    for rows in by_user:
+      count = min(len(rows), max(1, int(round(share * len(rows)))))
+      out[rng.choice(rows, count, replace=False)] = True
+    return out
+  if categories is None or train_items is None:
+    raise UserError("config.data.forget_unit='category' needs the items' categories; this data was prepared "
+                    'before they were recorded: prepare it again (--restart=data)')
+  items = np.asarray(train_items)
+  for rows in by_user:
+    held = [set(categories.get(int(i), ())) for i in items[rows]]
+    counts = {}
+    for names in held:
+      for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    partial = sorted(c for c, n in counts.items() if n < len(rows))
+    choices = partial or sorted(counts)  # a user whose every sample shares a category: that one
+    if not choices:
+      continue  # none of the user's items has a category: nothing of theirs to delete
+    chosen = choices[int(rng.integers(len(choices)))]
+    out[rows[[chosen in names for names in held]]] = True
+  if not out.any():
+    raise UserError(f"config.data.forget_unit='category': no item of the {len(by_user)} drawn users' train "
+                    f'samples has a category (the item table\'s genres are empty); use forget_unit '
+                    "'interactions' or 'user', or give the items genres")
+  return out
+
+
+def _rows_by_user(users: np.ndarray, forget_users) -> list:
+  """The train rows of each forget user (sorted user ids), in row order."""
+  order = np.argsort(users, kind='stable')
+  sorted_users = users[order]
+  out = []
+  for u in np.sort(np.asarray(forget_users)):
+    lo, hi = np.searchsorted(sorted_users, u, 'left'), np.searchsorted(sorted_users, u, 'right')
+    out.append(order[lo:hi])
+  return out
+
+
+def seeded_assignment(train_users, d, seed: int, train_items=None, categories=None):
+  """What the experiment's seed decides about the train split, from its users (and items) in row
+  order (`d` is config.data, its protocol decides how): (forget users (sorted), is_forget [N],
   SISA shard [N], RecEraser shard [N]). `prepare` calls it for config.seed; a run over other
-  seeds can call it again on the prepared train split's user ids."""
+  seeds can call it again on the prepared train split's user and item ids. `categories`
+  (item_categories' map) is read by forget_unit 'category' only. The forget users are those
+  holding a forget row (under forget_unit 'category', a drawn user none of whose items has a
+  category drops out)."""
   users = np.asarray(train_users)
   fraction, num_shards = float(d.forget_fraction), int(d.num_shards)
   if protocol_of(d) == 'paper':
@@ -246,11 +324,15 @@ def seeded_assignment(train_users, d, seed: int):
     forget_users = choose_forget_users(users, fraction, seed, selection_of(d))
     sisa = sisa_shards(len(users), num_shards, seed)
     receraser = receraser_shards(users, num_shards, seed)
-  return forget_users, np.isin(users, forget_users), sisa, receraser
+  is_forget = forget_rows(users, forget_users, d, seed, train_items, categories)
+  if unit_of(d) != 'user':
+    forget_users = np.unique(users[is_forget])
+  return forget_users, is_forget, sisa, receraser
 
 
-def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
-  """All steps on a ratings table (user, item, rating, timestamp); `d` is config.data."""
+def apply_protocol(ratings: pd.DataFrame, d, seed: int, categories=None) -> Splits:
+  """All steps on a ratings table (user, item, rating, timestamp); `d` is config.data;
+  `categories`: item_categories' map (forget_unit 'category')."""
   check_config(d)
   samples = build_samples(ratings, history_k=int(d.history_k), min_history=int(d.min_history),
                           num_samples=int(d.num_samples), label_threshold=float(d.label_threshold))
@@ -262,7 +344,7 @@ def apply_protocol(ratings: pd.DataFrame, d, seed: int) -> Splits:
   out = {name: samples.iloc[bounds[k]:bounds[k + 1]].reset_index(drop=True) for k, name in enumerate(SPLITS)}
   train = out['train']
   forget_users, train['is_forget'], train['sisa_shard'], train['receraser_shard'] = seeded_assignment(
-      train['user'].to_numpy(), d, seed)
+      train['user'].to_numpy(), d, seed, train['item'].to_numpy(), categories)
   return Splits(out, forget_users)
 
 
@@ -270,7 +352,8 @@ def reseeded(data: tokens.TokenizedData, data_config, seed: int) -> tokens.Token
   """The same token arrays with the train split's forget set and shards drawn for `seed`
   (seeded_assignment): one seed of a run over several (config.seeds)."""
   train = data.splits['train']
-  forget_users, is_forget, sisa, receraser = seeded_assignment(train.user_id, data_config, seed)
+  forget_users, is_forget, sisa, receraser = seeded_assignment(train.user_id, data_config, seed,
+                                                              train.item_id, data.item_categories)
   splits = dict(data.splits, train=dataclasses.replace(train, is_forget=is_forget, sisa_shard=sisa,
                                                        receraser_shard=receraser))
   return dataclasses.replace(data, splits=splits, forget_users=np.asarray(forget_users))

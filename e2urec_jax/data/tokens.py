@@ -17,6 +17,9 @@ from e2urec_jax.data.layouts import ENCODER_DECODER, of_family
 from e2urec_jax.errors import UserError
 
 TRAIN_ONLY = ('is_forget', 'sisa_shard', 'receraser_shard')
+# {item id: [category, ...]} beside the arrays: the item table's genres as the source spells them, what
+# data.forget_unit='category' and `forget --categories` read.
+CATEGORIES_FILE = 'item_categories.json'
 
 
 @dataclasses.dataclass
@@ -51,6 +54,7 @@ class TokenizedData:
   max_input_length: int = 0
   forget_users: np.ndarray | None = None  # sorted user ids of the forget set
   digest: str = ''  # sha256 of the token arrays and ids as prepared (phases record it: train/fingerprint.py)
+  item_categories: dict | None = None  # {item id: (category, ...)} (data/item_categories.json; None: not recorded)
 
 
 def save_split(directory: str, arrays: SplitArrays) -> None:
@@ -114,7 +118,17 @@ def load_tokenized(workdir: str) -> TokenizedData:
       bucket_lengths=tuple(meta['bucket_lengths']), eos_id=meta['eos_id'], bos_id=meta['bos_id'],
       vocab_size=meta['vocab_size'], max_input_length=meta['max_input_length'],
       forget_users=np.asarray(meta['forget_users'], np.int64),
-      digest=manifest.get('digest') or digest(data_dir, manifest))
+      digest=manifest.get('digest') or digest(data_dir, manifest),
+      item_categories=read_categories(data_dir))
+
+
+def read_categories(data_dir: str) -> dict | None:
+  """{item id: (category, ...)} that `prepare` recorded (data/item_categories.json); None for data
+  prepared before it recorded them."""
+  path = os.path.join(data_dir, CATEGORIES_FILE)
+  if not storage.exists(path):
+    return None
+  return {int(i): tuple(c) for i, c in runtime.read_json(path).items()}
 
 
 def make_batch(data: TokenizedData, split: str, indices, *, flip: bool = False, length: int | None = None,

@@ -6,13 +6,16 @@ Forget set: the same, the distance of each model's answer distribution to the re
 (eval/mia.py) against test samples of users outside the forget set; its reference attack is
 calibrated by the noise floor's second retrain (a model an attacker could train without the
 targets) where the run has one. On both: HR@k and NDCG@k of each positive's item among sampled
-unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off).
+unrated items (eval/ranking.py; config.eval.ranking_negatives = 0 turns them off). Where the forget
+set is part of its users (config.data.forget_unit 'interactions' or 'category'), the same users'
+other samples too, apart: their retained train samples and their test samples (eval/collateral.py).
 """
 import os
 
 import numpy as np
 
 from e2urec_jax import distributed, runtime, storage
+from e2urec_jax.eval import collateral as collateral_lib
 from e2urec_jax.eval import fairness, mechanism, metrics, mia, ranking, report, seed_report, trajectory
 from e2urec_jax.eval.model_scores import score
 from e2urec_jax.eval.report_schema import FORGET_KEYS
@@ -59,6 +62,11 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   results['mia'] = {'attacks': list(mia.ATTACKS), 'reference_model': 'retrain_seed2' if twin is not None else None,
                     'target': 'retrain', 'members': int(len(forget)), 'nonmembers': int(len(nonmember))}
   active, results['fairness'] = fairness.activity_split(train.user_id, test.user_id)
+  results['forget_unit'] = collateral_lib.unit_of(ctx.config)
+  collateral = None
+  if results['forget_unit'] != 'user':  # the forget users keep samples: scored apart (eval/collateral.py)
+    collateral = collateral_lib.Collateral(ctx, reference, score)
+    results['collateral'] = collateral.info()
   candidates = ranking.build(ctx) if rank else None  # the same lists for every model
   if candidates is not None:
     results['ranking'] = ranking.info(ctx, candidates)
@@ -74,6 +82,8 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
       forget_first[name] = on_forget['first_logits']
       row['forget'], row['mia'] = _forget_metrics(ctx, on_forget, on_test, ref_forget, ref_nonmember,
                                                   (twin, twin_nonmember), forget, nonmember)
+    if collateral is not None:
+      row['collateral'] = collateral.measure(predictor, name)
     if candidates is not None:
       ranked = ranking.measure(ctx, candidates, predictor)
       row['test']['ranking'] = ranked['test']

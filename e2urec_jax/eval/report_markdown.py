@@ -92,6 +92,7 @@ def markdown_report(results, order=()):
   if ranked:
     out += [_ranking_text(results, ranked[0][0].split('@')[1]), '']
   out += _table(methods, DETAIL_COLUMNS + ranked, order=order)
+  out += _collateral_section(results, order)
   out += _mia_section(results, order)
   out += _fairness_section(results, order)
   floor = results.get('noise_floor') or {}
@@ -174,6 +175,34 @@ def _mia_section(results, order):
          'each cell shows the value and, in brackets, its difference from retrain\'s.', '']
   return out + _group_table(methods, 'mia', schema.MIA_KEYS, ('loss', 'confidence', 'entropy', 'modified entropy',
                                                        'reference'), _beside(target), order)
+
+
+COLLATERAL_COLUMNS = (
+    (f'deleted {schema.SYM_KL_NAME}', ('forget', 'sym_kl'), _G4), ('deleted AUC', ('forget', 'auc'), _F4),
+    ('retained symKL', ('collateral', 'retained', 'sym_kl'), _G4),
+    ('retained AUC', ('collateral', 'retained', 'auc'), _F4),
+    ('test symKL', ('collateral', 'test', 'sym_kl'), _G4), ('test AUC', ('collateral', 'test', 'auc'), _F4),
+)
+
+
+def _collateral_section(results, order):
+  """The deleted interactions against the same users' other samples (eval/collateral.py)."""
+  methods = results.get('methods', {})
+  if not _has_group(methods, 'collateral'):
+    return []
+  info = results.get('collateral') or {}
+  unit = info.get('unit', results.get('forget_unit', '?'))
+  what = {'interactions': 'a share of their train samples',
+          'category': 'their train samples of one item category'}
+  out = ['', '## Deleted interactions and the same users\' other samples (collateral)', '',
+         f"Forget unit '{unit}': {info.get('users', '?')} users each deleted {what.get(unit, unit)} (the forget "
+         'set, "deleted"); they keep the rest. Retained: their train samples that were not deleted '
+         f"({info.get('retained', '?')}; the retrained model still trained on them); test: their test samples "
+         f"({info.get('test', '?')}). symKL to the retrained model (0 = answers as exact deletion would) and AUC "
+         'on each; a method that erases the whole user moves the collateral columns, one that keeps everything '
+         'stays near them but not near the deleted ones.', '']
+  return out + _table({n: e for n, e in methods.items() if isinstance(e, dict) and 'collateral' in e},
+                      COLLATERAL_COLUMNS, order=order)
 
 
 def _fairness_section(results, order):

@@ -22,6 +22,10 @@ MIA_KEYS = ('loss', 'confidence', 'entropy', 'modified_entropy', 'reference')  #
 FAIRNESS_KEYS = ('auc_active', 'auc_inactive', 'gap', 'gap_change')
 RANKING_KEYS = ('k', 'negatives', 'positives', 'hr', 'ndcg')  # test.ranking / forget.ranking (eval/ranking.py)
 OPTIONAL_GROUPS = (('mia', MIA_KEYS), ('fairness', FAIRNESS_KEYS))  # checked where present (older files lack them)
+# methods.<m>.collateral.<group>.<key> (eval/collateral.py): the forget users' other samples, where
+# config.data.forget_unit deletes part of a user ('interactions', 'category'); absent for 'user'.
+COLLATERAL_GROUPS = ('retained', 'test')
+COLLATERAL_KEYS = ('auc', 'sym_kl', 'samples')
 ENV_KEYS = ('jax', 'devices')
 
 
@@ -59,6 +63,10 @@ def _check_method(problems, where, entry):
   for group, keys in OPTIONAL_GROUPS:
     if group in entry:
       _check_group(problems, f'{where}.{group}', entry[group], keys)
+  if 'collateral' in entry:
+    found = entry['collateral'] if isinstance(entry['collateral'], dict) else {}
+    for group in COLLATERAL_GROUPS:
+      _check_group(problems, f'{where}.collateral.{group}', found.get(group), COLLATERAL_KEYS)
   for key in FLOAT_KEYS + INT_KEYS:
     if key not in entry:
       problems.append(f'{where}.{key}: missing')
@@ -105,6 +113,13 @@ def validate_results(results, required_methods=()):
     info = results['ranking']
     if not isinstance(info, dict) or not all(is_number(info.get(k)) for k in ('k', 'negatives')):
       problems.append('ranking: expected an object with "k" and "negatives" (numbers)')
+  if 'collateral' in results:
+    info = results['collateral']
+    if not isinstance(info, dict) or not isinstance(info.get('unit'), str) or \
+        not all(is_number(info.get(k), integer=True) for k in ('users',) + COLLATERAL_GROUPS):
+      problems.append('collateral: expected an object with "unit" (text) and "users", "retained", "test" (counts)')
+  if 'forget_unit' in results and not isinstance(results['forget_unit'], str):
+    problems.append('forget_unit: expected text (user, interactions or category)')
   if not isinstance(results.get('config'), dict):
     problems.append('config: missing or not an object')
   env = results.get('env')

@@ -17,6 +17,7 @@ from e2urec_jax.train import registry
 
 ORIGINAL, RETRAIN = 'original', 'retrain'
 DISTANCES = ('sym_kl', 'jsd')
+COLLATERAL_MEASURES = ('sym_kl', 'auc')  # paired over seeds on each collateral group (eval/collateral.py)
 
 
 def combine(per_seed: dict) -> dict:
@@ -42,7 +43,7 @@ def combine(per_seed: dict) -> dict:
   first = per_seed[seeds[0]]
   results = {'seeds': [int(s) for s in seeds], 'methods': methods, 'noise_floor': floor,
              'trajectories': trajectories, 'config': first['config'], 'env': first['env']}
-  for key in ('mia', 'fairness', 'ranking', 'forget_set'):  # the first seed's (counts differ per seed)
+  for key in ('mia', 'fairness', 'ranking', 'forget_set', 'forget_unit', 'collateral'):  # the first seed's (counts differ per seed)
     if key in first:
       results[key] = first[key]
   results['summary'] = summary(results)
@@ -85,6 +86,10 @@ def summary(results: dict) -> dict:
       if name in (featured, RETRAIN) or len(per_seed_values(methods[name], ('forget', 'sym_kl'))) < 2:
         continue
       out['comparisons'][name] = {d: _paired(methods, featured, name, ('forget', d)) for d in DISTANCES}
+      if 'collateral' in methods[name]:
+        out.setdefault('collateral_comparisons', {})[name] = {
+            f'{g}_{k}': _paired(methods, featured, name, ('collateral', g, k))
+            for g in schema.COLLATERAL_GROUPS for k in COLLATERAL_MEASURES}
     if ORIGINAL in methods:
       out['test_auc_vs_original'] = _paired(methods, featured, ORIGINAL, ('test', 'auc'))
   if RETRAIN in methods:
@@ -175,6 +180,7 @@ def markdown_sections(results: dict) -> list[str]:
       k, j = c['sym_kl'], c['jsd']
       out.append(f'| `{name}` | {_fmt(k["mean_diff"])} | [{_fmt(k["ci_low"])}, {_fmt(k["ci_high"])}] | '
                  f'{_fmt(j["mean_diff"])} | [{_fmt(j["ci_low"])}, {_fmt(j["ci_high"])}] | {k["wins"]}/{k["n"]} |')
+    out += _collateral_comparisons(s.get('collateral_comparisons') or {})
     t = s.get('test_auc_vs_original')
     if t:
       out += ['', f'E2URec test AUC − original: {_fmt(t["mean_diff"])} '
@@ -220,6 +226,26 @@ def markdown_sections(results: dict) -> list[str]:
     for name, sel in s['selection'].items():
       out.append(f'| `{name}` | {_ms(sel["final"])} | {_ms(sel["best"])} | {_ms(sel["best_step"])} | '
                  f'{_ms(sel["auto"])} | {_ms(sel["auto_step"])} |')
+  return out
+
+
+def _collateral_comparisons(found: dict) -> list[str]:
+  """The paired table of the forget users' other samples (eval/collateral.py), where measured."""
+  if not found:
+    return []
+  out = ['', '### The same, on the forget users\' other samples (collateral)', '',
+         'Mean of (E2URec − method) per seed with its 95% t-interval: symKL to retrain and AUC on the users\' '
+         'retained train samples and on their test samples. symKL wins: seeds where E2URec is closer to the '
+         'retrained model.', '',
+         '| method | Δ retained symKL | 95% interval | wins | Δ retained AUC | 95% interval | Δ test symKL | '
+         '95% interval | wins | Δ test AUC | 95% interval |', '|---|---|---|---|---|---|---|---|---|---|---|']
+  for name, c in found.items():
+    cells = []
+    for group in schema.COLLATERAL_GROUPS:
+      k, a = c[f'{group}_sym_kl'], c[f'{group}_auc']
+      cells += [_fmt(k['mean_diff']), f'[{_fmt(k["ci_low"])}, {_fmt(k["ci_high"])}]', f'{k["wins"]}/{k["n"]}',
+                _fmt(a['mean_diff']), f'[{_fmt(a["ci_low"])}, {_fmt(a["ci_high"])}]']
+    out.append(f'| `{name}` | ' + ' | '.join(cells) + ' |')
   return out
 
 

@@ -39,7 +39,8 @@ FILE = 'fingerprint.json'
 DATA, PRETRAINED, RECIPE, AUGMENTED, METHOD = 'data', 'pretrained', 'recipe', 'augmented', 'method'
 # Fields added after phases recorded fingerprints, with the value that computes what ran before
 # them: left out of a record at that value, so an upgrade retrains nothing.
-ADDED_LATER = {'data.profile_zip': False, 'data.users': 'all', 'data.heldout_fraction': 0.3}
+ADDED_LATER = {'data.profile_zip': False, 'data.users': 'all', 'data.heldout_fraction': 0.3,
+               'data.forget_unit': 'user', 'data.forget_interaction_share': 0.5}
 TOKENIZER_FIELDS = ('name_or_path', 'tokenizer', 'tokenizer_vocab_size')
 # config.unlearn's fields that every method's phase reads (unlearn.method/methods only pick rows).
 SHARED_UNLEARN = ('weight_decay', 'max_grad_norm')
