@@ -20,12 +20,12 @@ users it is later asked to forget, clearly beyond what two retrains differ by:
   (one history item never fitted max_input_length 64, so the prompt texts are the same; the
   tokenizer trained on them is smaller, 357 words instead of 369, so the token ids differ);
 - the original/retrain recipe trains 5 epochs at batch 32 (the best valid-loss check is
-  kept). Measured over 4 seeds each (seeds 1-4, before seeds.derive gave each phase its own
-  stream; docs/UNLEARNING.md, the R3/R5/R10 regimes): 5 epochs leave the original 4.7x the
+  kept). Measured over 4 seeds each (seeds 1-4, with the code of commit 9a70d64, before
+  seeds.derive gave each phase its own stream; docs/UNLEARNING.md, the R3/R5/R10 regimes): 5 epochs leave the original 4.7x the
   noise floor from the retrained model, the most memorisation over noise of the lengths tried
   (3 epochs 2.6x, 10 epochs 3.0x). With the current code the demo's original sits at 2.8x
-  the floor on seeds 42-44 (0.232 against 0.082) and 3.0x over seeds 42-50 (0.299 against
-  0.099). Three seeds of the whole experiment fit in eight to nine minutes on 2 cores.
+  the floor on seeds 42-44 (0.232 against 0.082; docs/results/demo) and 3.0x over seeds 42-50
+  (0.299 against 0.099; docs/results/demo-evidence). Three seeds of the whole experiment fit in eight to nine minutes on 2 cores.
   Longer training makes E2URec cheaper relative to retraining (10 epochs: 0.19 of its cost;
   5: 0.37) but saturates the memorisation, and then E2URec's
   forgetting teacher is no closer to the retrained model than the original (the augmented
