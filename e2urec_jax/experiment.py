@@ -15,7 +15,7 @@ import time
 from e2urec_jax import config as config_lib
 from e2urec_jax import backbone, distributed, resume, rules, storage
 from e2urec_jax.errors import UserError
-from e2urec_jax.eval import seed_report
+from e2urec_jax.eval import relearn, seed_report
 from e2urec_jax.eval.evaluate import write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
 from e2urec_jax.methods import llmrec, runner, spec
@@ -120,13 +120,15 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
     print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows], seeds))
   config.seed = seeds[0]
   first = resume.prepare_run(config, workdir, 'run', restart)
+  relearn.check_samples(config, first.data, seeds[0])  # config.eval.relearn: refused before any training
   if len(seeds) == 1:
     names = train_seed(first, rows, callbacks)
     write_results(first, names, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   else:
     setups = {seed: seed_setup(first, seed) for seed in seeds[1:]}
-    for setup in setups.values():  # every seed checked (refused or restarted) before any training
+    for seed, setup in setups.items():  # every seed checked (refused or restarted) before any training
       resume.check_seed(*setup, restart)
+      relearn.check_samples(setup[0], setup[2], seed)
     per_seed = {}
     for i, seed in enumerate(seeds):
       ctx = first if i == 0 else seed_context(first, seed, setups[seed])

@@ -12,6 +12,7 @@ randomness drives inside it:
   'forget_batches'  the forget-set order of a two-set phase
   'dropout'         the phase's dropout key
   'attention'       RecEraser's aggregation weights and their training samples
+  'samples'         which samples a measurement draws (the relearning check's, eval/relearn.py)
 
 The value is a hash of the three, so streams never collide (the offsets this replaced gave
 the noise-floor retrain the seed of every forget-set order, and SISA's shard k RecEraser's),
@@ -21,7 +22,7 @@ streams of config.seed (data/protocol.py).
 """
 import hashlib
 
-PHASES = ('init', 'batches', 'retain_batches', 'forget_batches', 'dropout', 'attention')
+PHASES = ('init', 'batches', 'retain_batches', 'forget_batches', 'dropout', 'attention', 'samples')
 
 
 def derive(seed: int, method: str, phase: str) -> int:

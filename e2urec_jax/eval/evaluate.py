@@ -228,6 +228,9 @@ def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechan
   from e2urec_jax.eval import report
   ordered = report.ordered_methods(names, order)
   results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
+  if ctx.config.eval.relearn.enabled:  # every row's copy fine-tuned again (eval/relearn.py)
+    from e2urec_jax.eval import relearn
+    relearn.attach(ctx, results, ordered)
   results['methods'] = merge_seed_rows(results['methods'])
   found = trajectories(ctx, ordered)
   results['trajectories'] = {str(ctx.config.seed): found} if found else {}

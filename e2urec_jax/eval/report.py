@@ -21,7 +21,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_report(workdir, results, order=()):
-  """Writes results.json, results.md, distance_vs_time.png, test_auc.png; returns their paths.
+  """Writes results.json, results.md, distance_vs_time.png, test_auc.png (trajectories.png, relearn.png
+  where measured); returns their paths.
 
   Every file is written to a temporary name and renamed, so a crash never leaves a
   half-written report. Missing methods are skipped; nothing is required beyond a
@@ -38,6 +39,10 @@ def write_report(workdir, results, order=()):
     from e2urec_jax.eval import seed_report
     paths['trajectories.png'] = os.path.join(workdir, 'trajectories.png')
     plots.append(('trajectories.png', seed_report.plot_trajectories))
+  if clean.get('relearn'):  # config.eval.relearn (eval/relearn.py)
+    from e2urec_jax.eval import relearn_report
+    paths['relearn.png'] = os.path.join(workdir, 'relearn.png')
+    plots.append(('relearn.png', relearn_report.plot))
   for name, plot in plots:
     report_plots.write_png(paths[name], plot(clean, order))
   return paths

@@ -91,6 +91,8 @@ def markdown_report(results, order=()):
   out += _table(methods, DETAIL_COLUMNS + ranked, order=order)
   out += _mia_section(results, order)
   out += _fairness_section(results, order)
+  from e2urec_jax.eval import relearn_report
+  out += relearn_report.markdown_section(results, order)
   floor = results.get('noise_floor') or {}
   names = {'sym_kl': schema.SYM_KL_NAME, 'jsd': schema.JSD_NAME, 'l2': 'L2'}
   parts = [f'{names[k]} {_G4(floor[k])}' for k in ('sym_kl', 'jsd', 'l2') if schema.is_number(floor.get(k))]

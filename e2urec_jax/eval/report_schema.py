@@ -21,6 +21,8 @@ MIA_KEYS = ('loss', 'confidence', 'entropy', 'modified_entropy', 'reference')  #
 FAIRNESS_KEYS = ('auc_active', 'auc_inactive', 'gap', 'gap_change')
 RANKING_KEYS = ('k', 'negatives', 'positives', 'hr', 'ndcg')  # test.ranking / forget.ranking (eval/ranking.py)
 OPTIONAL_GROUPS = (('mia', MIA_KEYS), ('fairness', FAIRNESS_KEYS))  # checked where present (older files lack them)
+# A row's relearn.<setting>.<k> (eval/relearn.py, config.eval.relearn), checked where present.
+RELEARN_KEYS = ('sym_kl_original', 'jsd_original', 'sym_kl_retrain', 'forget_auc', 'recovery', 'recovery_vs_retrain')
 ENV_KEYS = ('jax', 'devices')
 
 
@@ -58,6 +60,17 @@ def _check_method(problems, where, entry):
   for group, keys in OPTIONAL_GROUPS:
     if group in entry:
       _check_group(problems, f'{where}.{group}', entry[group], keys)
+  relearn = entry.get('relearn')
+  if relearn is not None:
+    if not isinstance(relearn, dict):
+      problems.append(f'{where}.relearn: expected an object, got {type(relearn).__name__}')
+    else:
+      for setting, points in relearn.items():
+        if not isinstance(points, dict):
+          problems.append(f'{where}.relearn.{setting}: expected an object, got {type(points).__name__}')
+          continue
+        for k, point in points.items():
+          _check_group(problems, f'{where}.relearn.{setting}.{k}', point, RELEARN_KEYS)
   for key in FLOAT_KEYS + INT_KEYS:
     if key not in entry:
       problems.append(f'{where}.{key}: missing')

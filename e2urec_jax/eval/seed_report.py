@@ -44,7 +44,7 @@ def combine(per_seed: dict) -> dict:
   first = per_seed[seeds[0]]
   results = {'seeds': [int(s) for s in seeds], 'methods': methods, 'noise_floor': floor,
              'trajectories': trajectories, 'config': first['config'], 'env': first['env']}
-  for key in ('mia', 'fairness', 'ranking'):  # how they were measured: the first seed's (counts differ per seed)
+  for key in ('mia', 'fairness', 'ranking', 'relearn'):  # how they were measured: the first seed's (counts differ)
     if key in first:
       results[key] = first[key]
   results['summary'] = summary(results)
@@ -107,6 +107,9 @@ def summary(results: dict) -> dict:
       # cost of one more request on a warm process.
       out['time_ratio_no_compile'][name] = ((time_s - _mean(methods[name], ('compile_s',)))
                                             / (retrain_s - retrain_compile_s))
+  if any(isinstance(e, dict) and e.get('relearn') for e in methods.values()):  # config.eval.relearn
+    from e2urec_jax.eval import relearn_report
+    out['relearn'] = relearn_report.summary(methods)
   return out
 
 
