@@ -113,8 +113,9 @@ def _hashes(workdir):
 @pytest.fixture(scope='module')
 def relearned(tmp_path_factory):
   """A tiny run of every method (an original trained 100 steps, so that it knows its users), then
-  `evaluate` with the relearning check: (config, workdir, results before, results after, hashes
-  before, hashes after)."""
+  `evaluate` with the relearning check (30% of the 57 forget samples, at a fine-tuning rate: the
+  from-scratch rate of 1e-3 over-fits so few samples at once): (config, workdir, results before,
+  results after, hashes before, hashes after)."""
   from e2urec_jax import commands, runtime
   from e2urec_jax.experiment import run_experiment
   config = tiny_run_config('e2urec,neggrad,badt,sisa,receraser,ga,npo')
@@ -128,6 +129,8 @@ def relearned(tmp_path_factory):
   before, hashes = runtime.read_json(os.path.join(workdir, 'results.json')), _hashes(workdir)
   config.eval.relearn.enabled = True
   config.eval.relearn.steps = '5,10'
+  config.eval.relearn.samples = 0.3
+  config.eval.relearn.learning_rate = 1e-4
   commands.evaluate(config, workdir)
   return config, workdir, before, runtime.read_json(os.path.join(workdir, 'results.json')), hashes, _hashes(workdir)
 
@@ -182,9 +185,10 @@ def test_recovery_is_measured_on_the_forget_samples_not_relearned(relearned):
 @pytest.mark.slow
 def test_relearning_on_forget_samples_brings_the_original_back_more_than_on_retained_ones(relearned):
   """The mechanism: a model that never saw the forget users, fine-tuned on some of their samples, moves
-  towards the original on their other samples; fine-tuned on as many retained samples, much less.
-  Measured before asserting on seeds 42 and 43, on 1 and 8 devices (docs/BEYOND.md)."""
+  towards the original on their other samples; fine-tuned on as many retained samples, away from it.
+  Measured before asserting, on seeds 42 and 43, on 1 and 8 devices: forget / retain at most 0.45."""
   _, _, _, after, _, _ = relearned
   curve = after['methods']['retrain']['relearn']
   for k in ('5', '10'):
-    assert curve['forget'][k]['sym_kl_original'] < 0.7 * curve['retain'][k]['sym_kl_original'], k
+    assert curve['forget'][k]['sym_kl_original'] < 0.6 * curve['retain'][k]['sym_kl_original'], k
+  assert curve['forget']['10']['sym_kl_original'] < curve['forget']['0']['sym_kl_original']

@@ -100,8 +100,9 @@ def draw_rows(config, data, seed: int) -> Rows:
 def recipe(config) -> dict:
   """The optimiser every copy is fine-tuned with (results.json's relearn.recipe)."""
   rl, tr = config.eval.relearn, config.train
-  return {'learning_rate': float(rl.learning_rate or tr.learning_rate), 'batch_size': int(rl.batch_size or tr.batch_size),
-          'weight_decay': float(tr.weight_decay), 'max_grad_norm': float(tr.max_grad_norm), 'optimizer': 'adamw',
+  return {'learning_rate': float(rl.learning_rate or tr.learning_rate),
+          'batch_size': int(rl.batch_size or tr.batch_size), 'weight_decay': float(tr.weight_decay),
+          'max_grad_norm': float(tr.max_grad_norm), 'optimizer': 'adamw',
           'weights': 'all (LoRA merged into its base; every shard model of an ensemble)'}
 
 
@@ -194,18 +195,19 @@ def _point(logits, labels, orig, retrain, yes: int, no: int) -> dict:
           'forget_auc': metrics.auc(labels, metrics.yes_probability(logits, yes, no))}
 
 
-def curve(ctx, name: str, rows: Rows, setting: str, steps, orig, retrain) -> dict:
-  """{k: point} of model `name` fine-tuned on `setting` (k = 0: the model as published)."""
-  members, spec = deployed(ctx, name)
+def curves(ctx, name: str, rows: Rows, steps, orig, retrain) -> dict:
+  """{setting: {k: point}} of model `name` fine-tuned in each setting (k = 0: the model as published)."""
   labels, yes, no = ctx.data.splits['train'].label[rows.measured], ctx.data.yes_id, ctx.data.no_id
-  out = {0: _point(first_logits(ctx, predictor(ctx, members, spec), rows.measured), labels, orig, retrain, yes, no)}
-  tuned = []
-  for i, params in enumerate(members):
-    phase = os.path.join('relearn', setting, name, f'shard{i}') if spec else os.path.join('relearn', setting, name)
-    tuned.append(fine_tune(ctx, params, setting=setting, rows=rows, phase=phase, at=steps))
-  for k in steps:
-    model = predictor(ctx, [t[k] for t in tuned], spec)
-    out[k] = _point(first_logits(ctx, model, rows.measured), labels, orig, retrain, yes, no)
+  score = lambda model: _point(first_logits(ctx, model, rows.measured), labels, orig, retrain, yes, no)  # noqa: E731
+  published = score(inference.load_predictor(ctx, name))
+  members, spec = deployed(ctx, name)
+  out = {}
+  for setting in settings(ctx.config):
+    tuned = []
+    for i, params in enumerate(members):
+      phase = os.path.join('relearn', setting, name, *([f'shard{i}'] if spec else []))
+      tuned.append(fine_tune(ctx, params, setting=setting, rows=rows, phase=phase, at=steps))
+    out[setting] = {0: dict(published), **{k: score(predictor(ctx, [t[k] for t in tuned], spec)) for k in steps}}
   return out
 
 
@@ -218,10 +220,7 @@ def measure(ctx, names) -> tuple[dict, dict]:
   orig = first_logits(ctx, inference.load_predictor(ctx, ORIGINAL), rows.measured)
   retrain = first_logits(ctx, inference.load_predictor(ctx, RETRAIN), rows.measured)
   order = [RETRAIN] + [n for n in names if n != RETRAIN]
-  found = {name: {} for name in order}
-  for setting in settings(config):
-    for name in order:
-      found[name][setting] = curve(ctx, name, rows, setting, steps, orig, retrain)
+  found = {name: curves(ctx, name, rows, steps, orig, retrain) for name in order}
   for setting in settings(config):
     reference = found[RETRAIN][setting]
     for name in order:

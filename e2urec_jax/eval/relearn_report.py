@@ -86,7 +86,7 @@ def markdown_section(results: dict, order=()) -> list[str]:
          'retraining would) and symKL to original − retrain\'s (< 0: ends closer to the original); closer: seeds '
          'where it ends closer. k = 0: the model as published. Mean ± std over seeds.', '',
          '| method | setting | k | symKL to original | symKL to retrain | forget AUC | recovery | '
-         'recovery − retrain\'s | symKL to original − retrain\'s | closer |', '|---|---|---|---|---|---|---|---|---|---|']
+         'recovery − retrain\'s | symKL to original − retrain\'s | closer |', '|' + '---|' * 10]
   for name in schema.ordered_methods(list(s), order):
     for i, (setting, points) in enumerate(s[name].items()):
       for k in _ks(points):
