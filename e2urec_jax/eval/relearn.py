@@ -103,7 +103,7 @@ def recipe(config) -> dict:
   return {'learning_rate': float(rl.learning_rate or tr.learning_rate),
           'batch_size': int(rl.batch_size or tr.batch_size), 'weight_decay': float(tr.weight_decay),
           'max_grad_norm': float(tr.max_grad_norm), 'optimizer': 'adamw',
-          'weights': 'all (LoRA merged into its base; every shard model of an ensemble)'}
+          'weights': 'every weight it serves (LoRA merged into its base; each shard model of an ensemble)'}
 
 
 # ------------------------------------------------------------------ the deployed weights

@@ -74,7 +74,7 @@ def markdown_section(results: dict, order=()) -> list[str]:
     return []
   recipe = info.get('recipe') or {}
   out = ['', '## Does forgetting stick? (relearning)', '',
-         f"A copy of every model, all its weights as deployed ({recipe.get('weights', '?')}), fine-tuned for k steps "
+         f"A copy of every model, {recipe.get('weights', 'every weight it serves')}, fine-tuned for k steps "
          f"(AdamW, rate {recipe.get('learning_rate', '?')}, batch {recipe.get('batch_size', '?')}, the same batches "
          f"for every model) on `forget`: {info.get('relearned_samples', '?')} forget samples, or `retain`: "
          f"{info.get('retain_samples', '?')} retained samples; then scored on the other "
@@ -95,9 +95,10 @@ def markdown_section(results: dict, order=()) -> list[str]:
         cell = points[k]
         distance = cell.get('distance_vs_retrain')
         closer = f'{distance["wins"]}/{distance["n"]}' if distance and distance.get('n') else '–'
+        recovery = ('–', '–') if k == '0' else (_ms(cell['recovery']), _paired(cell.get('recovery_vs_retrain')))
         out.append(f'| `{name}` | {"–" if k == "0" else setting} | {k} | {_ms(cell["sym_kl_original"])} | '
-                   f'{_ms(cell["sym_kl_retrain"])} | {_ms(cell["forget_auc"])} | {_ms(cell["recovery"])} | '
-                   f'{_paired(cell.get("recovery_vs_retrain"))} | {_paired(distance)} | {closer} |')
+                   f'{_ms(cell["sym_kl_retrain"])} | {_ms(cell["forget_auc"])} | {recovery[0]} | {recovery[1]} | '
+                   f'{_paired(distance)} | {closer} |')
   return out
 
 
