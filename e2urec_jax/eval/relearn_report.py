@@ -126,11 +126,13 @@ def plot(results: dict, order=()):
       points = s[name].get(setting) or {}
       ks = _ks(points)
       ys = [points[k]['sym_kl_original']['mean'] for k in ks]
+      seeds = points[ks[0]]['sym_kl_original']['n'] if ks else 0
       style = '--' if name == RETRAIN else ':' if name == ORIGINAL else '-'
       ax.plot([int(k) for k in ks], ys, style, marker='o', ms=3, color=colors[name], lw=2 if name == RETRAIN else 1.5,
-              label=name)
-    ax.set(xlabel='fine-tuning steps k', ylabel='forget symKL to the original',
+              label=f'{name} ({seeds} seed{"s" * (seeds != 1)})')
+    ax.set(xlabel='fine-tuning steps k', ylabel='forget symKL to the original (linear below 0.1, log above)',
            title=f'Relearning on {setting} samples')
+    ax.set_yscale('symlog', linthresh=0.1)  # over-forgetting methods start decades above the others
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7, loc='best')
   return fig
