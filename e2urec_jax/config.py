@@ -234,6 +234,21 @@ def default_config() -> ConfigDict:
   ev.ranking_negatives = 19  # Sampled negatives per positive (19: 20 candidates), the same for every model.
   ev.ranking_k = 10  # The cut-off k of HR@k and NDCG@k.
   ev.ranking_max_positives = 200  # Positives ranked per set (a fixed random subset; 0 = all): bounds the cost.
+  # Does forgetting stick? (eval/relearn.py; opt-in.) After scoring, a copy of every reported model
+  # (original, retrain, each method's) is fine-tuned again, all weights of the model as deployed (a
+  # LoRA student merged into its base; every shard model of an ensemble), with the same optimiser
+  # (AdamW, train.weight_decay, train.max_grad_norm), rate, batch and batches for every model, on:
+  # 'forget', a seeded part of the forget set (`samples`), and 'retain', as many retained samples. After
+  # each of `steps` steps the copy is scored on the rest of the forget set (the relearned samples are
+  # never measured): symKL to the original's and to retrain's predictions, forget AUC. The published
+  # models are never changed.
+  ev.relearn = rl = ConfigDict()
+  rl.enabled = False  # True: measure it (costs (1 + shards) x 2 x max(steps) steps per model and seed).
+  rl.steps = '10,25,50'  # Fine-tuning steps at which each copy is scored (one run of the largest per copy).
+  rl.samples = 0.1  # Forget samples fine-tuned on: a share of the forget set (0 < x < 1) or a count (whole, >= 1).
+  rl.settings = 'forget,retain'  # What the copies are fine-tuned on: 'forget', 'retain' or both.
+  rl.learning_rate = 0.0  # AdamW rate; 0 = train.learning_rate (the original's).
+  rl.batch_size = 0  # Samples per step; 0 = train.batch_size (the original's).
 
   # ------------------------------------------------------------- devices
   # One mesh over every device of every host (hosts join via jax.distributed: see
@@ -325,6 +340,13 @@ RULES = {
     'eval.trajectory_every': rules.NON_NEGATIVE_INT, 'eval.trajectory_test_samples': rules.POSITIVE_INT,
     'eval.ranking_negatives': rules.NON_NEGATIVE_INT, 'eval.ranking_k': rules.POSITIVE_INT,
     'eval.ranking_max_positives': rules.NON_NEGATIVE_INT,
+    'eval.relearn.enabled': rules.BOOLEAN,
+    'eval.relearn.steps': rules.comma_list(rules.POSITIVE_INT, parse=int, nonempty=True),
+    'eval.relearn.samples': rules.Rule(lambda x: rules.number(0, 1, low_open=True, high_open=True)(x) is None or (
+        rules.number(1)(x) is None and float(x).is_integer()),
+        'a share of the forget set (0 < x < 1) or a count of samples (a whole number >= 1)'),
+    'eval.relearn.settings': rules.comma_list(rules.one_of('forget', 'retain'), nonempty=True),
+    'eval.relearn.learning_rate': rules.NON_NEGATIVE, 'eval.relearn.batch_size': rules.NON_NEGATIVE_INT,
     'sequence.requests': rules.POSITIVE_INT, 'sequence.fraction': rules.number(0, 1, low_open=True, high_open=True),
     'sequence.retrain_every': rules.POSITIVE_INT,
     'mesh.model_axis': rules.POSITIVE_INT,

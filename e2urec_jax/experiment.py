@@ -17,7 +17,7 @@ import jax
 from e2urec_jax import backbone, config as config_lib, distributed, resume, rules, runtime, storage
 from e2urec_jax.data.protocol import reseeded
 from e2urec_jax.errors import UserError
-from e2urec_jax.eval import report, report_merge, seed_report
+from e2urec_jax.eval import relearn, report, report_merge, seed_report
 from e2urec_jax.eval.evaluate import available_models, verify_models, write_results
 from e2urec_jax.eval.trajectory import TrajectoryRecorder
 from e2urec_jax.methods import llmrec, runner, spec
@@ -175,13 +175,15 @@ def run_experiment(config, workdir, *, callbacks=(), restart=()):
     print(opening_line(config, workdir, [ORIGINAL, llmrec.RETRAIN] + [row.name for row in rows], seeds))
   config.seed = seeds[0]
   first = resume.prepare_run(config, workdir, 'run', restart)
+  relearn.check_samples(config, first.data, seeds[0])  # config.eval.relearn: refused before any training
   if len(seeds) == 1:
     names = train_seed(first, rows, callbacks)
     write_results(first, names, order=spec.report_order(), extra=backbone_entry(config, pretrained))
   else:
     setups = {seed: seed_setup(first, seed) for seed in seeds[1:]}
-    for setup in setups.values():  # every seed checked (refused or restarted) before any training
+    for seed, setup in setups.items():  # every seed checked (refused or restarted) before any training
       resume.check_seed(*setup, restart)
+      relearn.check_samples(setup[0], setup[2], seed)
     per_seed = {}
     for i, seed in enumerate(seeds):
       ctx = first if i == 0 else seed_context(first, seed, setups[seed])

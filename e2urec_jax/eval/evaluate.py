@@ -16,7 +16,7 @@ import numpy as np
 
 from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.eval import collateral as collateral_lib
-from e2urec_jax.eval import fairness, mechanism, metrics, mia, ranking, report, seed_report, trajectory
+from e2urec_jax.eval import fairness, mechanism, metrics, mia, ranking, relearn, report, seed_report, trajectory
 from e2urec_jax.eval.model_scores import score
 from e2urec_jax.eval.report_schema import FORGET_KEYS
 from e2urec_jax.train import artifacts, registry
@@ -247,6 +247,8 @@ def write_results(ctx, names: list[str], order=(), *, write: bool = True, mechan
   `extra`: entries added to results.json as they are (the pretrained backbone's)."""
   ordered = report.ordered_methods(names, order)
   results = evaluate_models(ctx, ordered, mechanism_for=mechanism_for)
+  if ctx.config.eval.relearn.enabled:  # every row's copy fine-tuned again (eval/relearn.py)
+    relearn.attach(ctx, results, ordered)
   results['methods'] = merge_seed_rows(results['methods'])
   found = trajectories(ctx, ordered)
   results['trajectories'] = {str(ctx.config.seed): found} if found else {}

@@ -10,7 +10,7 @@ import os
 import json
 
 from e2urec_jax import runtime, storage
-from e2urec_jax.eval import report_files, report_plots, seed_report
+from e2urec_jax.eval import relearn_report, report_files, report_plots, seed_report
 from e2urec_jax.eval.report_markdown import markdown_report
 # What callers read of the schema, from here as before.
 from e2urec_jax.eval.report_schema import (FORGET_KEYS, MIA_KEYS, aggregate_seeds, env_info,  # noqa: F401
@@ -23,8 +23,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_report(workdir, results, order=()):
-  """Writes results.json, results.md, distance_vs_time.png, test_auc.png (and trajectories.png);
-  returns their paths.
+  """Writes results.json, results.md, distance_vs_time.png, test_auc.png (trajectories.png, relearn.png
+  where measured); returns their paths.
 
   They are published together (eval/report_files.py): a crash leaves the previous report or this
   one, whole, never a mix. Missing methods are skipped; nothing is required beyond a `methods`
@@ -37,6 +37,8 @@ def write_report(workdir, results, order=()):
   plots = [('distance_vs_time.png', report_plots.plot_distance_vs_time), ('test_auc.png', report_plots.plot_test_auc)]
   if clean.get('trajectories'):
     plots.append(('trajectories.png', seed_report.plot_trajectories))
+  if clean.get('relearn'):  # config.eval.relearn (eval/relearn.py)
+    plots.append(('relearn.png', relearn_report.plot))
   for name, plot in plots:
     files[name] = report_plots.png_bytes(plot(clean, order))
   report_files.publish(workdir, files)

@@ -4,7 +4,7 @@ the seed report's sections and the environment.
 """
 import numpy as np
 
-from e2urec_jax.eval import report_schema as schema, seed_report
+from e2urec_jax.eval import relearn_report, report_schema as schema, seed_report
 
 
 def _human_bytes(n):
@@ -95,6 +95,7 @@ def markdown_report(results, order=()):
   out += _collateral_section(results, order)
   out += _mia_section(results, order)
   out += _fairness_section(results, order)
+  out += relearn_report.markdown_section(results, order)
   floor = results.get('noise_floor') or {}
   names = {'sym_kl': schema.SYM_KL_NAME, 'jsd': schema.JSD_NAME, 'l2': 'L2'}
   parts = [f'{names[k]} {_G4(floor[k])}' for k in ('sym_kl', 'jsd', 'l2') if schema.is_number(floor.get(k))]

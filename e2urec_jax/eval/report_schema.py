@@ -26,6 +26,8 @@ OPTIONAL_GROUPS = (('mia', MIA_KEYS), ('fairness', FAIRNESS_KEYS))  # checked wh
 # config.data.forget_unit deletes part of a user ('interactions', 'category'); absent for 'user'.
 COLLATERAL_GROUPS = ('retained', 'test')
 COLLATERAL_KEYS = ('auc', 'sym_kl', 'samples')
+# A row's relearn.<setting>.<k> (eval/relearn.py, config.eval.relearn), checked where present.
+RELEARN_KEYS = ('sym_kl_original', 'jsd_original', 'sym_kl_retrain', 'forget_auc', 'recovery', 'recovery_vs_retrain')
 ENV_KEYS = ('jax', 'devices')
 
 
@@ -67,6 +69,17 @@ def _check_method(problems, where, entry):
     found = entry['collateral'] if isinstance(entry['collateral'], dict) else {}
     for group in COLLATERAL_GROUPS:
       _check_group(problems, f'{where}.collateral.{group}', found.get(group), COLLATERAL_KEYS)
+  relearn = entry.get('relearn')
+  if relearn is not None:
+    if not isinstance(relearn, dict):
+      problems.append(f'{where}.relearn: expected an object, got {type(relearn).__name__}')
+    else:
+      for setting, points in relearn.items():
+        if not isinstance(points, dict):
+          problems.append(f'{where}.relearn.{setting}: expected an object, got {type(points).__name__}')
+          continue
+        for k, point in points.items():
+          _check_group(problems, f'{where}.relearn.{setting}.{k}', point, RELEARN_KEYS)
   for key in FLOAT_KEYS + INT_KEYS:
     if key not in entry:
       problems.append(f'{where}.{key}: missing')

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from e2urec_jax.eval import report_schema as schema, stats
+from e2urec_jax.eval import relearn_report, report_schema as schema, stats
 from e2urec_jax.train import registry
 
 ORIGINAL, RETRAIN = 'original', 'retrain'
@@ -43,7 +43,7 @@ def combine(per_seed: dict) -> dict:
   first = per_seed[seeds[0]]
   results = {'seeds': [int(s) for s in seeds], 'methods': methods, 'noise_floor': floor,
              'trajectories': trajectories, 'config': first['config'], 'env': first['env']}
-  for key in ('mia', 'fairness', 'ranking', 'forget_set', 'forget_unit', 'collateral'):  # the first seed's (counts differ per seed)
+  for key in ('mia', 'fairness', 'ranking', 'forget_set', 'forget_unit', 'collateral', 'relearn'):  # the first seed's (counts differ per seed)
     if key in first:
       results[key] = first[key]
   results['summary'] = summary(results)
@@ -111,6 +111,8 @@ def summary(results: dict) -> dict:
       # cost of one more request on a warm process.
       out['time_ratio_no_compile'][name] = ((time_s - _mean(methods[name], ('compile_s',)))
                                             / (retrain_s - retrain_compile_s))
+  if any(isinstance(e, dict) and e.get('relearn') for e in methods.values()):  # config.eval.relearn
+    out['relearn'] = relearn_report.summary(methods)
   return out
 
 

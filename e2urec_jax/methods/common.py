@@ -10,7 +10,7 @@ what needs JAX is imported where it is used.
 import numpy as np
 
 from e2urec_jax.data import make_batch
-from e2urec_jax.train import sampling
+from e2urec_jax.train import objectives, sampling
 
 
 # ------------------------------------------------------------------ batches
@@ -58,22 +58,8 @@ def concat_batches(a: dict, b: dict) -> dict:
 
 
 # ------------------------------------------------------------------ losses
-def student_logits(model, kind, trainable, frozen, batch, rng):
-  """[batch, answer, vocab] logits of the model being trained."""
-  from e2urec_jax.models import answer_logits  # no JAX in config
-  if kind == 'full':
-    return answer_logits(model, trainable, batch, dropout_rng=rng)
-  return answer_logits(model, frozen['base'], batch, adapters=trainable, dropout_rng=rng)
-
-
-def ce_loss_fn(model, kind):
-  """CE on the answer tokens of the batch (kind: what is trained, 'full' or 'lora')."""
-  from e2urec_jax import losses  # no JAX in config
-
-  def loss_fn(trainable, frozen, batch, rng, hp):
-    logits = student_logits(model, kind, trainable, frozen, batch, rng)
-    return losses.answer_cross_entropy(logits, batch['answer_labels'], batch['answer_mask']), {}
-  return loss_fn
+# The model being trained and its CE: train/objectives.py (the relearning check compiles the same step).
+student_logits, ce_loss_fn = objectives.student_logits, objectives.ce_loss_fn
 
 
 def hparams(lr: float, weight_decay: float = 0.0, warmup: int = 0, **extra):

@@ -175,6 +175,8 @@ class PhaseOptions:
   `callbacks` see every step (train/callbacks.py); `model(trainable) -> (params, adapters)`
   tells them how to evaluate the trainable tree, `ctx` (the RunContext) what with.
   `opt_state`: the optimizer state to start from (None: `steps.init_opt_state(plan.trainable)`).
+  `resumable` False: no resume checkpoints, read or written (a phase whose state is no result: the
+  relearning check's fine-tuned copies, eval/relearn.py); the phase always starts from the plan.
   """
   phase_dir: str
   mesh: Any
@@ -186,6 +188,7 @@ class PhaseOptions:
   model: Callable[[Any], tuple] | None = None
   ctx: Any = None
   opt_state: Any = None
+  resumable: bool = True
 
   @classmethod
   def from_config(cls, config, **fields) -> 'PhaseOptions':
@@ -260,15 +263,18 @@ class _State:
 
 class _Resume:
   """The phase's resume checkpoints: the state it starts from (its last checkpoint, else the
-  plan's start), and a save every `every_steps` steps, at the end and when it stops early."""
+  plan's start), and a save every `every_steps` steps, at the end and when it stops early
+  (none of them when `options.resumable` is False)."""
 
   def __init__(self, plan: PhasePlan, options: PhaseOptions):
     self._num_steps = plan.num_steps
     self._every = max(1, int(options.every_steps))
-    self._ckpt = ResumeCheckpoints(os.path.join(options.phase_dir, 'ckpt'), max_to_keep=options.max_to_keep,
-                                   base_sha256=options.base_sha256,
-                                   temporary_path_class=checkpoint_path_class(options.callbacks, plan.name))
     self.last_saved = 0
+    self._ckpt = None
+    if options.resumable:
+      self._ckpt = ResumeCheckpoints(os.path.join(options.phase_dir, 'ckpt'), max_to_keep=options.max_to_keep,
+                                     base_sha256=options.base_sha256,
+                                     temporary_path_class=checkpoint_path_class(options.callbacks, plan.name))
 
   def start(self, plan: PhasePlan, options: PhaseOptions) -> _State:
     """The state after the last checkpoint, or the plan's start (steps donate their inputs: the
@@ -282,13 +288,15 @@ class _Resume:
       trees['best'] = _copy(trainable)
     meta = {'step': 0, 'elapsed_s': 0.0, 'best_valid': math.inf, 'bad_evals': 0, 'stopped': False,
             'loop_s': 0.0, 'loop_best_s': None, 'best_step': None, 'callbacks_s': 0.0}
-    if self._ckpt.latest_step() is not None:
+    if self._ckpt is not None and self._ckpt.latest_step() is not None:
       trees, meta = self._ckpt.restore(trees)
       trees = mesh_lib.put_replicated(trees, options.mesh)
     self.last_saved = int(meta['step'])
     return _State(trainable=trees['trainable'], opt_state=trees['opt_state'], best=trees.get('best'), meta=meta)
 
   def due(self, step: int, stopped: bool) -> bool:
+    if self._ckpt is None:
+      return False
     return step % self._every == 0 or step == self._num_steps or stopped
 
   def save(self, step: int, state: _State, clock: _Clock) -> None:
@@ -298,7 +306,8 @@ class _Resume:
     self.last_saved = step
 
   def close(self):
-    self._ckpt.close()
+    if self._ckpt is not None:
+      self._ckpt.close()
 
 
 def _non_finite(name: str, what: str, value: float, step: int, num_steps: int, last_saved: int,
