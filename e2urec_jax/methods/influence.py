@@ -66,17 +66,23 @@ from e2urec_jax.methods.spec import MethodSpec, register
 
 NAME = 'influence'
 PARAMS = ('lora', 'full')
+CURVATURES = ('gauss_newton', 'hessian')
 RTOL = 1e-6  # CG stops when |residual| <= RTOL * |g|
 
 
 # ------------------------------------------------------------------ the loss and its derivatives
-def loss_sum(model, params, adapters, batch):
+def answer_weights(mask):
+  """Each answer token's weight in the loss: 1 / its row's answer tokens (0 at padding).  # [batch, answer]"""
+  import jax.numpy as jnp
+  mask = jnp.asarray(mask, jnp.float32)
+  return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
+
+
+def rows_loss(logits, batch):
   """Σ over the batch's rows of each row's mean answer-token CE (padding rows add 0)."""
   import jax.numpy as jnp
 
   from e2urec_jax import losses
-  from e2urec_jax.models import answer_logits
-  logits = answer_logits(model, params, batch, adapters=adapters)  # [batch, answer, vocab]
   per_row = losses.answer_cross_entropy(logits, batch['answer_labels'], batch['answer_mask'], per_example=True)
   return jnp.sum(per_row)
 
@@ -87,28 +93,54 @@ def hvp(loss, point, frozen, v, batch):
   return jax.jvp(lambda p: jax.grad(loss)(p, frozen, batch), (point,), (v,))[1]
 
 
+def softmax_hessian_product(logits, u, weights):
+  """w·(diag(p) − ppᵀ)·u at every answer position: the Hessian of the weighted softmax
+  cross-entropy in the logits (the same whatever the label) times u.  # [batch, answer, vocab]"""
+  import jax
+  import jax.numpy as jnp
+  probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  u = jnp.asarray(u, jnp.float32)
+  return weights[..., None] * probs * (u - jnp.sum(probs * u, axis=-1, keepdims=True))
+
+
+def ggn_vp(logits_fn, point, frozen, v, batch):
+  """G·v = Jᵀ H_out J v of rows_loss(logits_fn(point, frozen, batch)), J the logits' Jacobian
+  in `point`: J v by linearising the logits, H_out in logit space, Jᵀ by transposing the
+  linearisation (one forward pass, its tangent and its transpose; G is never formed)."""
+  import jax
+  logits, jvp_fn = jax.linearize(lambda p: logits_fn(p, frozen, batch), point)
+  u = softmax_hessian_product(logits, jvp_fn(v), answer_weights(batch['answer_mask'])).astype(logits.dtype)
+  return jax.linear_transpose(jvp_fn, point)(u)[0]
+
+
 @dataclasses.dataclass
 class Space:
   """The parameters the solve runs in: `point` (where the derivatives are taken), `frozen`
-  (what else the loss reads), `loss(point, frozen, batch)` and `weights(delta)` -> (params,
-  adapters or None): the model with the (already scaled) update `delta` applied."""
+  (what else the model reads), `logits(point, frozen, batch)` (the answer logits, [batch,
+  answer, vocab]) and `weights(delta)` -> (params, adapters or None): the model with the
+  (already scaled) update `delta` applied."""
   kind: str
   point: Any
   frozen: Any
-  loss: Callable
+  logits: Callable
   weights: Callable
+
+  def loss(self, point, frozen, batch):
+    return rows_loss(self.logits(point, frozen, batch), batch)
 
 
 def full_space(model, params) -> Space:
   """Every weight of `params`: the update is added to them."""
   import jax
 
-  def loss(p, frozen, batch):
-    return loss_sum(model, p, None, batch)
+  from e2urec_jax.models import answer_logits
+
+  def logits(p, frozen, batch):
+    return answer_logits(model, p, batch)
 
   def weights(delta):
     return jax.tree.map(lambda w, d: (w + d).astype(w.dtype), params, delta), None
-  return Space('full', params, {}, loss, weights)
+  return Space('full', params, {}, logits, weights)
 
 
 def _flat(tree) -> dict:
@@ -125,16 +157,18 @@ def adapters_of(a_flat: dict, b_flat: dict):
 def lora_space(model, base, adapters) -> Space:
   """The B matrices of `adapters` (A fixed) on the frozen `base`, at B = 0."""
   import jax.numpy as jnp
+
+  from e2urec_jax.models import answer_logits
   flat = _flat(adapters)
   a = {k: jnp.asarray(v) for k, v in flat.items() if k[-1] == 'lora_a'}
   b0 = {k: jnp.zeros_like(jnp.asarray(v)) for k, v in flat.items() if k[-1] == 'lora_b'}
 
-  def loss(b, frozen, batch):
-    return loss_sum(model, frozen['base'], adapters_of(frozen['a'], b), batch)
+  def logits(b, frozen, batch):
+    return answer_logits(model, frozen['base'], batch, adapters=adapters_of(frozen['a'], b))
 
   def weights(delta):
     return base, adapters_of(a, delta)
-  return Space('lora', b0, {'base': base, 'a': a}, loss, weights)
+  return Space('lora', b0, {'base': base, 'a': a}, logits, weights)
 
 
 # ------------------------------------------------------------------ pytree algebra and CG
@@ -153,9 +187,10 @@ def _tree_fns():
 
 def conjugate_gradient(matvec, b, *, damping: float, iters: int, rtol: float = RTOL, on_iterate=None):
   """x ≈ (A + damping·I)⁻¹ b by CG from x = 0, A = matvec (symmetric). on_iterate(k, x, last) -> True
-  stops after iterate k (last: CG ends there anyway, by its iteration count or convergence). Returns (x, info): iterations run, relative residual, why it stopped
-  ('iterations', 'converged', 'negative_curvature': a direction with p·(A+λI)p <= 0, not taken, or
-  'auto': on_iterate asked)."""
+  stops after iterate k (last: CG ends there anyway, by its iteration count or convergence).
+  Returns (x, info): iterations run, the last iterate's relative residual |r|/|b|, every
+  iterate's ('residuals'), and why it stopped ('iterations', 'converged', 'negative_curvature': a
+  direction with p·(A+λI)p <= 0, not taken, or 'auto': on_iterate asked)."""
   import jax
   import jax.numpy as jnp
   dot, axpy = _tree_fns()
@@ -163,7 +198,7 @@ def conjugate_gradient(matvec, b, *, damping: float, iters: int, rtol: float = R
   r, p = b, b
   rs = float(dot(r, r))
   b_norm = max(np.sqrt(rs), 1e-30)
-  info = {'iterations': 0, 'residual': 1.0, 'stop': 'iterations'}
+  info = {'iterations': 0, 'residual': 1.0, 'residuals': [], 'stop': 'iterations'}
   if rs == 0.0:
     return x, {**info, 'residual': 0.0, 'stop': 'converged'}
   for k in range(1, iters + 1):
@@ -177,6 +212,7 @@ def conjugate_gradient(matvec, b, *, damping: float, iters: int, rtol: float = R
     r = axpy(-alpha, ap, r)
     rs_new = float(dot(r, r))
     info.update(iterations=k, residual=float(np.sqrt(rs_new) / b_norm))
+    info['residuals'].append(info['residual'])
     converged = np.sqrt(rs_new) <= rtol * b_norm
     if on_iterate is not None and on_iterate(k, x, bool(converged or k == iters)):
       info['stop'] = 'auto'
@@ -190,17 +226,22 @@ def conjugate_gradient(matvec, b, *, damping: float, iters: int, rtol: float = R
 
 
 class Derivatives:
-  """The forget gradient Σ_F ∇ℓ_i and the retained sample's mean-Hessian products, over fixed
-  device batches of one shape (one compilation of each function, timed apart: `compile_s`)."""
+  """The forget gradient Σ_F ∇ℓ_i and the retained sample's mean curvature products (`curvature`:
+  'gauss_newton', G·v, or 'hessian', H·v), over fixed device batches of one shape (one
+  compilation of each function, timed apart: `compile_s`)."""
 
-  def __init__(self, space: Space, retain_batches: list, forget_batches: list, num_retain: int):
+  def __init__(self, space: Space, retain_batches: list, forget_batches: list, num_retain: int,
+               curvature: str = 'gauss_newton'):
     import jax
+    if curvature not in CURVATURES:
+      raise ValueError(f'curvature must be one of {CURVATURES}, not {curvature!r}')
     self.space, self.retain, self.forget, self.num_retain = space, retain_batches, forget_batches, num_retain
     start = time.perf_counter()
     args = (space.point, space.frozen)
     self._grad = jax.jit(jax.grad(space.loss)).lower(*args, forget_batches[0]).compile()
-    self._hvp = jax.jit(lambda p, f, v, b: hvp(space.loss, p, f, v, b)).lower(
-        *args, space.point, retain_batches[0]).compile()
+    product = ((lambda p, f, v, b: ggn_vp(space.logits, p, f, v, b)) if curvature == 'gauss_newton' else
+               (lambda p, f, v, b: hvp(space.loss, p, f, v, b)))
+    self._product = jax.jit(product).lower(*args, space.point, retain_batches[0]).compile()
     self.compile_s = time.perf_counter() - start
     _, self._axpy = _tree_fns()
 
@@ -211,25 +252,25 @@ class Derivatives:
       total = g if total is None else self._axpy(1.0, g, total)
     return total
 
-  def hessian_product(self, v):
-    """(1/N_R) Σ over the retained sample of ∇²ℓ_i · v."""
+  def curvature_product(self, v):
+    """(1/N_R) Σ over the retained sample of G_i·v (or ∇²ℓ_i·v)."""
     import jax
     total = None
     for batch in self.retain:
-      hv = self._hvp(self.space.point, self.space.frozen, v, batch)
+      hv = self._product(self.space.point, self.space.frozen, v, batch)
       total = hv if total is None else self._axpy(1.0, hv, total)
     return jax.tree.map(lambda t: t / self.num_retain, total)
 
 
 def influence_update(derivs: Derivatives, *, n: int, damping: float, iters: int, scale: float = 1.0,
                      on_iterate=None):
-  """(scale/n) · (H + λI)⁻¹ Σ_F ∇ℓ_i and CG's info. on_iterate(k, scaled update, last) as in CG."""
+  """(scale/n) · (C + λI)⁻¹ Σ_F ∇ℓ_i (C: derivs' curvature) and CG's info. on_iterate(k, scaled update, last) as in CG."""
   import jax
   g = derivs.forget_gradient()
   factor = float(scale) / float(n)
   scaled = lambda x: jax.tree.map(lambda t: t * factor, x)  # noqa: E731
   hook = None if on_iterate is None else (lambda k, x, last: on_iterate(k, scaled(x), last))
-  x, info = conjugate_gradient(derivs.hessian_product, g, damping=damping, iters=iters, on_iterate=hook)
+  x, info = conjugate_gradient(derivs.curvature_product, g, damping=damping, iters=iters, on_iterate=hook)
   return scaled(x), info
 
 
@@ -284,7 +325,7 @@ def unlearn_influence(ctx, name, section, seed, callbacks=()) -> dict:
   batch_size = max(ctx.num_devices, int(section.batch_size) - int(section.batch_size) % ctx.num_devices)
   retain_batches, forget_batches = _batches(ctx, [sample, forget], batch_size)
   space = _space(ctx, section, original, seed)
-  derivs = Derivatives(space, retain_batches, forget_batches, len(sample))
+  derivs = Derivatives(space, retain_batches, forget_batches, len(sample), str(section.curvature))
 
   un = ctx.config.unlearn
   mode = str(un.get('auto', '') or '')
@@ -339,8 +380,10 @@ def unlearn_influence(ctx, name, section, seed, callbacks=()) -> dict:
       'checkpoint_bytes': int(size), 'peak_memory_bytes': peak_memory_bytes(),
       'best_valid': best['gap'], 'best_step': best['k'], 'stopped_early': info['stop'] == 'auto',
       'final_loss': None, 'seed': seed, 'params': section.params, 'damping': float(section.damping),
-      'scale': float(section.scale), 'cg_iterations': info['iterations'], 'cg_residual': info['residual'],
-      'cg_stop': info['stop'], 'update_norm': norm, 'retain_samples': int(len(sample)),
+      'scale': float(section.scale), 'curvature': str(section.curvature), 'cg_iterations': info['iterations'],
+      'cg_residual': info['residual'], 'cg_residuals': info['residuals'], 'cg_stop': info['stop'],
+      'cg_negative_curvature': info['stop'] == 'negative_curvature',
+      'cg_chosen_residual': info['residuals'][chosen - 1] if chosen > 0 else 1.0, 'update_norm': norm, 'retain_samples': int(len(sample)),
       'forget_samples': int(len(forget)), 'train_samples': int(n), 'checks_s': checks_s,
       **({'auto': mode} if mode else {})}
   artifacts.write_done(ctx.phase_dir(name), stats)
@@ -349,16 +392,21 @@ def unlearn_influence(ctx, name, section, seed, callbacks=()) -> dict:
 
 SPEC = register(MethodSpec(
     name=NAME,
-    summary='influence-function step (LLMEraser): (1/n)(H+λI)⁻¹Σ_F∇ℓ by CG on HVPs, no training',
+    summary='influence-function step (LLMEraser): (1/n)(G+λI)⁻¹Σ_F∇ℓ by CG on Gauss-Newton products, no training',
     defaults={
         'params': 'lora',  # 'lora': solve for fresh adapters' B (A fixed) on the original; 'full': every weight.
+        # The curvature C of the step (C + λI)⁻¹: 'gauss_newton', the generalised Gauss-Newton matrix
+        # Jᵀ H_out J of the retained answer-token CE (positive semi-definite: with λ > 0, CG converges);
+        # 'hessian', the retained loss's Hessian (indefinite at a trained network: CG stops at the
+        # first direction of negative curvature, after an iteration or so, a scaled gradient step).
+        'curvature': 'gauss_newton',
         'damping': 0.01,  # λ added to the retained loss's Hessian: > 0 (larger: smaller, safer step).
         'retain_samples': 1024,  # Retained samples (seeded) whose mean Hessian is H.
         'cg_iters': 20,  # Conjugate-gradient iterations (at most; the retrain-free stop may pick fewer).
         'batch_size': 32,  # Samples per gradient / Hessian-vector-product batch.
         'scale': 1.0,  # Multiplier on the influence update (1 = the first-order estimate).
     },
-    rules={'params': rules.one_of(*PARAMS), 'damping': rules.POSITIVE, 'retain_samples': rules.POSITIVE_INT,
+    rules={'params': rules.one_of(*PARAMS), 'curvature': rules.one_of(*CURVATURES), 'damping': rules.POSITIVE, 'retain_samples': rules.POSITIVE_INT,
            'cg_iters': rules.POSITIVE_INT, 'batch_size': rules.POSITIVE_INT, 'scale': rules.POSITIVE},
     trainable='lora', run=unlearn_influence, seeded=True, chainable=True, auto_stop=True,
     # Run where config.unlearn.methods names it (not yet in the default list the demo's claims use).
