@@ -5,13 +5,22 @@ The original minimises L(θ) = (1/n) Σ_i ℓ_i(θ) over its n training samples 
 answer-token cross-entropy, losses.answer_cross_entropy per example). Dropping the forget set F
 moves the minimiser, to first order, by
 
-    Δθ = (1/n) · (H + λI)⁻¹ · Σ_{i∈F} ∇ℓ_i(θ),      θ' = θ + scale · Δθ,
+    Δθ = (1/n) · (C + λI)⁻¹ · Σ_{i∈F} ∇ℓ_i(θ),      θ' = θ + scale · Δθ,
 
-with H the Hessian of the retained loss (the mean over retained samples of ∇²ℓ_i), λ the
-damping. (H + λI)⁻¹ g is solved by conjugate gradients on Hessian-vector products,
-forward-over-reverse (`jax.jvp` of `jax.grad`), over a fixed seeded sample of the retained set;
-H is never formed. Its cost, the time of the forget gradient and the CG solve (compilation
-apart), is the method's `time_s` / `unlearn_time_s`, recorded like every method's.
+with C the curvature of the retained loss (the mean over retained samples), λ the damping.
+C is (`curvature`):
+- 'gauss_newton' (default): the generalised Gauss-Newton matrix G = Σ_positions w·Jᵀ H_out J,
+  J the Jacobian of an answer position's logits in the solved parameters, H_out = diag(p) − ppᵀ
+  the softmax cross-entropy's Hessian in those logits (p: the model's softmax; w: 1 / the row's
+  answer tokens). It is the Hessian without the term that carries the residual's second
+  derivatives of the network, positive semi-definite by construction, and equal to the Fisher
+  of the model's own predictive distribution for softmax outputs. G·v (`ggn_vp`): linearise the
+  logits (J v), multiply by H_out in logit space, transpose the linearisation (Jᵀ u). The linear
+  algebra (products, CG, the solve) is methods/influence_solve.py.
+- 'hessian': ∇²ℓ, forward-over-reverse (`jax.jvp` of `jax.grad`).
+(C + λI)⁻¹ g is solved by conjugate gradients on these products over a fixed seeded sample of
+the retained set; C is never formed. Its cost, the time of the forget gradient and the CG solve
+(compilation apart), is the method's `time_s` / `unlearn_time_s`, recorded like every method's.
 
 What is approximated, and where:
 - The influence step is exact only for a strictly convex loss at its minimum; the original is
@@ -20,15 +29,23 @@ What is approximated, and where:
 - H is the retained loss's Hessian on `retain_samples` random retained samples (seeded by the
   run's seed), not on all of them; the factor is 1/n (n: the train split the original learnt,
   retain + forget) as in Koh & Liang's formula. The exact leave-F-out Newton step on the retained
-  objective would be 1/(n - |F|); the difference is |F|/n (a few %), inside `scale`.
+  objective would be 1/(n - |F|); the difference, a factor 1 − |F|/n (0.8 for a forget set of
+  a fifth of the samples), is inside `scale`.
 - ℓ_i is the per-sample mean over answer tokens; training takes the mean over a batch's tokens.
   The two are equal when every answer has the same number of tokens (Yes/No answers do, up to
   the tokenizer).
-- H is not positive definite for a network; λ makes it so only when it exceeds the most
-  negative eigenvalue. CG stops at a direction of non-positive curvature (recorded as
-  'cg_stop': 'negative_curvature'); a larger damping avoids it. CG runs `cg_iters` iterations
+- The Hessian is not positive definite for a network; λ makes it so only when it exceeds the
+  most negative eigenvalue. CG stops at a direction of non-positive curvature (recorded as
+  'cg_stop': 'negative_curvature', 'cg_negative_curvature': true); measured on the demo, that
+  happens after an iteration or two, and the step is then about a scaled forget gradient. G + λI
+  is positive definite for any λ > 0, so CG on it only stops by its iteration count, by
+  convergence or by the rule below. G drops the Hessian's residual term, which is what makes it
+  indefinite; at a minimum where the model fits its data that term is small, elsewhere G is the
+  local quadratic model of the loss the step trusts instead. CG runs `cg_iters` iterations
   or until the residual is 1e-6 of |g|; fewer iterations are a smaller, smoother step (CG's
-  iterates grow in norm from 0), which is what the retrain-free rule below chooses among.
+  iterates grow in norm from 0), which is what the retrain-free rule below chooses among. The
+  stats record every iterate's relative residual |g − (C + λI)x_k|/|g| ('cg_residuals'), the
+  published iterate's ('cg_chosen_residual') and why CG stopped ('cg_stop').
 - Dropout is off (the deterministic model, as evaluation runs it); the model's compute dtype
   is config.model.dtype (fp32 on CPU; bf16 on an accelerator makes the HVPs noisier).
 
@@ -40,12 +57,12 @@ Which parameters (`params`):
   indefinite and its solve meaningless. So the solve is in the space of B with A fixed: the
   update of each target kernel W is s·A·ΔB (s = alpha/r), a Newton step restricted to the
   rank-r column space the random A spans (a random-subspace, "sketched" Newton step; the
-  B-Hessian is s²·Aᵀ H_W A per kernel pair). It scales: the solve's dimension is r·d_out per
+  B-curvature is s²·Aᵀ C_W A per kernel pair). It scales: the solve's dimension is r·d_out per
   target kernel, and the model is published as adapters, like E2URec. config.lora.init_from
   does not apply: the step is taken at the original, so B starts at 0.
 - 'full': every weight of the original (the general case: the exact influence step of the
-  whole model), published as full weights. Its HVPs hold a few copies of the model: for tiny
-  models.
+  whole model), published as full weights. Its curvature products hold a few copies of the
+  model: for tiny models.
 
 The retrain-free stop (config.unlearn.auto='heldout_mia', methods/auto_stop.py's rule) picks
 the CG iteration count: the held-out membership gap |AUC - 0.5| (train/heldout.py) of the model
@@ -55,223 +72,16 @@ one. unlearn.auto_every (a number of training steps) does not apply to CG iterat
 checks count in time_s, not in unlearn_time_s, as in the methods trained by steps. Training
 callbacks (train/callbacks.py) see no steps: there are none.
 """
-import dataclasses
 import time
-from typing import Any, Callable
 
 import numpy as np
 
 from e2urec_jax import rules, seeds
+from e2urec_jax.methods.influence_solve import CURVATURES, Derivatives, Space, full_space, influence_update, lora_space
 from e2urec_jax.methods.spec import MethodSpec, register
 
 NAME = 'influence'
 PARAMS = ('lora', 'full')
-CURVATURES = ('gauss_newton', 'hessian')
-RTOL = 1e-6  # CG stops when |residual| <= RTOL * |g|
-
-
-# ------------------------------------------------------------------ the loss and its derivatives
-def answer_weights(mask):
-  """Each answer token's weight in the loss: 1 / its row's answer tokens (0 at padding).  # [batch, answer]"""
-  import jax.numpy as jnp
-  mask = jnp.asarray(mask, jnp.float32)
-  return mask / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1.0)
-
-
-def rows_loss(logits, batch):
-  """Σ over the batch's rows of each row's mean answer-token CE (padding rows add 0)."""
-  import jax.numpy as jnp
-
-  from e2urec_jax import losses
-  per_row = losses.answer_cross_entropy(logits, batch['answer_labels'], batch['answer_mask'], per_example=True)
-  return jnp.sum(per_row)
-
-
-def hvp(loss, point, frozen, v, batch):
-  """H·v of loss(point, frozen, batch) at `point`: forward-over-reverse (jvp of grad)."""
-  import jax
-  return jax.jvp(lambda p: jax.grad(loss)(p, frozen, batch), (point,), (v,))[1]
-
-
-def softmax_hessian_product(logits, u, weights):
-  """w·(diag(p) − ppᵀ)·u at every answer position: the Hessian of the weighted softmax
-  cross-entropy in the logits (the same whatever the label) times u.  # [batch, answer, vocab]"""
-  import jax
-  import jax.numpy as jnp
-  probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
-  u = jnp.asarray(u, jnp.float32)
-  return weights[..., None] * probs * (u - jnp.sum(probs * u, axis=-1, keepdims=True))
-
-
-def ggn_vp(logits_fn, point, frozen, v, batch):
-  """G·v = Jᵀ H_out J v of rows_loss(logits_fn(point, frozen, batch)), J the logits' Jacobian
-  in `point`: J v by linearising the logits, H_out in logit space, Jᵀ by transposing the
-  linearisation (one forward pass, its tangent and its transpose; G is never formed)."""
-  import jax
-  logits, jvp_fn = jax.linearize(lambda p: logits_fn(p, frozen, batch), point)
-  u = softmax_hessian_product(logits, jvp_fn(v), answer_weights(batch['answer_mask'])).astype(logits.dtype)
-  return jax.linear_transpose(jvp_fn, point)(u)[0]
-
-
-@dataclasses.dataclass
-class Space:
-  """The parameters the solve runs in: `point` (where the derivatives are taken), `frozen`
-  (what else the model reads), `logits(point, frozen, batch)` (the answer logits, [batch,
-  answer, vocab]) and `weights(delta)` -> (params, adapters or None): the model with the
-  (already scaled) update `delta` applied."""
-  kind: str
-  point: Any
-  frozen: Any
-  logits: Callable
-  weights: Callable
-
-  def loss(self, point, frozen, batch):
-    return rows_loss(self.logits(point, frozen, batch), batch)
-
-
-def full_space(model, params) -> Space:
-  """Every weight of `params`: the update is added to them."""
-  import jax
-
-  from e2urec_jax.models import answer_logits
-
-  def logits(p, frozen, batch):
-    return answer_logits(model, p, batch)
-
-  def weights(delta):
-    return jax.tree.map(lambda w, d: (w + d).astype(w.dtype), params, delta), None
-  return Space('full', params, {}, logits, weights)
-
-
-def _flat(tree) -> dict:
-  from flax import traverse_util
-  return traverse_util.flatten_dict(tree)
-
-
-def adapters_of(a_flat: dict, b_flat: dict):
-  """The adapters tree from its flat A and B leaves ({path + ('lora_a',): A}, {path + ('lora_b',): B})."""
-  from flax import traverse_util
-  return traverse_util.unflatten_dict({**a_flat, **b_flat})
-
-
-def lora_space(model, base, adapters) -> Space:
-  """The B matrices of `adapters` (A fixed) on the frozen `base`, at B = 0."""
-  import jax.numpy as jnp
-
-  from e2urec_jax.models import answer_logits
-  flat = _flat(adapters)
-  a = {k: jnp.asarray(v) for k, v in flat.items() if k[-1] == 'lora_a'}
-  b0 = {k: jnp.zeros_like(jnp.asarray(v)) for k, v in flat.items() if k[-1] == 'lora_b'}
-
-  def logits(b, frozen, batch):
-    return answer_logits(model, frozen['base'], batch, adapters=adapters_of(frozen['a'], b))
-
-  def weights(delta):
-    return base, adapters_of(a, delta)
-  return Space('lora', b0, {'base': base, 'a': a}, logits, weights)
-
-
-# ------------------------------------------------------------------ pytree algebra and CG
-def _tree_fns():
-  import jax
-  import jax.numpy as jnp
-
-  def dot(x, y):
-    return sum(jnp.vdot(a.astype(jnp.float32), b.astype(jnp.float32)) for a, b in
-               zip(jax.tree.leaves(x), jax.tree.leaves(y)))
-
-  def axpy(alpha, x, y):  # alpha * x + y
-    return jax.tree.map(lambda a, b: (alpha * a + b).astype(b.dtype), x, y)
-  return jax.jit(dot), jax.jit(axpy)
-
-
-def conjugate_gradient(matvec, b, *, damping: float, iters: int, rtol: float = RTOL, on_iterate=None):
-  """x ≈ (A + damping·I)⁻¹ b by CG from x = 0, A = matvec (symmetric). on_iterate(k, x, last) -> True
-  stops after iterate k (last: CG ends there anyway, by its iteration count or convergence).
-  Returns (x, info): iterations run, the last iterate's relative residual |r|/|b|, every
-  iterate's ('residuals'), and why it stopped ('iterations', 'converged', 'negative_curvature': a
-  direction with p·(A+λI)p <= 0, not taken, or 'auto': on_iterate asked)."""
-  import jax
-  import jax.numpy as jnp
-  dot, axpy = _tree_fns()
-  x = jax.tree.map(jnp.zeros_like, b)
-  r, p = b, b
-  rs = float(dot(r, r))
-  b_norm = max(np.sqrt(rs), 1e-30)
-  info = {'iterations': 0, 'residual': 1.0, 'residuals': [], 'stop': 'iterations'}
-  if rs == 0.0:
-    return x, {**info, 'residual': 0.0, 'stop': 'converged'}
-  for k in range(1, iters + 1):
-    ap = axpy(damping, p, matvec(p))
-    curvature = float(dot(p, ap))
-    if not curvature > 0.0:
-      info['stop'] = 'negative_curvature'
-      break
-    alpha = rs / curvature
-    x = axpy(alpha, p, x)
-    r = axpy(-alpha, ap, r)
-    rs_new = float(dot(r, r))
-    info.update(iterations=k, residual=float(np.sqrt(rs_new) / b_norm))
-    info['residuals'].append(info['residual'])
-    converged = np.sqrt(rs_new) <= rtol * b_norm
-    if on_iterate is not None and on_iterate(k, x, bool(converged or k == iters)):
-      info['stop'] = 'auto'
-      break
-    if converged:
-      info['stop'] = 'converged'
-      break
-    p = axpy(rs_new / rs, p, r)
-    rs = rs_new
-  return x, info
-
-
-class Derivatives:
-  """The forget gradient Σ_F ∇ℓ_i and the retained sample's mean curvature products (`curvature`:
-  'gauss_newton', G·v, or 'hessian', H·v), over fixed device batches of one shape (one
-  compilation of each function, timed apart: `compile_s`)."""
-
-  def __init__(self, space: Space, retain_batches: list, forget_batches: list, num_retain: int,
-               curvature: str = 'gauss_newton'):
-    import jax
-    if curvature not in CURVATURES:
-      raise ValueError(f'curvature must be one of {CURVATURES}, not {curvature!r}')
-    self.space, self.retain, self.forget, self.num_retain = space, retain_batches, forget_batches, num_retain
-    start = time.perf_counter()
-    args = (space.point, space.frozen)
-    self._grad = jax.jit(jax.grad(space.loss)).lower(*args, forget_batches[0]).compile()
-    product = ((lambda p, f, v, b: ggn_vp(space.logits, p, f, v, b)) if curvature == 'gauss_newton' else
-               (lambda p, f, v, b: hvp(space.loss, p, f, v, b)))
-    self._product = jax.jit(product).lower(*args, space.point, retain_batches[0]).compile()
-    self.compile_s = time.perf_counter() - start
-    _, self._axpy = _tree_fns()
-
-  def forget_gradient(self):
-    total = None
-    for batch in self.forget:
-      g = self._grad(self.space.point, self.space.frozen, batch)
-      total = g if total is None else self._axpy(1.0, g, total)
-    return total
-
-  def curvature_product(self, v):
-    """(1/N_R) Σ over the retained sample of G_i·v (or ∇²ℓ_i·v)."""
-    import jax
-    total = None
-    for batch in self.retain:
-      hv = self._product(self.space.point, self.space.frozen, v, batch)
-      total = hv if total is None else self._axpy(1.0, hv, total)
-    return jax.tree.map(lambda t: t / self.num_retain, total)
-
-
-def influence_update(derivs: Derivatives, *, n: int, damping: float, iters: int, scale: float = 1.0,
-                     on_iterate=None):
-  """(scale/n) · (C + λI)⁻¹ Σ_F ∇ℓ_i (C: derivs' curvature) and CG's info. on_iterate(k, scaled update, last) as in CG."""
-  import jax
-  g = derivs.forget_gradient()
-  factor = float(scale) / float(n)
-  scaled = lambda x: jax.tree.map(lambda t: t * factor, x)  # noqa: E731
-  hook = None if on_iterate is None else (lambda k, x, last: on_iterate(k, scaled(x), last))
-  x, info = conjugate_gradient(derivs.curvature_product, g, damping=damping, iters=iters, on_iterate=hook)
-  return scaled(x), info
 
 
 def auto_checks(iters: int) -> set:
@@ -400,11 +210,19 @@ SPEC = register(MethodSpec(
         # 'hessian', the retained loss's Hessian (indefinite at a trained network: CG stops at the
         # first direction of negative curvature, after an iteration or so, a scaled gradient step).
         'curvature': 'gauss_newton',
-        'damping': 0.01,  # λ added to the retained loss's Hessian: > 0 (larger: smaller, safer step).
+        # λ added to the curvature: > 0 (larger: a smaller step the local model predicts better). 0.01
+        # (1.7% of G's top eigenvalue, 0.59) on the demo's seed 42 (benchmarks/influence_probe.py) is
+        # the smallest damping whose step the local model still predicts: forget-loss rise 0.036
+        # predicted, 0.032 actual, CG's residual 3e-4 after 20 iterations; at 0.003 the step is 2.8x
+        # longer, the rise 0.090 predicted against 0.057 actual and the retained loss rises 3.4x the
+        # quadratic model's prediction (0.001: 7x, test AUC -0.065). Not chosen by distance to retrain.
+        'damping': 0.01,
         'retain_samples': 1024,  # Retained samples (seeded) whose mean Hessian is H.
         'cg_iters': 20,  # Conjugate-gradient iterations (at most; the retrain-free stop may pick fewer).
         'batch_size': 32,  # Samples per gradient / Hessian-vector-product batch.
-        'scale': 1.0,  # Multiplier on the influence update (1 = the first-order estimate).
+        # Multiplier on the influence update. 1 = the first-order estimate: at damping 0.01 the forget
+        # loss rises by 0.9 of what that estimate predicts, so nothing measured asks for another value.
+        'scale': 1.0,
     },
     rules={'params': rules.one_of(*PARAMS), 'curvature': rules.one_of(*CURVATURES), 'damping': rules.POSITIVE, 'retain_samples': rules.POSITIVE_INT,
            'cg_iters': rules.POSITIVE_INT, 'batch_size': rules.POSITIVE_INT, 'scale': rules.POSITIVE},
