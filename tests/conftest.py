@@ -1,4 +1,5 @@
 """Test set-up: CPU, a persistent compilation cache, and one shared tiny end-to-end run."""
+import hashlib
 import os
 import sys
 
@@ -61,6 +62,44 @@ def tiny_run_config(methods: str):
   config.train.max_steps = 4
   config.unlearn.methods = methods
   return config
+
+
+def tiny_scored_run_config():
+  """tiny_run_config of E2URec and NegGrad at 3 steps each (the augmented model 2), no trajectory,
+  15 ranked positives: a whole run and its report in seconds."""
+  config = tiny_run_config('e2urec,neggrad')
+  config.eval.trajectory_every = 0
+  for name in ('e2urec', 'neggrad'):
+    config.unlearn[name].steps = 3
+  config.augment.steps = 2
+  config.eval.ranking_max_positives = 15
+  return config
+
+
+def file_digests(folder: str) -> dict:
+  """{file relative to folder: sha256} of every file under `folder` but the commands' `.lock` (its
+  holder is written in and wiped): what shows a refused command changed nothing."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for f in files:
+      if f != '.lock':
+        path = os.path.join(root, f)
+        out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, 'rb').read()).hexdigest()
+  return out
+
+
+def files_holding(root: str, needles: list) -> list:
+  """[(file relative to root, [kinds])] of every file under `root` holding any (kind, bytes) needle:
+  the byte scan that shows a forgotten record is gone from a workdir."""
+  out = []
+  for folder, _, files in os.walk(root):
+    for f in files:
+      path = os.path.join(folder, f)
+      blob = open(path, 'rb').read()
+      found = [k for k, n in needles if n in blob]
+      if found:
+        out.append((os.path.relpath(path, root), found))
+  return out
 
 
 @pytest.fixture(scope='session')

@@ -7,7 +7,6 @@ One module fixture: `train` on demo:test (a few steps), the user with the most t
 genre that holds some but not all of their rated items; bad requests first (nothing changes), then
 the request.
 """
-import hashlib
 import json
 import os
 import subprocess
@@ -16,21 +15,11 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import CACHE, REPO
+from conftest import CACHE, REPO, file_digests, files_holding
 
 TINY = ['--config=configs/demo.py:test', '--config.progress=False', f'--config.jax_cache_dir={CACHE}',
         '--config.train.max_steps=8', '--config.checkpoint.every_steps=4', '--config.augment.steps=3',
         '--config.unlearn.e2urec.steps=3', '--config.data.num_samples=600']
-
-
-def _digest(folder: str) -> dict:
-  out = {}
-  for root, _, files in os.walk(folder):
-    for f in files:
-      if f != '.lock':
-        path = os.path.join(root, f)
-        out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, 'rb').read()).hexdigest()
-  return out
 
 
 def _frames(work):
@@ -100,14 +89,14 @@ def _bad_requests(s) -> dict:
   from e2urec_jax import commands
   from e2urec_jax.errors import UserError
   work, user, genre = s['work'], s['user'], s['genre']
-  before = _digest(work)
+  before = file_digests(work)
   out = {}
   for name, spec in (('lower case', f'{user}:{genre.lower()}'), ('spaced', f'{user}:{genre} x'),
                      ('leading zero', f'0{user}:{genre}'), ('no colon', f'{user}-{genre}')):
     with pytest.raises(UserError) as e:
       commands.forget(_config(work), work, categories=spec, forget_key=s['key'])
     out[name] = str(e.value)
-  assert _digest(work) == before and not os.path.exists(s['key'])  # nothing scrubbed, no key, no audit
+  assert file_digests(work) == before and not os.path.exists(s['key'])  # nothing scrubbed, no key, no audit
   return out
 
 
@@ -126,12 +115,7 @@ def test_the_deleted_ratings_are_gone_from_every_file_and_the_others_stay(served
   work = served['work']
   needles = [('prompt', p.encode()) for p in served['prompts']['deleted']] + \
       [('raw line', ln) for ln in served['raw']['deleted']]
-  for root, _, files in os.walk(work):
-    for f in files:
-      path = os.path.join(root, f)
-      blob = open(path, 'rb').read()
-      found = [k for k, n in needles if n in blob]
-      assert not found, (os.path.relpath(path, work), found)
+  assert files_holding(work, needles) == []
   raw = open(os.path.join(work, 'data', 'synthetic', 'u.data'), 'rb').read().splitlines()
   assert all(ln in raw for ln in served['raw']['kept'])
   frames = _frames(work)
@@ -179,10 +163,10 @@ def test_predict_serves_the_users_other_items_and_refuses_the_deleted(served, tm
 def test_the_same_request_again_has_nothing_left_to_forget(served, capsys):
   from e2urec_jax import commands
   work = served['work']
-  before = _digest(work)
+  before = file_digests(work)
   commands.forget(_config(work), work, categories=f'{served["user"]}:{served["genre"]}', forget_key=served['key'])
   assert 'nothing left to forget' in capsys.readouterr().out
-  assert _digest(work) == before
+  assert file_digests(work) == before
 
 
 def test_category_requests_parse_inline_and_from_a_file(tmp_path):

@@ -14,7 +14,6 @@ killed at each of its stages (the tester's privacy and data-loss findings).
 One module fixture: `train` on demo:test (a few steps); refusals run in-process, the forget
 request and its kills as subprocesses (tests/fault_cli.py: E2UREC_TEST_KILL_AT_STEP, E2UREC_TEST_KILL_IN).
 """
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CACHE, REPO
+from conftest import CACHE, REPO, file_digests, files_holding
 
 pytestmark = pytest.mark.slow  # end to end
 
@@ -53,17 +52,6 @@ def _cli(*args, env=None, key_file=None):
   return subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'fault_cli.py'), *args], cwd=REPO,
                         capture_output=True, text=True, timeout=400,
                         env=dict(os.environ, JAX_PLATFORMS='cpu', E2UREC_FORGET_KEY=key_file or '', **(env or {})))
-
-
-def _digest(folder: str) -> dict:
-  out = {}
-  for root, _, files in os.walk(folder):
-    for f in files:
-      if f == '.lock':  # the command locks (their holder is written in and wiped)
-        continue
-      path = os.path.join(root, f)
-      out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, 'rb').read()).hexdigest()
-  return out
 
 
 @pytest.fixture(scope='module')
@@ -99,12 +87,12 @@ def test_a_misspelt_user_is_refused_naming_the_real_one_and_nothing_changes(base
   from e2urec_jax.errors import UserError
   work, user = base['work'], base['user']
   spelt = variants(user)[how]
-  before = _digest(work)
+  before = file_digests(work)
   with pytest.raises(UserError) as e:
     _forget(base, work, users=spelt)
   msg = str(e.value)
   assert '\n' not in msg and f"did you mean '{user}'?" in msg and 'not a user of this run' in msg, msg
-  assert _digest(work) == before  # nothing scrubbed, no audit, no model
+  assert file_digests(work) == before  # nothing scrubbed, no audit, no model
   assert not os.path.exists(os.path.join(work, 'forget', 'audit_v1.json'))
   assert not os.path.exists(base['key'])  # a refused first request creates no key
 
@@ -134,14 +122,14 @@ def test_a_misspelt_interaction_is_refused_naming_the_real_id(base, tmp_path, si
   pair = (variants(user)[how], item) if side == 'user' else (user, variants(item)[how])
   path = tmp_path / 'pairs.csv'
   path.write_text(f'user_id,item_id\n{pair[0]},{pair[1]}\n')
-  before = _digest(work)
+  before = file_digests(work)
   with pytest.raises(UserError) as e:
     _forget(base, work, interactions=str(path))
   msg = str(e.value)
   want = user if side == 'user' else item
   assert '\n' not in msg and f"did you mean '{want}'?" in msg and f'not {"a user" if side == "user" else "an item"}' \
       in msg and 'line 2' in msg, msg
-  assert _digest(work) == before
+  assert file_digests(work) == before
 
 
 def test_space_around_an_id_is_a_separator_everywhere(base):
@@ -236,12 +224,7 @@ def test_no_byte_of_the_user_is_left_anywhere_after_the_reruns(killed):
   assert runtime.staging_leftovers(work) == []
   assert not [n for n in os.listdir(work) if n.startswith('.tmp') or n.endswith(('.old', '.replaced'))]
   needles = [(k, n) for k, ns in traces.items() for n in ns]
-  for root, _, files in os.walk(work):
-    for f in files:
-      path = os.path.join(root, f)
-      blob = open(path, 'rb').read()
-      found = [k for k, n in needles if n in blob]
-      assert not found, (os.path.relpath(path, work), found)
+  assert files_holding(work, needles) == []
 
 
 def test_audit_and_predict_know_the_user_only_by_the_real_id(killed, base, tmp_path):

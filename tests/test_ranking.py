@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import tiny_run_config
+from conftest import tiny_scored_run_config
 from e2urec_jax.eval import metrics, ranking
 
 
@@ -72,16 +72,6 @@ def test_config_fields_and_rules():
       config_lib.validate(c)
 
 
-def tiny_config():
-  config = tiny_run_config('e2urec,neggrad')
-  config.eval.trajectory_every = 0
-  for name in ('e2urec', 'neggrad'):
-    config.unlearn[name].steps = 3
-  config.augment.steps = 2
-  config.eval.ranking_max_positives = 15
-  return config
-
-
 @pytest.mark.slow  # 14 s: the fast tier stays under 90 s on a cold cache
 def test_tiny_run_ranks_every_model_on_the_same_candidates(tmp_path):
   from e2urec_jax import runtime
@@ -89,7 +79,7 @@ def test_tiny_run_ranks_every_model_on_the_same_candidates(tmp_path):
   from e2urec_jax.experiment import run_experiment
   from e2urec_jax.train import context, paths
   from e2urec_jax.train.inference import load_predictor
-  config = tiny_config()
+  config = tiny_scored_run_config()
   run_experiment(config, str(tmp_path))
   results = runtime.read_json(os.path.join(tmp_path, 'results.json'))
   assert [p for p in report.validate_results(results) if not p.startswith('noise_floor')] == []  # no floor here

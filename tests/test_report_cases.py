@@ -23,19 +23,9 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, tiny_run_config
+from conftest import REPO, tiny_scored_run_config
 
 pytestmark = pytest.mark.slow  # end to end
-
-
-def tiny_config():
-  config = tiny_run_config('e2urec,neggrad')
-  config.eval.trajectory_every = 0
-  for name in ('e2urec', 'neggrad'):
-    config.unlearn[name].steps = 3
-  config.augment.steps = 2
-  config.eval.ranking_max_positives = 15
-  return config
 
 
 def _cli(*args, env=None):
@@ -55,7 +45,7 @@ def _md(work):
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   from e2urec_jax.experiment import run_experiment
-  config = tiny_config()
+  config = tiny_scored_run_config()
   work = str(tmp_path_factory.mktemp('report') / 'run')
   run_experiment(config, work)
   return config, work
