@@ -1,10 +1,13 @@
 """`bench`: examples/s, tokens/s, ms/step, compile time, peak memory and MFU of our steps, beside
 the PyTorch reference (benchmarks/torch_reference.py) run as a subprocess on the same machine.
 
+A method's step is timed when its spec declares how (MethodSpec.bench, a BenchStep: its loss, its
+frozen inputs, its FLOPs in forward passes, its PyTorch reference); its row is '<method>_step'.
 An example is one sample: an E2URec step on `batch` retain and `batch` forget samples processes
-2 x batch examples. FLOPs per step (for MFU) = 3 x (student forward FLOPs of its 2 x batch
-samples: forward + backward) + the three teacher forwards of `batch` samples each, with
-`models.forward_flops` counting matmul FLOPs (attention included, LM head at the answer positions).
+2 x batch examples. FLOPs per step (for MFU) = the step's forward passes (E2URec: 3 x its student's
+2 x batch samples, forward + backward, + three teacher forwards of `batch` samples) x one sample's
+forward FLOPs, `models.forward_flops` counting matmul FLOPs (attention included, LM head at the
+answer positions).
 MFU divides by the bf16 matmul rate measured on the same device (a large matmul), not a datasheet.
 """
 import collections
@@ -25,7 +28,7 @@ from e2urec_jax import names, runtime
 from e2urec_jax.errors import UserError
 from e2urec_jax.eval.report import env_info
 from e2urec_jax.methods.common import ce_loss_fn
-from e2urec_jax.methods.e2urec import e2urec_loss_fn, frozen_teachers
+from e2urec_jax.methods import spec as method_spec
 from e2urec_jax.models import answer_logits, forward_flops, init_params, lora, model_from_hf_config, model_options
 from e2urec_jax.train import mesh as mesh_lib, steps
 from e2urec_jax.train.context import peak_memory_bytes
@@ -64,6 +67,19 @@ def random_batch(family: str, batch: int, seq: int, vocab: int, rng) -> dict:
           'answer_positions': np.tile(np.arange(seq - 1, seq - 1 + ANSWER_LEN, dtype=np.int32), (batch, 1)),
           'answer_labels': answer, 'answer_mask': np.ones((batch, ANSWER_LEN), np.float32),
           'label': np.ones(batch, np.int32)}
+
+
+STEP_SUFFIX, REFERENCE_PREFIX = '_step', 'reference_'
+
+
+def step_name(method: str) -> str:
+  """The bench row (and config.bench.what name) of a method's step: 'e2urec_step'."""
+  return method + STEP_SUFFIX
+
+
+def method_steps(what) -> list:
+  """The specs whose step `what` names ('<method>_step'), in registration order."""
+  return [s for s in method_spec.specs() if s.bench is not None and step_name(s.name) in what]
 
 
 def matmul_rate() -> float | None:
@@ -117,8 +133,7 @@ def bench_ours(config) -> list[dict]:
   per_example = forward_flops(model, b.seq if decoder else b.seq + ANSWER_LEN - 1, decoder, head_positions=ANSWER_LEN)
   rate = matmul_rate()
   rows = []
-  hp = {'lr': jnp.float32(1e-3), 'weight_decay': jnp.float32(0.0), 'w': jnp.float32(0.6),
-        'alpha': jnp.float32(2.0), 'forget_only': jnp.float32(0.0)}
+  hp = {'lr': jnp.float32(1e-3), 'weight_decay': jnp.float32(0.0)}
 
   def record(name, ms, compile_s, examples, flops):
     rows.append({'name': name, 'size': b.size, 'batch': b.batch, 'seq': b.seq, 'ms_per_step': ms,
@@ -127,17 +142,28 @@ def bench_ours(config) -> list[dict]:
                  'mfu': None if rate is None else flops / (ms / 1000) / rate, 'flops_per_step': flops})
 
   what = b.what.replace('+', ',').split(',')
-  if 'e2urec_step' in what:
-    augmented = jax.tree.map(jnp.copy, adapters)  # its own buffers: the student's are donated each step
-    frozen = mesh_lib.put_replicated(frozen_teachers(params, augmented, zero), mesh)
-    step = steps.make_train_step(e2urec_loss_fn(model, True, True, True), mesh).jitted
-    state = [mesh_lib.put_replicated(adapters, mesh), mesh_lib.put_replicated(steps.init_opt_state(adapters), mesh)]
-    batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]
+  for spec in method_steps(what):  # each method's step, declared by its spec (MethodSpec.bench)
+    bench = spec.bench
+    if spec.trainable == 'lora':
+      trainable = adapters
+      frozen = mesh_lib.put_replicated(bench.frozen(params, adapters, zero), mesh)
+    else:  # every weight, in float32 as a run trains them
+      trainable = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+      frozen = mesh_lib.put_replicated(bench.frozen(params, None, zero), mesh)
+    step = steps.make_train_step(bench.loss(model), mesh).jitted
+    state = [mesh_lib.put_replicated(jax.tree.map(jnp.copy, trainable), mesh),
+             mesh_lib.put_replicated(steps.init_opt_state(trainable), mesh)]
+    if bench.paired:
+      batches = [put({'retain': pool[i], 'forget': pool[(i + 1) % 4]}) for i in range(4)]
+    else:
+      batches = [put(p) for p in pool]
+    step_hp = {**hp, **{k: jnp.float32(v) for k, v in bench.hparams.items()}}
 
-    def args(i):  # donated state threads through the calls
-      return (state[0], state[1], frozen, batches[i % 4], jax.random.key(i), hp)
+    def args(i, state=state, frozen=frozen, batches=batches, step_hp=step_hp):  # donated state threads through
+      return (state[0], state[1], frozen, batches[i % 4], jax.random.key(i), step_hp)
     ms, comp = _time_stateful(step, args, state, b.steps, b.warmup, trace_dir=b.profile)
-    record('e2urec_step', ms, comp, 2 * b.batch, 3 * 2 * b.batch * per_example + 3 * b.batch * per_example)
+    examples = (2 if bench.paired else 1) * b.batch
+    record(step_name(spec.name), ms, comp, examples, bench.forward_passes * b.batch * per_example)
   if 'train_step' in what:
     step = steps.make_train_step(ce_loss_fn(model, 'full'), mesh).jitted
     full = jax.tree.map(lambda x: x.astype(jnp.float32), params)
@@ -207,11 +233,12 @@ def device_time_summary(trace_dir: str, steps: int, top: int = 30) -> str:
   return '\n'.join(out) if out else f'no device plane in {paths[-1]} (CPU traces have none)'
 
 
-def bench_reference(config) -> dict | None:
-  """The PyTorch reference in a subprocess (None when torch or peft is missing)."""
+def bench_reference(config, spec) -> dict | None:
+  """The PyTorch reference of `spec`'s step (its BenchStep.reference, a script under benchmarks/
+  printing a RESULT line) in a subprocess; None when there is none, or torch or peft is missing."""
   b = config.bench
-  script = os.path.join(REPO, 'benchmarks', 'torch_reference.py')
-  if not b.reference or not os.path.exists(script):
+  script = spec.bench.reference and os.path.join(REPO, 'benchmarks', spec.bench.reference)
+  if not b.reference or not script or not os.path.exists(script):
     return None
   try:
     if importlib.util.find_spec('torch') is None or importlib.util.find_spec('peft') is None:
@@ -230,7 +257,7 @@ def bench_reference(config) -> dict | None:
     print(f'reference failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
     return None
   ref = json.loads(line[len('RESULT '):])
-  return {'name': 'reference_e2urec_step', 'size': b.size, 'batch': b.batch, 'seq': b.seq,
+  return {'name': REFERENCE_PREFIX + step_name(spec.name), 'size': b.size, 'batch': b.batch, 'seq': b.seq,
           'ms_per_step': ref.get('ms_per_step'), 'examples_per_s': ref.get('examples_per_s'),
           'tokens_per_s': ref.get('tokens_per_s'), 'compile_s': None,
           'peak_memory_bytes': ref.get('peak_memory_bytes'), 'mfu': None}
@@ -241,22 +268,28 @@ def run_bench(config, workdir):
   if 'bench' not in config:
     raise UserError('bench needs its own config: --config=configs/bench.py[:size=tiny,...]')
   runtime.ensure_writable_dir(workdir)
-  # The reference first: JAX keeps the device memory it has used until the process exits, so a
+  # The references first: JAX keeps the device memory it has used until the process exits, so a
   # reference run after our steps gets only the rest (T5-base at batch 128 + 128, doubling the
   # batch-64 peaks: ours ~52 GB + the reference's ~97 GB, more than a 141 GB GPU).
-  ref = bench_reference(config)
+  refs = [r for r in (bench_reference(config, s) for s in method_steps(config.bench.what.replace('+', ',').split(',')))
+          if r is not None]
   rows = bench_ours(config)
-  if ref is not None:
-    rows.append(ref)
-  ours = next((r for r in rows if r['name'] == 'e2urec_step'), None)
-  speedup = ours['examples_per_s'] / ref['examples_per_s'] if ours and ref and ref['examples_per_s'] else None
-  result = {'results': rows, 'speedup_vs_reference': speedup, 'env': env_info(),
+  speedups = {}
+  for ref in refs:
+    ours = next((r for r in rows if REFERENCE_PREFIX + r['name'] == ref['name']), None)
+    if ours and ref['examples_per_s']:
+      speedups[ours['name']] = ours['examples_per_s'] / ref['examples_per_s']
+  rows += refs
+  # The first method's speed-up as one number (the featured method's, registered first), and each one's.
+  speedup = next(iter(speedups.values()), None)
+  result = {'results': rows, 'speedup_vs_reference': speedup, 'speedups_vs_reference': speedups,
+            'env': env_info(),
             'mfu_note': 'MFU = model FLOPs/s over the bf16 matmul rate measured on this device; null on CPU'}
   runtime.write_json(os.path.join(workdir, 'bench.json'), result)
-  print(format_table(rows, speedup))
+  print(format_table(rows, speedups))
 
 
-def format_table(rows, speedup) -> str:
+def format_table(rows, speedups: dict) -> str:
   head = f'{"name":24s} {"size":9s} {"batch":>5s} {"seq":>5s} {"ex/s":>9s} {"tok/s":>10s} {"ms/step":>9s} {"compile s":>9s} {"peak MB":>8s} {"MFU":>6s}'
   lines = [head, '-' * len(head)]
   for r in rows:
@@ -265,6 +298,6 @@ def format_table(rows, speedup) -> str:
     mem = '-' if not r.get('peak_memory_bytes') else f'{r["peak_memory_bytes"] / 2**20:.0f}'
     lines.append(f'{r["name"]:24s} {r["size"]:9s} {r["batch"]:5d} {r["seq"]:5d} {r["examples_per_s"]:9.1f} '
                  f'{r["tokens_per_s"]:10.0f} {r["ms_per_step"]:9.1f} {comp:>9s} {mem:>8s} {mfu:>6s}')
-  if speedup is not None:
-    lines.append(f'speedup of e2urec_step over the PyTorch reference: {speedup:.2f}x (examples/s)')
+  for name, speedup in speedups.items():
+    lines.append(f'speedup of {name} over the PyTorch reference: {speedup:.2f}x (examples/s)')
   return '\n'.join(lines)

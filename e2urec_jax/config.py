@@ -356,8 +356,7 @@ RULES = {
     'bench.seq': rules.POSITIVE_INT, 'bench.steps': rules.POSITIVE_INT, 'bench.warmup': rules.NON_NEGATIVE_INT,
     'bench.dtype': rules.one_of('auto', 'float32', 'bfloat16'), 'bench.reference': rules.BOOLEAN,
     'bench.reference_steps': rules.POSITIVE_INT, 'bench.vocab': rules.NON_NEGATIVE_INT,
-    'bench.what': rules.comma_list(rules.one_of('e2urec_step', 'train_step', 'eval'), nonempty=True,
-                                   separators=',+'),
+    # bench.what: _method_rules (the methods' steps, MethodSpec.bench)
     'bench.profile': rules.TEXT,
 }
 
@@ -369,7 +368,9 @@ def _method_rules() -> dict:
   out = {'unlearn.method': rules.one_of(*method_names),
          'lora.init_phases': rules.comma_list(rules.one_of(*lora_phases), nonempty=True),
          'unlearn.methods': rules.comma_list(rules.one_of(*method_names), nonempty=True),
-         'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True)}
+         'sequence.methods': rules.comma_list(rules.one_of(*method_spec.chainable()), nonempty=True),
+         'bench.what': rules.comma_list(rules.one_of(*[f'{s.name}_step' for s in method_spec.specs() if s.bench],
+                                                     'train_step', 'eval'), nonempty=True, separators=',+')}
   for spec in method_spec.specs():
     out.update({f'unlearn.{spec.name}.{k}': r for k, r in spec.field_rules().items()})
   return out

@@ -1,4 +1,4 @@
-"""Numpy statistics every layer uses: rank AUC, the membership AUC of a loss attack, the
+"""Numpy statistics every layer uses: softmax, rank AUC, the membership AUC of a loss attack, the
 per-sample answer loss. Float64 on the host, so a number does not depend on the device that
 produced the logits. Evaluation (eval/metrics.py) re-exports them; training reads them for the
 retrain-free stop (train/heldout.py).
@@ -10,6 +10,14 @@ def log_softmax(logits, axis=-1):
   x = np.asarray(logits, dtype=np.float64)
   x = x - np.max(x, axis=axis, keepdims=True)
   return x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
+
+
+def softmax(logits, axis=-1):
+  """Numerically stable softmax in float64."""
+  x = np.asarray(logits, dtype=np.float64)
+  x = x - np.max(x, axis=axis, keepdims=True)
+  e = np.exp(x)
+  return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def per_example_loss(logits, labels, mask) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Adding a method touches its own module only: a test-only method, declared and registered here,
-gets its config section, its rules, a report row, `forget`'s support and a run, with no edit to
-config.py, the registry, the report or forget.py.
+gets its config section, its rules, a report row, `forget`'s support, a run and a benchmark row,
+with no edit to config.py, the registry, the report, forget.py or bench.py.
 
 The method: NegGrad with its forget-set ascent scaled by a factor of its own.
 """
@@ -32,6 +32,10 @@ def nothing_frozen(ctx, section, original) -> spec.FrozenInputs:
   return spec.FrozenInputs({}, build_s=FROZEN_BUILD_S)
 
 
+# What `bench` times of it (the step of a run, at random weights): forward + backward of 2 x batch samples.
+SCALED_NEGGRAD_BENCH = spec.BenchStep(loss=scaled_neggrad_loss_fn, frozen=lambda base, adapters, zero: {},
+                                      hparams={'weight': 0.2, 'scale': 2.0}, forward_passes=3 * 2)
+
 SCALED_NEGGRAD = spec.MethodSpec(
     name=NAME,
     summary='NegGrad with a scaled ascent (a test-only method)',
@@ -43,7 +47,8 @@ SCALED_NEGGRAD = spec.MethodSpec(
         'scale': 2.0,  # ... times this.
     },
     rules={'weight': rules.FINITE, 'scale': rules.POSITIVE}, trainable='full', loss=scaled_neggrad_loss_fn,
-    batches=full_param.paired_batches, hparams=full_param.constant_hparams('weight', 'scale'), frozen=nothing_frozen)
+    batches=full_param.paired_batches, hparams=full_param.constant_hparams('weight', 'scale'), frozen=nothing_frozen,
+    bench=SCALED_NEGGRAD_BENCH)
 
 
 @pytest.fixture
@@ -117,3 +122,27 @@ def test_run_executes_and_reports_the_registered_method(registered, tmp_path):
   assert row['trainable_params'] == results['methods']['neggrad']['trainable_params']
   assert os.path.exists(os.path.join(tmp_path, 'models', NAME, 'model.safetensors'))
   assert f'`{NAME}`' in open(os.path.join(tmp_path, 'results.md')).read()
+
+
+@pytest.mark.slow
+def test_bench_times_the_registered_method_step(registered, tmp_path):
+  """`bench` times the step its BenchStep declares, as '<name>_step', and bench.what accepts that name."""
+  import sys
+  from conftest import REPO
+  from e2urec_jax import bench
+  from e2urec_jax import config as config_lib
+  from e2urec_jax.models import forward_flops, model_from_hf_config
+  sys.path.insert(0, REPO)
+  from configs import bench as bench_config
+  config = bench_config.get_config(f'size=tiny,batch=2,seq=16,steps=1,warmup=0,vocab=256,what={NAME}_step+eval')
+  config_lib.validate(config)
+  rows = {r['name']: r for r in bench.bench_ours(config)}
+  assert list(rows) == [f'{NAME}_step', 'eval']
+  row = rows[f'{NAME}_step']
+  assert row['examples_per_s'] > 0 and row['batch'] == 2
+  model = model_from_hf_config(bench.hf_config('tiny', 256))
+  per_sample = forward_flops(model, 16, bench.ANSWER_LEN, head_positions=bench.ANSWER_LEN)
+  assert row['flops_per_step'] == 6 * 2 * per_sample == 6 * rows['eval']['flops_per_step']
+  config.bench.what = 'nothing_step'
+  with pytest.raises(UserError, match=rf"config.bench.what='nothing_step': must be .*'{NAME}_step'"):
+    config_lib.validate(config)

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from e2urec_jax.eval import mechanism, stats
+from e2urec_jax.eval import metrics, stats
+from e2urec_jax.methods import teacher_mechanism as mechanism
 
 
 def test_mean_std_is_sample_std_and_skips_missing():
@@ -70,7 +71,13 @@ def test_forgetting_teacher_mechanism_entry():
   orig, retrain, aug = (rng.normal(size=(6, 5)) for _ in range(3))
   out = mechanism.forgetting_teacher_mechanism(orig=orig, retrain=retrain, aug=aug, student=orig, alpha=2.0,
                                    labels=np.array([1, 0, 1, 0, 1, 0]), users=np.array([1, 1, 2, 2, 3, 3]),
-                                   yes_id=0, no_id=1)
+                                   yes_id=0, no_id=1,
+                                   distance=lambda logits: metrics.distances_from_logits(logits, retrain))
   assert out['student'] == out['original']  # the student before any step is the original
   assert out['kd_to_teacher']['start'] == out['kd_to_teacher']['end'] >= out['kd_to_teacher']['floor']
   assert set(out['alignment']) == {'user_corr', 'sample_corr', 'mean_delta', 'mean_rise', 'users'}
+  assert out['original']['sym_kl'] == pytest.approx(metrics.distances_from_logits(orig, retrain)['sym_kl'])
+  # The report's section of it, as E2URec's spec declares it (MethodSpec.diagnostic_report).
+  from e2urec_jax.methods import e2urec
+  lines = e2urec.SPEC.diagnostic_report({'e2urec': out})
+  assert lines[1].startswith("## E2URec's teacher, measured") and lines[-1].startswith('| `e2urec` | 2 | ')

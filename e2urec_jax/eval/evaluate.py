@@ -16,7 +16,7 @@ import numpy as np
 
 from e2urec_jax import distributed, runtime, storage
 from e2urec_jax.eval import collateral as collateral_lib
-from e2urec_jax.eval import fairness, mechanism, metrics, mia, ranking, relearn, report, seed_report, trajectory
+from e2urec_jax.eval import fairness, metrics, mia, ranking, relearn, report, seed_report, trajectory
 from e2urec_jax.eval.model_scores import score
 from e2urec_jax.eval.report_schema import FORGET_KEYS
 from e2urec_jax.train import artifacts, registry
@@ -34,7 +34,7 @@ def evaluate_models(ctx, names: list[str], mechanism_for=None, rank: bool = True
   or config.eval.ranking_negatives is 0.
 
   A row whose method declares a diagnostic (MethodSpec.diagnostic: E2URec's teacher,
-  eval/mechanism.py) gets it in its 'mechanism': every such row (`mechanism_for` None), or the
+  methods/teacher_mechanism.py) gets it in its 'mechanism': every such row (`mechanism_for` None), or the
   rows of `mechanism_for` and the rows of the methods declared `same_as` theirs (() measures none)."""
   data = ctx.data
   train, test = data.splits['train'], data.splits['test']
@@ -151,11 +151,12 @@ class ForgetProbe:
   """What a method's diagnostic (MethodSpec.diagnostic) reads on the forget set: any model's
   first-answer logits [N, V] (`logits(name)`: the rows scored already, else scored once; None for
   a model the run has not), the retrained model's (`retrain`), the labels and users of the forget
-  rows, the rows scored so far (`rows`, results.json's entries) and eval/mechanism.py (`measures`)."""
+  rows, the rows scored so far (`rows`, results.json's entries) and the distances of any logits
+  to the retrained model's (`distance_to_retrain`)."""
 
   def __init__(self, ctx, rows: dict, forget_first: dict, retrain_first, forget):
     train = ctx.data.splits['train']
-    self.ctx, self.rows, self.retrain, self.measures = ctx, rows, retrain_first, mechanism
+    self.ctx, self.rows, self.retrain = ctx, rows, retrain_first
     self.labels, self.users = train.label[forget], train.user_id[forget]
     self.yes_id, self.no_id = ctx.data.yes_id, ctx.data.no_id
     self._forget, self._first = forget, dict(forget_first)
@@ -167,6 +168,10 @@ class ForgetProbe:
       self._first[name] = score(self.ctx, load_predictor(self.ctx, name), 'train', self._forget, keep_logits=True,
                                 desc=f'{name}/forget')['first_logits']
     return self._first[name]
+
+  def distance_to_retrain(self, logits) -> dict:
+    """The distances ('jsd', 'sym_kl', 'l2') of forget-set logits [N, V] to the retrained model's."""
+    return metrics.distances_from_logits(logits, self.retrain)
 
   def distances(self, name: str) -> dict:
     """The distances of model `name` to the retrained one on the forget set (as the rows' 'forget')."""

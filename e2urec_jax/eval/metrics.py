@@ -17,19 +17,11 @@ import math
 import numpy as np
 
 from e2urec_jax import scoring
-from e2urec_jax.scoring import auc, binary_labels, log_softmax  # noqa: F401  (auc, log_softmax re-exported)
+from e2urec_jax.scoring import auc, binary_labels, log_softmax, softmax  # noqa: F401  (re-exported)
 
 LN2 = math.log(2.0)
 SYM_KL_EPS = 1e-12  # the paper's code adds 1e-12 to both probabilities in its "JSD"
 _CHUNK_ELEMENTS = 1 << 22  # float64 elements per chunk: 32 MiB per temporary
-
-
-def softmax(logits, axis=-1):
-  """Numerically stable softmax in float64."""
-  x = np.asarray(logits, dtype=np.float64)
-  x = x - np.max(x, axis=axis, keepdims=True)
-  e = np.exp(x)
-  return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def yes_probability(first_logits, yes_id, no_id):

@@ -13,6 +13,7 @@ import numpy as np
 
 from e2urec_jax.eval import report_schema as schema
 from e2urec_jax.eval import stats
+from e2urec_jax.train import registry
 
 RETRAIN, ORIGINAL = 'retrain', 'original'
 MEASURES = ('sym_kl_original', 'sym_kl_retrain', 'forget_auc', 'recovery')
@@ -120,7 +121,7 @@ def plot(results: dict, order=()):
   colors = {}
   for name in schema.ordered_methods(list(s), order):
     colors[name] = ('black' if name == RETRAIN else 'gray' if name == ORIGINAL
-                    else 'tab:red' if name == 'e2urec' else next(palette))
+                    else 'tab:red' if registry.is_featured_row(name) else next(palette))
   for ax, setting in zip(axes, settings):
     for name in schema.ordered_methods(list(s), order):
       points = s[name].get(setting) or {}

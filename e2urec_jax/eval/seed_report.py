@@ -199,26 +199,12 @@ def markdown_sections(results: dict) -> list[str]:
       out.append(f'| `{name}` | {_fmt(g["sym_kl"], 3)} | {_fmt(g["jsd"], 3)} | '
                  f'{_fmt(s["time_ratio"].get(name), 3)} | '
                  f'{_fmt((s.get("time_ratio_no_compile") or {}).get(name), 3)} |')
-  mech = {n: e['mechanism'] for n, e in methods.items() if isinstance(e, dict) and e.get('mechanism')}
-  if mech:
-    oracle = any(isinstance(m.get('oracle'), dict) for m in mech.values())  # an oracle row was run
-    out += ['', '## E2URec\'s teacher, measured (forget set, first answer position)', '',
-            'symKL to retrain of the original, the augmented model, the forgetting teacher '
-            'orig − α·relu(aug − orig) and the student; KD: the student\'s distillation loss to the '
-            'teacher before and after unlearning (floor: the teacher\'s entropy); user corr: over users, '
-            'the correlation of what the original memorised with what the teacher removes.'
-            + (' oracle: the same student distilled towards the retrained model on the forget set '
-               '(methods/oracle.py), what a perfect forget target reaches.' if oracle else ''), '',
-            '| row | α | original | augmented | teacher | student |' + (' oracle |' if oracle else '')
-            + ' KD start → end (floor) | user corr |',
-            '|---|---|---|---|---|---|---|---|' + ('---|' if oracle else '')]
-    for name, m in mech.items():
-      kd = m['kd_to_teacher']
-      extra = f' {_fmt((m.get("oracle") or {}).get("sym_kl"))} |' if oracle else ''
-      out.append(f'| `{name}` | {_fmt(m["alpha"], 3)} | {_fmt(m["original"]["sym_kl"])} | '
-                 f'{_fmt(m["augmented"]["sym_kl"])} | {_fmt(m["teacher"]["sym_kl"])} | '
-                 f'{_fmt(m["student"]["sym_kl"])} |{extra} {_fmt(kd["start"])} → {_fmt(kd["end"])} '
-                 f'({_fmt(kd["floor"])}) | {_fmt(m["alignment"]["user_corr"], 3)} |')
+  # Each method's diagnostic section, as its spec writes it (MethodSpec.diagnostic_report), over its rows.
+  for spec in registry.specs():
+    entries = {n: e['mechanism'] for n, e in methods.items()
+               if isinstance(e, dict) and e.get('mechanism') and registry.method_of_row(n) is spec}
+    if entries and spec.diagnostic_report is not None:
+      out += spec.diagnostic_report(entries)
   if s.get('selection'):
     out += ['', '## Where each method was closest, and a retrain-free choice', '',
             'symKL to retrain at the last step, at the closest recorded step (needs the retrained '

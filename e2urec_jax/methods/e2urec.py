@@ -16,8 +16,8 @@ import numpy as np
 
 from e2urec_jax import rules, seeds
 from e2urec_jax.data import make_batch
-from e2urec_jax.methods import common, llmrec
-from e2urec_jax.methods.spec import FrozenInputs, Helper, MethodSpec, register
+from e2urec_jax.methods import common, llmrec, teacher_mechanism
+from e2urec_jax.methods.spec import BenchStep, FrozenInputs, Helper, MethodSpec, register
 from e2urec_jax.train import sampling
 from e2urec_jax.train.paths import ORIGINAL
 
@@ -204,8 +204,8 @@ def _batches(ctx, section, seed_of):
 
 def mechanism(probe, name: str):
   """MethodSpec.diagnostic: the row's forgetting teacher measured on the forget set
-  (eval/mechanism.py): needs the original and the augmented model; None for a row trained
-  without the forgetting teacher, or when the augmented model is missing."""
+  (methods/teacher_mechanism.py): needs the original and the augmented model; None for a row
+  trained without the forgetting teacher, or when the augmented model is missing."""
   row = probe.rows[name]
   if not row['phase'].get('use_forget_teacher', True):
     return None
@@ -213,15 +213,29 @@ def mechanism(probe, name: str):
   if augmented is None:
     return None
   alpha = row['phase'].get('alpha', probe.ctx.config.unlearn.e2urec.alpha)
-  return probe.measures.forgetting_teacher_mechanism(
+  return teacher_mechanism.forgetting_teacher_mechanism(
       orig=probe.logits(ORIGINAL), retrain=probe.retrain, aug=augmented, student=probe.logits(name), alpha=alpha,
-      labels=probe.labels, users=probe.users, yes_id=probe.yes_id, no_id=probe.no_id)
+      labels=probe.labels, users=probe.users, yes_id=probe.yes_id, no_id=probe.no_id,
+      distance=probe.distance_to_retrain)
 
 
 def _record(section) -> dict:
   return {'alpha': section.alpha, 'w': section.w, 'use_forget_teacher': bool(section.use_forget_teacher),
           'use_remember_teacher': bool(section.use_remember_teacher)}
 
+
+def _bench_frozen(base, adapters, zero) -> dict:
+  """The benchmark's teachers: an augmented model of LoRA adapters (its own buffers: the
+  student's are donated each step), computed in every step as a run without the cache does."""
+  import jax  # no JAX in config
+  return frozen_teachers(base, jax.tree.map(lambda x: x.copy(), adapters), zero)
+
+
+# The student forward and backward on 2 x batch samples (3 x 2) and three teacher forwards of batch
+# samples each (the original on retain and forget, the augmented model on forget): 9 passes of batch.
+BENCH = BenchStep(loss=lambda model: e2urec_loss_fn(model, True, True, True), frozen=_bench_frozen,
+                  hparams={'w': 0.6, 'alpha': 2.0, 'forget_only': 0.0}, forward_passes=3 * 2 + 3,
+                  reference='torch_reference.py')
 
 SPEC = register(MethodSpec(
     name='e2urec',
@@ -243,7 +257,8 @@ SPEC = register(MethodSpec(
            'use_forget_teacher': rules.BOOLEAN, 'use_remember_teacher': rules.BOOLEAN,
            'teacher_cache_mb': rules.NON_NEGATIVE},
     trainable='lora', loss=e2urec_loss_fn, static=_static, batches=_batches, hparams=_hparams,
-    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism, featured=True,
+    frozen=_teachers, record=_record, reads=('augment',), diagnostic=mechanism,
+    diagnostic_report=teacher_mechanism.report_lines, featured=True, bench=BENCH,
     # The augmented model: its time is part of E2URec's cost (as 'augment_time_s'); trained on the forget set.
     helpers=(Helper(AUGMENTED, 'augmented', (ORIGINAL,), ensure_augmented, trained_on_forget=True, cost='augment',
                     mode_key='augment.mode'),)))

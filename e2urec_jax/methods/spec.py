@@ -112,6 +112,25 @@ class EnsureHelper(Protocol):
   def __call__(self, ctx: Any, callbacks: tuple = ()) -> Stats: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchStep:
+  """How `bench` times the method's step on random weights and inputs (`<name>_step` in
+  config.bench.what): the same compiled step as a run's, with every part of the loss on.
+
+  The trainable part follows MethodSpec.trainable: LoRA adapters on the base, or (full) every
+  weight in float32. FLOPs per step (for MFU) = forward_passes x batch x one sample's forward FLOPs."""
+  loss: Callable[[Any], LossFn]  # model -> the step's loss
+  # (base params, adapters, zero adapters) -> the loss's frozen inputs (teachers built from the
+  # random weights: their cost per step is what is timed, not their values).
+  frozen: Callable[[Any, Any, Any], dict]
+  hparams: dict  # the step's own traced hyperparameters, beside 'lr' and 'weight_decay'
+  # One step's FLOPs in forward passes of `batch` samples: forward + backward = 3 per trained sample.
+  forward_passes: float
+  paired: bool = True  # its batch is {'retain': ..., 'forget': ...} of `batch` samples each (else one batch)
+  # A script under benchmarks/ that times the same step in PyTorch (its RESULT line) beside ours.
+  reference: str | None = None
+
+
 def paired_examples(section) -> int:
   """MethodSpec.examples_per_step's default: a retain and a forget batch of section.batch_size each."""
   return 2 * section.batch_size
@@ -171,10 +190,12 @@ class MethodSpec:
   # recipe): part of its fingerprint (train/fingerprint.py), so changing them retrains it.
   reads: tuple = ()
   # What the report measures of a row of this method on the forget set (E2URec: its teacher,
-  # `mechanism`). The probe gives any model's forget-set logits, the retrained model's, the rows
-  # scored so far, the measures of eval/mechanism.py. A method with `same_as` puts its result in
+  # methods/teacher_mechanism.py). The probe gives any model's forget-set logits, the retrained
+  # model's, the distances to it, the rows scored so far. A method with `same_as` puts its result in
   # the mechanism of the rows of that method, under its own name.
   diagnostic: Diagnostic | None = None
+  # The report's section of those measurements: {row: its 'mechanism' entry} -> markdown lines.
+  diagnostic_report: Callable[[dict], list] | None = None
   # Another method whose config section and seeds this one uses (config.unlearn.<same_as>, with a
   # row's overrides; seeds.derive(seed, same_as, phase)): it sees the same batches and initial
   # adapters and differs only in what its spec changes (the oracle: the forget-set target).
@@ -187,6 +208,7 @@ class MethodSpec:
   # A `run` method that applies the retrain-free stop (config.unlearn.auto) itself (influence: to
   # its CG iterations): its fingerprint reads unlearn.auto* as a method trained by steps does.
   auto_stop: bool = False
+  bench: BenchStep | None = None  # what `bench` times as '<name>_step' (None: not benchmarked)
 
   def __post_init__(self):
     if self.trainable not in TRAINABLE_KINDS:

@@ -1,4 +1,5 @@
-"""Why E2URec gets as close to the retrained model as it does: its teacher, measured.
+"""Why E2URec gets as close to the retrained model as it does: its teacher, measured (E2URec's
+MethodSpec.diagnostic, and the report's section of it: `report_lines`).
 
 E2URec's student follows the forgetting teacher orig - alpha * relu(aug - orig) on the forget
 set. The student cannot end closer to the retrained model than what it follows lets it,
@@ -15,11 +16,14 @@ position (where Yes/No is decided):
   averaged per user (the student, a low-rank adapter, learns per-user corrections, not
   per-sample ones) and correlated over users, weighted by their sample counts.
 
-Pure numpy on [N, V] logits; float64.
+Pure numpy on [N, V] logits; float64. The distances to retrain come from the evaluation (the
+diagnostic's probe), so they are the report's own.
 """
+import math
+
 import numpy as np
 
-from e2urec_jax.eval import metrics
+from e2urec_jax import scoring
 
 
 def forgetting_teacher(orig_logits, aug_logits, alpha: float) -> np.ndarray:
@@ -32,8 +36,8 @@ def forgetting_teacher(orig_logits, aug_logits, alpha: float) -> np.ndarray:
 def distillation_loss(teacher_logits, student_logits) -> float:
   """KD(teacher -> student) = mean over rows of -sum_v softmax(teacher) log softmax(student),
   the training loss's per-position term (`losses.distillation_loss`)."""
-  p = metrics.softmax(teacher_logits)
-  return float(-(p * metrics.log_softmax(student_logits)).sum(-1).mean())
+  p = scoring.softmax(teacher_logits)
+  return float(-(p * scoring.log_softmax(student_logits)).sum(-1).mean())
 
 
 def answer_margin(logits, labels, yes_id: int, no_id: int) -> np.ndarray:
@@ -71,15 +75,42 @@ def alignment(orig, retrain, aug, labels, users, yes_id: int, no_id: int) -> dic
 
 
 def forgetting_teacher_mechanism(*, orig, retrain, aug, student, alpha: float, labels, users, yes_id: int,
-                     no_id: int) -> dict:
-  """The mechanism entry of one E2URec run: first-answer-position logits [N, V] of the forget set."""
+                                 no_id: int, distance) -> dict:
+  """The mechanism entry of one E2URec run: first-answer-position logits [N, V] of the forget set;
+  `distance(logits)`: the distances ('sym_kl', 'jsd', ...) of those logits to `retrain`'s."""
   teacher = forgetting_teacher(orig, aug, alpha)
-  dist = lambda x: metrics.distances_from_logits(x, retrain)
   out = {'alpha': float(alpha)}
   for name, logits in (('original', orig), ('augmented', aug), ('teacher', teacher), ('student', student)):
-    d = dist(logits)
+    d = distance(logits)
     out[name] = {'sym_kl': d['sym_kl'], 'jsd': d['jsd']}
   out['kd_to_teacher'] = {'start': distillation_loss(teacher, orig), 'end': distillation_loss(teacher, student),
                           'floor': distillation_loss(teacher, teacher)}  # the teacher's own entropy
   out['alignment'] = alignment(orig, retrain, aug, labels, users, yes_id, no_id)
+  return out
+
+
+def _fmt(x, digits=4):
+  return '–' if x is None or not math.isfinite(float(x)) else f'{float(x):.{digits}g}'
+
+
+def report_lines(entries: dict) -> list[str]:
+  """The report's section (markdown lines) of E2URec's rows' mechanism entries ({row: entry})."""
+  oracle = any(isinstance(m.get('oracle'), dict) for m in entries.values())  # an oracle row was run
+  out = ['', '## E2URec\'s teacher, measured (forget set, first answer position)', '',
+         'symKL to retrain of the original, the augmented model, the forgetting teacher '
+         'orig − α·relu(aug − orig) and the student; KD: the student\'s distillation loss to the '
+         'teacher before and after unlearning (floor: the teacher\'s entropy); user corr: over users, '
+         'the correlation of what the original memorised with what the teacher removes.'
+         + (' oracle: the same student distilled towards the retrained model on the forget set '
+            '(methods/oracle.py), what a perfect forget target reaches.' if oracle else ''), '',
+         '| row | α | original | augmented | teacher | student |' + (' oracle |' if oracle else '')
+         + ' KD start → end (floor) | user corr |',
+         '|---|---|---|---|---|---|---|---|' + ('---|' if oracle else '')]
+  for name, m in entries.items():
+    kd = m['kd_to_teacher']
+    extra = f' {_fmt((m.get("oracle") or {}).get("sym_kl"))} |' if oracle else ''
+    out.append(f'| `{name}` | {_fmt(m["alpha"], 3)} | {_fmt(m["original"]["sym_kl"])} | '
+               f'{_fmt(m["augmented"]["sym_kl"])} | {_fmt(m["teacher"]["sym_kl"])} | '
+               f'{_fmt(m["student"]["sym_kl"])} |{extra} {_fmt(kd["start"])} → {_fmt(kd["end"])} '
+               f'({_fmt(kd["floor"])}) | {_fmt(m["alignment"]["user_corr"], 3)} |')
   return out
